@@ -1,0 +1,21 @@
+# Finds every library with pkg-config and names the Debian package when one is missing.
+find_package(PkgConfig)
+if(NOT PKG_CONFIG_FOUND)
+  message(FATAL_ERROR "pkg-config not found: install the Debian package 'pkg-config' (or run scripts/install-deps.sh)")
+endif()
+
+function(sg_require_pkg var module debpkg)
+  pkg_check_modules(${var} IMPORTED_TARGET ${module})
+  if(NOT ${var}_FOUND)
+    message(FATAL_ERROR "${module} not found: install the Debian package '${debpkg}' (or run scripts/install-deps.sh as root)")
+  endif()
+endfunction()
+
+sg_require_pkg(JANSSON  jansson        libjansson-dev)
+sg_require_pkg(READLINE readline       libreadline-dev)
+sg_require_pkg(LWS      libwebsockets  libwebsockets-dev)
+sg_require_pkg(OPENSSL  openssl        libssl-dev)
+if(SNAPGATE_TESTS)
+  sg_require_pkg(CMOCKA cmocka         libcmocka-dev)
+endif()
+find_package(Threads REQUIRED)

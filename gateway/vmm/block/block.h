@@ -1,0 +1,92 @@
+/* block.h: the block layer seen by the rest of snapgate-vmm (virtio-blk,
+ * vmstate, QMP commands, snapgate-img).  One opaque handle per image; the
+ * format (qcow2 or raw) is a driver behind it.  Knows nothing of KVM.
+ *
+ * All functions return false / -1 on failure and fill *err (may be NULL).
+ * Not thread-safe: the caller serialises access to one sg_block (the VMM
+ * holds a per-disk lock shared by the virtio-blk path and the job engine). */
+#ifndef SG_BLOCK_H
+#define SG_BLOCK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sg_error.h"
+
+struct sg_block;
+
+enum sg_block_open_flags {
+    SG_BLOCK_RDONLY = 1 << 0,
+};
+
+/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw). */
+struct sg_block *sg_block_open(const char *path, const char *format,
+                               unsigned flags, struct sg_error *err);
+void sg_block_close(struct sg_block *bs);
+
+const char *sg_block_format(const struct sg_block *bs);   /* "qcow2" | "raw" */
+const char *sg_block_filename(const struct sg_block *bs);
+uint64_t sg_block_size(const struct sg_block *bs);        /* virtual size, bytes */
+bool sg_block_readonly(const struct sg_block *bs);
+bool sg_block_can_snapshot(const struct sg_block *bs);    /* qcow2 only */
+uint64_t sg_block_cluster_size(const struct sg_block *bs); /* 0 for raw */
+int64_t sg_block_actual_size(const struct sg_block *bs);  /* bytes used on the host */
+
+/* Guest data.  Offsets and lengths need not be aligned. */
+bool sg_block_read(struct sg_block *bs, uint64_t off, void *buf, size_t len,
+                   struct sg_error *err);
+bool sg_block_write(struct sg_block *bs, uint64_t off, const void *buf,
+                    size_t len, struct sg_error *err);
+/* Zero (and deallocate when whole clusters are covered). */
+bool sg_block_discard(struct sg_block *bs, uint64_t off, uint64_t len,
+                      struct sg_error *err);
+bool sg_block_flush(struct sg_block *bs, struct sg_error *err);
+
+/* ---- Internal snapshots (qcow2) ---------------------------------------- */
+
+struct sg_snapshot_info {
+    char id[128];            /* numeric string, unique in the image */
+    char *name;              /* tag, malloc'ed; may be "" */
+    uint64_t vm_state_size;  /* bytes of VM state saved with it (0: disk only) */
+    uint64_t date_sec;       /* wall clock when taken */
+    uint32_t date_nsec;
+    uint64_t vm_clock_nsec;  /* guest clock when taken */
+    uint64_t disk_size;      /* virtual disk size when taken */
+    int64_t icount;          /* -1 */
+};
+
+/* Returns the number of snapshots (table order) and a malloc'ed array in *out,
+ * or -1.  Free with sg_snapshot_info_free_list. */
+int sg_block_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,
+                           struct sg_error *err);
+void sg_snapshot_info_free_list(struct sg_snapshot_info *list, int n);
+
+/* Creates a snapshot of the current state (and of the vmstate area written so
+ * far with sg_block_vmstate_write; vm_state_size bytes of it count).  The new
+ * ID is max(existing IDs) + 1, written to info->id.  info->name, date_*,
+ * vm_clock_nsec, vm_state_size are taken from *info.  Afterwards the active
+ * vmstate area is discarded (as QEMU does).  Crash-safe: the snapshot exists
+ * after one header/table switch, or not at all. */
+bool sg_block_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info,
+                              struct sg_error *err);
+/* Reverts the active disk to the snapshot with this exact ID. */
+bool sg_block_snapshot_goto(struct sg_block *bs, const char *id,
+                            struct sg_error *err);
+/* Deletes the snapshot with this exact ID. */
+bool sg_block_snapshot_delete(struct sg_block *bs, const char *id,
+                              struct sg_error *err);
+
+/* ---- VM state area (after the virtual disk, as QEMU) --------------------
+ * Before a snapshot is created these access the active image's vmstate area;
+ * sg_block_vmstate_read_snapshot reads the one saved in snapshot `id`.
+ * All-zero clusters written here stay unallocated. */
+bool sg_block_vmstate_write(struct sg_block *bs, uint64_t off, const void *buf,
+                            size_t len, struct sg_error *err);
+bool sg_block_vmstate_read_snapshot(struct sg_block *bs, const char *id,
+                                    uint64_t off, void *buf, size_t len,
+                                    struct sg_error *err);
+/* Drops whatever the active vmstate area holds (e.g. a cancelled save). */
+bool sg_block_vmstate_discard(struct sg_block *bs, struct sg_error *err);
+
+#endif
