@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+__attribute__((format(printf, 3, 0)))
 static void vset(struct sg_error *err, const char *cls, const char *fmt, va_list ap)
 {
     if (!err || err->set)
