@@ -1,0 +1,76 @@
+/* sg_q72.h: the QEMU 7.2 compatibility profile — message catalogue and reply
+ * formats, learnt by running QEMU 7.2 (see README.md and transcripts/).
+ *
+ * Everything here is pure formatting: no allocation except sg_q72_crlf_dup,
+ * no I/O.  Texts use "\n"; sg_q72_crlf_dup turns a whole reply into QEMU's
+ * "\r\n" form at the end (the monitor does the same on its way out). */
+#ifndef SG_Q72_H
+#define SG_Q72_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* ---- Message catalogue (printf formats, no trailing newline unless the
+ * QEMU text has a blank line built in) ---------------------------------- */
+#define SG_Q72_ERROR_PREFIX      "Error: "
+#define SG_Q72_NO_SNAPSHOT       "There is no snapshot available."
+#define SG_Q72_NO_VMSTATE_BS     "no block device can store vmstate for snapshot"
+#define SG_Q72_NOT_EXIST         "Snapshot '%s' does not exist in one or more devices"
+#define SG_Q72_ALREADY_EXISTS    "Snapshot '%s' already exists in one or more devices"
+#define SG_Q72_CANNOT_SNAPSHOT   "Device '%s' is writable but does not support snapshots"
+#define SG_Q72_VMSTATE_MISSING   "vmstate block device '%s' does not exist"
+#define SG_Q72_VMSTATE_CANNOT    "vmstate block device '%s' does not support snapshots"
+/* (sic: two spaces, as QEMU 7.2 prints it) */
+#define SG_Q72_DISK_ONLY         "This is a disk-only snapshot. Revert to it  offline using qemu-img"
+#define SG_Q72_ALL_DISKS         "List of snapshots present on all disks:"
+#define SG_Q72_NONE              "None"
+#define SG_Q72_PARTIAL           "List of partial (non-loadable) snapshots on '%s':"
+#define SG_Q72_UNKNOWN_COMMAND   "unknown command: '%s'"
+#define SG_Q72_EXTRANEOUS        "%s: extraneous characters at the end of line"
+#define SG_Q72_STRING_EXPECTED   "%s: string expected"
+#define SG_Q72_TRY_HELP          "Try \"help %s\" for more information"
+#define SG_Q72_VM_STATUS         "VM status: %s%s"
+#define SG_Q72_NO_BLOCK_JOBS     "No active jobs"
+#define SG_Q72_TIMEDATE_FMT      "vm-%Y%m%d%H%M%S"
+
+/* `help CMD` lines: "NAME PARAMS -- TEXT" (QEMU's help_cmd_dump_one). */
+struct sg_q72_help {
+    const char *name;    /* as QEMU shows it, aliases included: "quit|q" */
+    const char *params;  /* "" when none: the line then has two spaces */
+    const char *text;
+};
+/* The QEMU help entry for a top-level command (`info` subcommands when
+ * `info` is true), or NULL when QEMU 7.2 has no such command among ours. */
+const struct sg_q72_help *sg_q72_help_lookup(const char *name, bool info);
+/* Writes "PREFIXNAME PARAMS -- TEXT" into buf (no newline). */
+void sg_q72_help_line(const struct sg_q72_help *h, bool info, char *buf, size_t n);
+
+/* ---- info snapshots table ---------------------------------------------- */
+struct sg_q72_snapshot {
+    const char *id;           /* "--" in the all-disks list */
+    const char *tag;
+    uint64_t vm_state_size;
+    int64_t date_sec;         /* shown in local time */
+    uint64_t vm_clock_nsec;
+    bool has_icount;          /* qemu-img made snapshots record 0; savevm none */
+    int64_t icount;
+};
+/* QEMU's size_to_str: "%0.3g %sB" with binary suffixes ("451 KiB", "0 B"). */
+void sg_q72_size_str(uint64_t v, char *buf, size_t n);
+/* "HH:MM:SS.mmm" */
+void sg_q72_clock_str(uint64_t nsec, char *buf, size_t n);
+/* "%Y-%m-%d %H:%M:%S" in local time */
+void sg_q72_date_str(int64_t sec, char *buf, size_t n);
+/* Header "%-10s%-17s%8s%20s%13s%11s" and rows "%-9s %-16s %8s%20s%13s%11s"
+ * (no newline).  `icount_column` false drops the last column (the snapgate
+ * profile's variant). */
+void sg_q72_snapshot_header(char *buf, size_t n, bool icount_column);
+void sg_q72_snapshot_row(const struct sg_q72_snapshot *s, char *buf, size_t n, bool icount_column);
+
+/* A malloc'd copy of `text` with every "\n" turned into "\r\n", blindly,
+ * as QEMU's monitor_puts does (a tag holding "\n" comes out as "\r\n").
+ * NULL when out of memory. */
+char *sg_q72_crlf_dup(const char *text);
+
+#endif
