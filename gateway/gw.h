@@ -80,7 +80,9 @@ void sg_gw_hmp_detach(struct sg_gw_hmp_req *req);
 /* True when the back end is the bundled VMM and its serial port is ours. */
 bool sg_gw_has_serial(const struct sg_gw *gw);
 typedef void (*sg_gw_serial_fn)(void *opaque, const void *bytes, size_t len);
-/* Subscribes to guest output; returns a subscription id (> 0) or 0. */
+/* Subscribes to guest output; returns a subscription id (> 0) or 0.  The
+ * recent output (up to 16 KiB) is delivered first, from the loop (never from
+ * inside this call), then new output as it comes. */
 unsigned sg_gw_serial_subscribe(struct sg_gw *gw, sg_gw_serial_fn fn, void *opaque);
 void sg_gw_serial_unsubscribe(struct sg_gw *gw, unsigned id);
 /* Bytes typed by a user for the guest's UART. */

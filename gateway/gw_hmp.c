@@ -1,0 +1,156 @@
+/* gw_hmp.c: the gateway's side of the HMP engine — the engine's back end is
+ * the gateway's back-end link; its progress polling runs on a loop timer;
+ * `quit` from any front end quits the back end and then the gateway. */
+#include "gw_internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "sg_hmp.h"
+
+#define GW_HMP_TICK_MS 100
+#define GW_QUIT_GRACE_MS 5000
+
+struct sg_gw_hmp_req {
+    struct sg_gw *gw;
+    struct sg_hmp_cmd *cmd;
+    sg_gw_hmp_done_fn done;
+    sg_gw_hmp_progress_fn progress;
+    void *opaque;
+    bool in_exec;      /* sg_hmp_exec has not returned yet */
+    bool finished;     /* done ran while in_exec */
+};
+
+static void hmp_backend_qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
+{
+    struct sg_gw *gw = opaque;
+    gw_backend_send(gw, cmd, cb, cb_opaque);
+    gw_hmp_kick(gw);
+}
+
+static void tick(void *opaque)
+{
+    struct sg_gw *gw = opaque;
+    gw->tick_armed = false;
+    if (!gw->hmp)
+        return;
+    sg_hmp_tick(gw->hmp);
+    gw_hmp_kick(gw);
+}
+
+void gw_hmp_kick(struct sg_gw *gw)
+{
+    if (gw->tick_armed || !gw->hmp || !sg_hmp_busy(gw->hmp))
+        return;
+    gw->tick_armed = true;
+    sg_gw_timer_arm(&gw->tick, GW_HMP_TICK_MS);
+}
+
+bool gw_hmp_init(struct sg_gw *gw, struct sg_error *err)
+{
+    struct sg_hmp_backend be = { hmp_backend_qmp, gw };
+    struct sg_hmp_options o;
+    memset(&o, 0, sizeof o);
+    o.vmstate_node = gw->opt->vmstate_node;
+    o.job_id_prefix = "hmp-";
+    gw->hmp = sg_hmp_new(&be, &o);
+    if (!gw->hmp) {
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    sg_gw_timer_init(&gw->tick, gw->loop, tick, gw);
+    /* Fills the completion cache before the first Tab. */
+    sg_hmp_refresh_snapshots(gw->hmp);
+    return true;
+}
+
+static void quit_timeout(void *opaque)
+{
+    struct sg_gw *gw = opaque;
+    gw_exit(gw, SG_GW_EXIT_OK);
+}
+
+static void quit_replied(void *opaque, json_t *reply)
+{
+    (void)opaque;
+    (void)reply; /* the back end closing the link ends the gateway */
+}
+
+/* `quit` from any front end: like QEMU's, it ends the VM; the gateway
+ * follows when the back end has gone (or after a grace period). */
+void gw_quit(struct sg_gw *gw)
+{
+    if (gw->quit_sent || gw->exiting)
+        return;
+    if (!gw_backend_alive(gw)) {
+        gw_exit(gw, SG_GW_EXIT_OK);
+        return;
+    }
+    json_t *cmd = json_pack("{s:s}", "execute", "quit");
+    gw_backend_send(gw, cmd, quit_replied, gw);
+    sg_gw_timer_init(&gw->quit_timer, gw->loop, quit_timeout, gw);
+    sg_gw_timer_arm(&gw->quit_timer, GW_QUIT_GRACE_MS);
+}
+
+static void req_done(void *opaque, const char *text, bool quit)
+{
+    struct sg_gw_hmp_req *r = opaque;
+    struct sg_gw *gw = r->gw;
+    r->cmd = NULL;
+    r->done(r->opaque, text, quit);
+    if (r->in_exec)
+        r->finished = true;
+    else
+        free(r);
+    if (quit)
+        gw_quit(gw);
+}
+
+static void req_progress(void *opaque, const char *job_id, unsigned long long done,
+                         unsigned long long total)
+{
+    struct sg_gw_hmp_req *r = opaque;
+    if (r->progress)
+        r->progress(r->opaque, job_id, done, total);
+}
+
+struct sg_gw_hmp_req *sg_gw_hmp_exec(struct sg_gw *gw, const char *line, enum sg_hmp_style style,
+                                     sg_gw_hmp_done_fn done, sg_gw_hmp_progress_fn progress,
+                                     void *opaque)
+{
+    struct sg_gw_hmp_req *r = calloc(1, sizeof *r);
+    if (!r) {
+        done(opaque, "Error: out of memory\n", false);
+        return NULL;
+    }
+    r->gw = gw;
+    r->done = done;
+    r->progress = progress;
+    r->opaque = opaque;
+    r->in_exec = true;
+    int profile = style == SG_HMP_STYLE_QEMU72 ? SG_HMP_PROFILE_QEMU72 : SG_HMP_PROFILE_SNAPGATE;
+    struct sg_hmp_cmd *cmd = sg_hmp_exec(gw->hmp, line, profile, req_done, req_progress, r);
+    r->in_exec = false;
+    if (r->finished || !cmd) {
+        free(r);
+        return NULL;
+    }
+    r->cmd = cmd;
+    gw_hmp_kick(gw);
+    return r;
+}
+
+void sg_gw_hmp_cancel(struct sg_gw_hmp_req *req)
+{
+    if (req && req->cmd)
+        sg_hmp_cancel(req->cmd);
+}
+
+void sg_gw_hmp_detach(struct sg_gw_hmp_req *req)
+{
+    if (!req)
+        return;
+    if (req->cmd)
+        sg_hmp_detach(req->cmd);
+    free(req);
+}

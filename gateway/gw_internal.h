@@ -1,0 +1,143 @@
+/* gw_internal.h: the gateway's own state, shared by its files (not by front
+ * ends outside gateway/, which only see gw.h). */
+#ifndef SG_GW_INTERNAL_H
+#define SG_GW_INTERNAL_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "gw.h"
+#include "gw_loop.h"
+#include "gw_options.h"
+
+struct sg_hmp;
+struct gw_backend;
+struct gw_vmm;
+struct gw_monitor;
+struct gw_qmp_endpoint;
+
+/* Exit codes of INTERFACES.md 1.1. */
+enum { SG_GW_EXIT_OK = 0, SG_GW_EXIT_USAGE = 1, SG_GW_EXIT_BACKEND_DIED = 2 };
+
+struct gw_serial_sub {
+    unsigned id;
+    sg_gw_serial_fn fn;
+    void *opaque;
+    bool replay_pending;   /* the backlog is still to be sent to it */
+};
+
+/* Recent guest output, replayed to a new subscriber (a web console opened
+ * after boot still shows the last screenful). */
+#define GW_SERIAL_BACKLOG 16384
+
+/* Text printed for people (events, back-end messages) goes through one sink
+ * so that the interactive monitor can put it above the prompt. */
+typedef void (*gw_print_fn)(void *opaque, const char *text);
+
+struct sg_gw {
+    const struct sg_gw_options *opt;
+    struct sg_gw_loop *loop;
+    struct gw_backend *be;
+    struct sg_hmp *hmp;
+    struct gw_vmm *vmm;            /* embedded VMM or NULL with --connect */
+    struct gw_monitor *mon;
+    struct gw_qmp_endpoint *qmp_ep;
+    void *web;                     /* struct sg_web * when built with the web server */
+
+    json_t *backend_version;       /* "version" object of the back end's greeting */
+    bool backend_is_vmm;           /* snapgate-vmm (vs. QEMU) */
+
+    /* front-end QMP clients, for event fan-out */
+    struct sg_gw_qmp_client **clients;
+    size_t n_clients, cap_clients;
+    /* job ids started by clients that went away: dismissed when concluded */
+    json_t *orphan_jobs;           /* object: job id -> true */
+
+    struct gw_serial_sub *serial_subs;
+    size_t n_serial_subs;
+    unsigned next_serial_id;
+    char serial_backlog[GW_SERIAL_BACKLOG];  /* ring buffer */
+    size_t backlog_len, backlog_head;        /* bytes held; next write position */
+    struct sg_gw_timer replay_timer;
+
+    struct sg_gw_timer tick;       /* drives sg_hmp_tick while HMP is busy */
+    struct sg_gw_timer quit_timer; /* exit even if the back end ignores quit */
+    bool tick_armed;
+
+    char serial_line[1024];        /* --serial-to-terminal: line being assembled */
+    size_t serial_line_len;
+
+    gw_print_fn print;
+    void *print_opaque;
+
+    bool quit_sent;                /* a "quit" went to the back end: its EOF is expected */
+    char shutdown_reason[64];      /* reason of the last SHUTDOWN event, "" if none */
+    bool exiting;
+    int exit_code;
+};
+
+/* Prints a message for people (above the prompt if the monitor runs). */
+void gw_print(struct sg_gw *gw, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Ends the loop with this exit code (the first call wins). */
+void gw_exit(struct sg_gw *gw, int code);
+
+/* ---- back-end link (gw_backend.c) ---- */
+typedef void (*gw_reply_fn)(void *opaque, json_t *reply);
+/* Takes over the connected QMP socket `fd`, reads the greeting and
+ * negotiates (running the loop until done). */
+bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err);
+/* Sends {"execute", "arguments"} (reference stolen); `cb` gets the reply
+ * without id, or NULL when the back end is gone.  Never calls `cb` before
+ * returning. */
+void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque);
+void gw_backend_free(struct sg_gw *gw);
+bool gw_backend_alive(const struct sg_gw *gw);
+/* Why the link died ("" while it lives). */
+const char *gw_backend_why(const struct sg_gw *gw);
+/* Event from the back end: fans it out (gw_core.c). */
+void gw_on_backend_event(struct sg_gw *gw, json_t *event);
+/* The back end closed the link (gw_core.c). */
+void gw_on_backend_lost(struct sg_gw *gw, const char *why);
+
+/* ---- embedded VMM (gw_vmm.c) ---- */
+/* Creates the state dir and disk, starts snapgate-vmm, waits for its QMP
+ * socket and returns it connected in *qmp_fd. */
+struct gw_vmm *gw_vmm_start(struct sg_gw *gw, int *qmp_fd, struct sg_error *err);
+/* Stops the VMM (if it still runs) and frees. */
+void gw_vmm_stop(struct gw_vmm *v);
+/* Reaps the child if it exited; fills a description of how it ended. */
+bool gw_vmm_exited(struct gw_vmm *v, char *how, size_t len, int wait_ms);
+void gw_vmm_serial_write(struct gw_vmm *v, const void *buf, size_t len);
+
+/* ---- front ends ---- */
+struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err);
+void gw_monitor_free(struct gw_monitor *m);
+/* The monitor's printer: puts text above the prompt. */
+void gw_monitor_print(void *opaque, const char *text);
+/* Ctrl-C (from the signalfd): cancels the running job or clears the line;
+ * false when there was nothing to do (no terminal, idle). */
+bool gw_monitor_interrupt(struct gw_monitor *m);
+
+struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path,
+                                              struct sg_error *err);
+void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep);
+
+/* Called when the HMP engine got work, to keep the progress tick running. */
+void gw_hmp_kick(struct sg_gw *gw);
+bool gw_hmp_init(struct sg_gw *gw, struct sg_error *err);
+/* Quits the back end, then the gateway (exit 0). */
+void gw_quit(struct sg_gw *gw);
+
+/* Event fan-out to every negotiated front-end QMP client (gw_qmp_client.c),
+ * and dismissal of jobs whose client went away. */
+void gw_qmp_clients_event(struct sg_gw *gw, json_t *event);
+void gw_qmp_clients_free_all(struct sg_gw *gw);
+
+/* Serial bytes from the VMM (gw_core.c). */
+void gw_serial_input(struct sg_gw *gw, const void *buf, size_t len);
+/* Timer callback of gw->replay_timer (opaque: the gateway). */
+void gw_serial_replay(void *opaque);
+
+#endif

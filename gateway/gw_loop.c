@@ -1,0 +1,289 @@
+/* gw_loop.c: plain descriptors and timers on the libwebsockets loop.
+ *
+ * Every fd is adopted as an lws "raw file": lws polls it and tells us when it
+ * is readable or writable, and we do the read()/write() ourselves.  That keeps
+ * the byte handling (QMP framing, readline, serial fan-out) independent of
+ * lws, and one poll() serves the terminal, the sockets and the web server. */
+#include "gw_loop.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define SG_GW_FD_QUEUE_LIMIT (64u << 20)
+
+struct sg_gw_loop {
+    struct lws_context *ctx;
+    struct lws_vhost *raw_vhost;
+    bool stop;
+};
+
+struct sg_gw_fd {
+    struct lws *wsi;
+    int fd;
+    const struct sg_gw_fd_ops *ops;
+    void *opaque;
+    unsigned char *out;     /* queued output: out[out_off .. out_len) */
+    size_t out_len, out_off, out_cap;
+    bool closing;
+};
+
+static int flush_out(struct sg_gw_fd *f)
+{
+    while (f->out_off < f->out_len) {
+        ssize_t n = write(f->fd, f->out + f->out_off, f->out_len - f->out_off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return 0;
+            return -1;
+        }
+        f->out_off += (size_t)n;
+    }
+    f->out_len = f->out_off = 0;
+    return 1;
+}
+
+static int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                        void *in, size_t len)
+{
+    struct sg_gw_fd *f = lws_get_opaque_user_data(wsi);
+
+    switch (reason) {
+    case LWS_CALLBACK_RAW_RX_FILE:
+        if (!f || !f->ops)
+            return 0;
+        if (!f->ops->readable(f->opaque, f))
+            return -1;
+        return 0;
+    case LWS_CALLBACK_RAW_WRITEABLE_FILE: {
+        if (!f)
+            return 0;
+        int r = flush_out(f);
+        if (r < 0)
+            return -1;
+        if (r == 0) {
+            lws_callback_on_writable(wsi);
+            return 0;
+        }
+        if (f->closing)
+            return -1;
+        if (f->ops && f->ops->drained)
+            f->ops->drained(f->opaque, f);
+        return 0;
+    }
+    case LWS_CALLBACK_RAW_CLOSE_FILE:
+        if (!f)
+            return 0;
+        lws_set_opaque_user_data(wsi, NULL);
+        if (f->ops && f->ops->closed)
+            f->ops->closed(f->opaque, f);
+        free(f->out);
+        free(f);
+        return 0;
+    default:
+        return 0;
+    }
+}
+
+static const struct lws_protocols raw_protocols[] = {
+    { "sg-raw", raw_callback, 0, 0, 0, NULL, 0 },
+    { NULL, NULL, 0, 0, 0, NULL, 0 }
+};
+
+struct sg_gw_loop *sg_gw_loop_new(struct sg_error *err)
+{
+    struct sg_gw_loop *l = calloc(1, sizeof *l);
+    if (!l) {
+        sg_error_set(err, "out of memory");
+        return NULL;
+    }
+    /* lws logs to stderr by default, which would scribble over the prompt. */
+    lws_set_log_level(LLL_ERR, NULL);
+
+    struct lws_context_creation_info info;
+    memset(&info, 0, sizeof info);
+    info.options = LWS_SERVER_OPTION_EXPLICIT_VHOSTS | LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+    info.port = CONTEXT_PORT_NO_LISTEN;
+    l->ctx = lws_create_context(&info);
+    if (!l->ctx) {
+        sg_error_set(err, "cannot create the libwebsockets context");
+        free(l);
+        return NULL;
+    }
+    memset(&info, 0, sizeof info);
+    info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
+    info.vhost_name = "sg-raw";
+    info.protocols = raw_protocols;
+    l->raw_vhost = lws_create_vhost(l->ctx, &info);
+    if (!l->raw_vhost) {
+        sg_error_set(err, "cannot create the libwebsockets raw vhost");
+        lws_context_destroy(l->ctx);
+        free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void sg_gw_loop_free(struct sg_gw_loop *l)
+{
+    if (!l)
+        return;
+    lws_context_destroy(l->ctx);
+    free(l);
+}
+
+struct lws_context *sg_gw_loop_context(struct sg_gw_loop *l)
+{
+    return l->ctx;
+}
+
+void sg_gw_loop_run(struct sg_gw_loop *l)
+{
+    while (!l->stop)
+        if (lws_service(l->ctx, 0) < 0)
+            break;
+}
+
+void sg_gw_loop_restart(struct sg_gw_loop *l)
+{
+    l->stop = false;
+}
+
+void sg_gw_loop_stop(struct sg_gw_loop *l)
+{
+    l->stop = true;
+    lws_cancel_service(l->ctx);
+}
+
+struct sg_gw_fd *sg_gw_fd_adopt(struct sg_gw_loop *l, int fd, const struct sg_gw_fd_ops *ops,
+                                void *opaque, struct sg_error *err)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) {
+        sg_error_set_errno(err, errno, "cannot make fd %d non-blocking", fd);
+        return NULL;
+    }
+    return sg_gw_fd_adopt_blocking(l, fd, ops, opaque, err);
+}
+
+struct sg_gw_fd *sg_gw_fd_adopt_blocking(struct sg_gw_loop *l, int fd,
+                                         const struct sg_gw_fd_ops *ops, void *opaque,
+                                         struct sg_error *err)
+{
+    struct sg_gw_fd *f = calloc(1, sizeof *f);
+    if (!f) {
+        sg_error_set(err, "out of memory");
+        return NULL;
+    }
+    f->fd = fd;
+    f->ops = ops;
+    f->opaque = opaque;
+    lws_sock_file_fd_type u;
+    u.filefd = (lws_filefd_type)fd;
+    f->wsi = lws_adopt_descriptor_vhost(l->raw_vhost, LWS_ADOPT_RAW_FILE_DESC, u, "sg-raw", NULL);
+    if (!f->wsi) {
+        sg_error_set(err, "libwebsockets cannot adopt fd %d", fd);
+        free(f);
+        return NULL;
+    }
+    lws_set_opaque_user_data(f->wsi, f);
+    return f;
+}
+
+int sg_gw_fd_fd(const struct sg_gw_fd *f)
+{
+    return f->fd;
+}
+
+bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len)
+{
+    if (f->closing)
+        return true; /* output after close is dropped, as on a closed socket */
+    if (f->out_len == 0) {
+        /* Nothing queued: try the fast path first so short replies cost no
+         * extra loop round. */
+        while (len) {
+            ssize_t n = write(f->fd, buf, len);
+            if (n < 0) {
+                if (errno == EINTR)
+                    continue;
+                if (errno == EAGAIN || errno == EWOULDBLOCK)
+                    break;
+                /* The peer is gone; reading will report it and close. */
+                return true;
+            }
+            buf = (const unsigned char *)buf + n;
+            len -= (size_t)n;
+        }
+        if (!len)
+            return true;
+    }
+    if (f->out_len - f->out_off + len > SG_GW_FD_QUEUE_LIMIT)
+        return false;
+    if (f->out_off && f->out_len + len > f->out_cap) {
+        memmove(f->out, f->out + f->out_off, f->out_len - f->out_off);
+        f->out_len -= f->out_off;
+        f->out_off = 0;
+    }
+    if (f->out_len + len > f->out_cap) {
+        size_t cap = f->out_cap ? f->out_cap : 4096;
+        while (cap < f->out_len + len)
+            cap *= 2;
+        unsigned char *p = realloc(f->out, cap);
+        if (!p)
+            return false;
+        f->out = p;
+        f->out_cap = cap;
+    }
+    memcpy(f->out + f->out_len, buf, len);
+    f->out_len += len;
+    lws_callback_on_writable(f->wsi);
+    return true;
+}
+
+void sg_gw_fd_close(struct sg_gw_fd *f)
+{
+    f->closing = true;
+    if (f->out_len > f->out_off) {
+        /* The queue is flushed first; the writeable callback then closes. */
+        lws_callback_on_writable(f->wsi);
+        return;
+    }
+    /* Nothing to flush: close from the loop (a pipe's read end would never
+     * become writable). */
+    lws_set_timeout(f->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+void sg_gw_fd_detach(struct sg_gw_fd *f)
+{
+    f->ops = NULL;
+    sg_gw_fd_close(f);
+}
+
+static void timer_cb(lws_sorted_usec_list_t *sul)
+{
+    struct sg_gw_timer *t = lws_container_of(sul, struct sg_gw_timer, sul);
+    t->fn(t->opaque);
+}
+
+void sg_gw_timer_init(struct sg_gw_timer *t, struct sg_gw_loop *l, void (*fn)(void *), void *opaque)
+{
+    memset(t, 0, sizeof *t);
+    t->fn = fn;
+    t->opaque = opaque;
+    t->loop = l;
+}
+
+void sg_gw_timer_arm(struct sg_gw_timer *t, unsigned ms)
+{
+    lws_sul_schedule(t->loop->ctx, 0, &t->sul, timer_cb, (lws_usec_t)ms * LWS_US_PER_MS);
+}
+
+void sg_gw_timer_cancel(struct sg_gw_timer *t)
+{
+    lws_sul_cancel(&t->sul);
+}
