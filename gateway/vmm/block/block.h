@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "sg_error.h"
 
@@ -88,5 +89,47 @@ bool sg_block_vmstate_read_snapshot(struct sg_block *bs, const char *id,
                                     struct sg_error *err);
 /* Drops whatever the active vmstate area holds (e.g. a cancelled save). */
 bool sg_block_vmstate_discard(struct sg_block *bs, struct sg_error *err);
+
+/* ---- Additions for snapgate-img and the VMM (issue 3) ------------------- */
+
+/* Creates a qcow2 v3 image: 16-bit refcounts, cluster size 2^cluster_bits
+ * (0 means 64 KiB; 9..21 allowed).  Fails if the file exists. */
+bool sg_block_create_qcow2(const char *path, uint64_t size, unsigned cluster_bits,
+                           struct sg_error *err);
+
+enum sg_snapshot_match {
+    SG_SNAPSHOT_BY_NAME,   /* tag first, then ID (INTERFACES.md section 3) */
+    SG_SNAPSHOT_BY_TAG,
+    SG_SNAPSHOT_BY_ID,
+};
+/* Resolves a snapshot name on this image into its ID (written to id_out).
+ * Duplicate tags are an error naming the IDs.  Returns false with
+ * "Snapshot 'NAME' does not exist" when nothing matches. */
+bool sg_block_snapshot_find(struct sg_block *bs, const char *name,
+                            enum sg_snapshot_match how, char id_out[128],
+                            struct sg_error *err);
+
+struct sg_block_check_result {
+    uint64_t corruptions;      /* refcount too low, bad pointers, COPIED wrong */
+    uint64_t leaks;            /* refcount too high */
+    uint64_t allocated_clusters;
+    uint64_t total_clusters;   /* of the virtual disk */
+    uint64_t image_end_offset;
+};
+/* qemu-img-check-like consistency check of a qcow2 image: refcounts are
+ * recomputed from every L1 tree and all metadata.  Each problem found is
+ * printed as one line to `report` (may be NULL).  Returns false only when
+ * the check could not run. */
+bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
+                    struct sg_error *err);
+
+struct sg_block_qcow2_info {
+    uint32_t version;          /* 2 or 3 */
+    uint32_t refcount_bits;
+    bool lazy_refcounts;
+    bool corrupt;
+};
+/* Fills *info for a qcow2 image; false for raw. */
+bool sg_block_qcow2_info(const struct sg_block *bs, struct sg_block_qcow2_info *info);
 
 #endif
