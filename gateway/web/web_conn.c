@@ -1,0 +1,356 @@
+/* web_conn.c: one WebSocket connection (/qmp, /hmp or /serial).
+ *
+ * lws may only write from LWS_CALLBACK_SERVER_WRITEABLE, while the gateway
+ * produces output whenever the back end speaks, so every connection has an
+ * output queue; WRITEABLE sends one fragment of its head and asks for more.
+ * Input is assembled into whole messages (limit 1 MiB) before it reaches the
+ * gateway, because QMP and HMP are one message per frame. */
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "web_internal.h"
+
+static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bool binary);
+
+/* ---- output ------------------------------------------------------------- */
+
+static void queue_free(struct sg_web_conn *c)
+{
+    while (c->out_head) {
+        struct sg_web_msg *m = c->out_head;
+        c->out_head = m->next;
+        free(m);
+    }
+    c->out_tail = NULL;
+    c->out_bytes = 0;
+}
+
+static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bool binary)
+{
+    if (c->dead || !c->wsi)
+        return;
+    if (c->out_bytes + len > SG_WEB_QUEUE_HARD) {
+        /* The client stopped reading.  Its socket is not writable, so no
+         * close frame could be sent either: drop it asynchronously. */
+        lwsl_warn("web: client too slow (%zu bytes queued), dropping it\n", c->out_bytes);
+        c->dead = true;
+        queue_free(c);
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    struct sg_web_msg *m = malloc(sizeof *m + LWS_PRE + len);
+    if (!m) {
+        c->dead = true;
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+        return;
+    }
+    m->next = NULL;
+    m->len = len;
+    m->off = 0;
+    m->binary = binary;
+    if (len)
+        memcpy(m->buf + LWS_PRE, data, len);
+    if (c->out_tail)
+        c->out_tail->next = m;
+    else
+        c->out_head = m;
+    c->out_tail = m;
+    c->out_bytes += len;
+    if (!c->rx_paused && c->out_bytes > SG_WEB_QUEUE_SOFT) {
+        c->rx_paused = true;
+        lws_rx_flow_control(c->wsi, 0);
+    }
+    lws_callback_on_writable(c->wsi);
+}
+
+/* Returns -1 to close the connection. */
+static int conn_write_some(struct sg_web_conn *c)
+{
+    struct sg_web_msg *m = c->out_head;
+    if (!m)
+        return 0;
+    size_t n = m->len - m->off;
+    if (n > SG_WEB_FRAGMENT)
+        n = SG_WEB_FRAGMENT;
+    bool first = m->off == 0, last = m->off + n == m->len;
+    int flags = lws_write_ws_flags(m->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT, first, last);
+    /* Header room for later fragments is the already-sent payload before them. */
+    unsigned char *p = m->buf + LWS_PRE + m->off;
+    if (lws_write(c->wsi, p, n, (enum lws_write_protocol)flags) < (int)n)
+        return -1;
+    m->off += n;
+    c->out_bytes -= n;
+    if (last) {
+        c->out_head = m->next;
+        if (!c->out_head)
+            c->out_tail = NULL;
+        free(m);
+    }
+    if (c->rx_paused && c->out_bytes < SG_WEB_QUEUE_RESUME) {
+        c->rx_paused = false;
+        lws_rx_flow_control(c->wsi, 1);
+    }
+    if (c->out_head)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+/* ---- gateway callbacks -------------------------------------------------- */
+
+static void qmp_send(void *opaque, const char *json_text, size_t len)
+{
+    conn_enqueue(opaque, json_text, len, false);
+}
+
+static void serial_out(void *opaque, const void *bytes, size_t len)
+{
+    conn_enqueue(opaque, bytes, len, true);
+}
+
+static void hmp_done(void *opaque, const char *text, bool quit)
+{
+    struct sg_web_conn *c = opaque;
+    c->hmp_req = NULL;
+    c->hmp_busy = false;
+    c->hmp_done_now = true;
+    c->hmp_quit = quit;
+    conn_enqueue(c, text ? text : "", text ? strlen(text) : 0, false);
+    /* The next queued line starts from WRITEABLE, not from inside the
+     * gateway's own callback. */
+    if (c->wsi && !c->dead)
+        lws_callback_on_writable(c->wsi);
+}
+
+static void hmp_next(struct sg_web_conn *c)
+{
+    while (!c->hmp_busy && c->hmp_head && c->web && !c->hmp_quit) {
+        struct sg_web_hmp_line *l = c->hmp_head;
+        c->hmp_head = l->next;
+        if (!c->hmp_head)
+            c->hmp_tail = NULL;
+        c->hmp_busy = true;
+        c->hmp_done_now = false;
+        struct sg_gw_hmp_req *r = sg_gw_hmp_exec(c->web->gw, l->text, c->web->hmp_style,
+                                                 hmp_done, NULL, c);
+        free(l);
+        /* `done` may already have run inside exec: then the handle is stale. */
+        if (!c->hmp_done_now)
+            c->hmp_req = r;
+    }
+}
+
+static void hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, size_t len)
+{
+    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
+        len--;
+    struct sg_web_hmp_line *l = malloc(sizeof *l + len + 1);
+    if (!l)
+        return;
+    l->next = NULL;
+    memcpy(l->text, text, len);
+    l->text[len] = '\0';
+    if (c->hmp_tail)
+        c->hmp_tail->next = l;
+    else
+        c->hmp_head = l;
+    c->hmp_tail = l;
+    hmp_next(c);
+}
+
+/* ---- input -------------------------------------------------------------- */
+
+/* jansson accepts nesting far deeper than QMP allows; reject it before
+ * parsing so a hostile frame cannot make the parser recurse deeply. */
+bool sg_web_json_depth_ok(const char *text, size_t len, int max_depth)
+{
+    int depth = 0;
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = text[i];
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (ch == '\\')
+                esc = true;
+            else if (ch == '"')
+                in_str = false;
+        } else if (ch == '"') {
+            in_str = true;
+        } else if (ch == '{' || ch == '[') {
+            if (++depth > max_depth)
+                return false;
+        } else if (ch == '}' || ch == ']') {
+            depth--;
+        }
+    }
+    return true;
+}
+
+static void qmp_error(struct sg_web_conn *c, const char *desc)
+{
+    json_t *e = json_pack("{s:{s:s,s:s}}", "error", "class", SG_ERR_GENERIC, "desc", desc);
+    char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+    if (s)
+        conn_enqueue(c, s, strlen(s), false);
+    free(s);
+    json_decref(e);
+}
+
+/* Returns -1 to close. */
+static int qmp_message(struct sg_web_conn *c)
+{
+    if (!sg_web_json_depth_ok((const char *)c->rx, c->rx_len, 64)) {
+        qmp_error(c, "JSON nesting too deep");
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                         (unsigned char *)"nesting too deep", 16);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *msg = json_loadb((const char *)c->rx, c->rx_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (!msg) {
+        /* Same as QEMU: malformed input is answered and the link stays up. */
+        char desc[300];
+        snprintf(desc, sizeof desc, "JSON parse error, %s", jerr.text);
+        qmp_error(c, desc);
+        return 0;
+    }
+    if (c->qmp)
+        sg_gw_qmp_client_input(c->qmp, msg);
+    json_decref(msg);
+    return 0;
+}
+
+static int conn_receive(struct sg_web_conn *c, const void *in, size_t len)
+{
+    if (lws_is_first_fragment(c->wsi)) {
+        c->rx_len = 0;
+        c->rx_binary = lws_frame_is_binary(c->wsi);
+    }
+    if (c->rx_len + len > SG_WEB_MAX_MESSAGE) {
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
+                         (unsigned char *)"message over 1 MiB", 18);
+        return -1;
+    }
+    if (c->kind == SG_WEB_SERIAL) {
+        /* A byte stream: passed on at once, only counted for the limit. */
+        c->rx_len += len;
+        if (c->web && len)
+            sg_gw_serial_write(c->web->gw, in, len);
+        return 0;
+    }
+    if (c->rx_len + len > c->rx_cap) {
+        size_t cap = c->rx_cap ? c->rx_cap : 4096;
+        while (cap < c->rx_len + len)
+            cap *= 2;
+        unsigned char *nrx = realloc(c->rx, cap);
+        if (!nrx)
+            return -1;
+        c->rx = nrx;
+        c->rx_cap = cap;
+    }
+    if (len)
+        memcpy(c->rx + c->rx_len, in, len);
+    c->rx_len += len;
+    if (!lws_is_final_fragment(c->wsi) || lws_remaining_packet_payload(c->wsi))
+        return 0;
+    if (!c->web)
+        return 0;
+    if (c->kind == SG_WEB_QMP)
+        return qmp_message(c);
+    hmp_queue_line(c, c->rx, c->rx_len);
+    return 0;
+}
+
+/* ---- lifetime ----------------------------------------------------------- */
+
+/* Releases everything the connection holds in the gateway; afterwards no
+ * gateway callback can reach it. */
+void sg_web_conn_detach(struct sg_web_conn *c)
+{
+    if (c->qmp) {
+        sg_gw_qmp_client_free(c->qmp);
+        c->qmp = NULL;
+    }
+    if (c->hmp_req) {
+        sg_gw_hmp_detach(c->hmp_req);
+        c->hmp_req = NULL;
+    }
+    if (c->serial_sub && c->web) {
+        sg_gw_serial_unsubscribe(c->web->gw, c->serial_sub);
+        c->serial_sub = 0;
+    }
+    while (c->hmp_head) {
+        struct sg_web_hmp_line *l = c->hmp_head;
+        c->hmp_head = l->next;
+        free(l);
+    }
+    c->hmp_tail = NULL;
+    if (c->web) {
+        if (c->prev)
+            c->prev->next = c->next;
+        else
+            c->web->conns = c->next;
+        if (c->next)
+            c->next->prev = c->prev;
+        c->prev = c->next = NULL;
+        c->web = NULL;
+    }
+}
+
+int sg_web_conn_callback(struct sg_web *web, struct sg_web_conn *c, struct lws *wsi,
+                         enum lws_callback_reasons reason, void *in, size_t len)
+{
+    switch (reason) {
+    case LWS_CALLBACK_ESTABLISHED: {
+        memset(c, 0, sizeof *c);
+        const struct lws_protocols *pr = lws_get_protocol(wsi);
+        if (!web || web->stopping)
+            return -1;
+        c->web = web;
+        c->wsi = wsi;
+        c->kind = (enum sg_web_kind)pr->id;
+        c->next = web->conns;
+        if (web->conns)
+            web->conns->prev = c;
+        web->conns = c;
+        if (c->kind == SG_WEB_QMP) {
+            c->qmp = sg_gw_qmp_client_new(web->gw, web->compat_style, qmp_send, c);
+            if (!c->qmp)
+                return -1;
+        } else if (c->kind == SG_WEB_SERIAL) {
+            c->serial_sub = sg_gw_serial_subscribe(web->gw, serial_out, c);
+            if (!c->serial_sub)
+                return -1;
+        }
+        return 0;
+    }
+    case LWS_CALLBACK_RECEIVE:
+        if (c->dead)
+            return -1;
+        return conn_receive(c, in, len);
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (c->dead)
+            return -1;
+        if (conn_write_some(c))
+            return -1;
+        if (!c->out_head && c->hmp_quit) {
+            lws_close_reason(wsi, LWS_CLOSE_STATUS_NORMAL, (unsigned char *)"quit", 4);
+            return -1;
+        }
+        if (c->kind == SG_WEB_HMP)
+            hmp_next(c);
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        sg_web_conn_detach(c);
+        queue_free(c);
+        free(c->rx);
+        c->rx = NULL;
+        c->rx_len = c->rx_cap = 0;
+        c->wsi = NULL;
+        return 0;
+    default:
+        return 0;
+    }
+}
