@@ -1,0 +1,195 @@
+/* vm_kvm.c: the KVM VM — guest RAM, in-kernel irqchip and PIT, the early
+ * machine the demo guest expects (boot_info.h), and port I/O dispatch. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "guest/boot_info.h"
+#include "vm.h"
+
+extern const char sg_demo_guest_start[], sg_demo_guest_end[];
+
+/* KVM needs three pages for the real-mode TSS and one for the EPT identity
+ * map below 4 GiB; keep them above any RAM we allow (-m <= 3 GiB). */
+#define SG_KVM_TSS_ADDR 0xfffbd000u
+#define SG_KVM_IDMAP_ADDR 0xfffbc000u
+#define SG_VM_MAX_RAM (3ull << 30)
+
+bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
+{
+    vm->vm_fd = -1;
+    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        sg_error_set(err, "/dev/kvm: %s", strerror(errno));
+        return false;
+    }
+    int api = ioctl(vm->kvm_fd, KVM_GET_API_VERSION, 0);
+    if (api != KVM_API_VERSION) {
+        sg_error_set(err, "/dev/kvm: unsupported KVM API version %d", api);
+        return false;
+    }
+    if (vm->ram_size < SG_GUEST_MIN_RAM || vm->ram_size > SG_VM_MAX_RAM) {
+        sg_error_set(err, "-m: RAM size must be between 16 MiB and 3 GiB");
+        return false;
+    }
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0) {
+        sg_error_set_errno(err, errno, "KVM_CREATE_VM");
+        return false;
+    }
+    if (ioctl(vm->vm_fd, KVM_SET_TSS_ADDR, SG_KVM_TSS_ADDR) < 0) {
+        sg_error_set_errno(err, errno, "KVM_SET_TSS_ADDR");
+        return false;
+    }
+    uint64_t idmap = SG_KVM_IDMAP_ADDR;
+    if (ioctl(vm->vm_fd, KVM_SET_IDENTITY_MAP_ADDR, &idmap) < 0) {
+        sg_error_set_errno(err, errno, "KVM_SET_IDENTITY_MAP_ADDR");
+        return false;
+    }
+    if (ioctl(vm->vm_fd, KVM_CREATE_IRQCHIP, 0) < 0) {
+        sg_error_set_errno(err, errno, "KVM_CREATE_IRQCHIP");
+        return false;
+    }
+    struct kvm_pit_config pit = { .flags = KVM_PIT_SPEAKER_DUMMY };
+    if (ioctl(vm->vm_fd, KVM_CREATE_PIT2, &pit) < 0) {
+        sg_error_set_errno(err, errno, "KVM_CREATE_PIT2");
+        return false;
+    }
+    vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (vm->ram == MAP_FAILED) {
+        vm->ram = NULL;
+        sg_error_set_errno(err, errno, "guest RAM (%llu bytes)", (unsigned long long)vm->ram_size);
+        return false;
+    }
+    madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+    struct kvm_userspace_memory_region mr = {
+        .slot = 0, .guest_phys_addr = 0, .memory_size = vm->ram_size,
+        .userspace_addr = (uint64_t)(uintptr_t)vm->ram,
+    };
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0) {
+        sg_error_set_errno(err, errno, "KVM_SET_USER_MEMORY_REGION");
+        return false;
+    }
+    int khz = ioctl(vm->vm_fd, KVM_GET_TSC_KHZ, 0);
+    if (khz <= 0)
+        khz = ioctl(vm->kvm_fd, KVM_GET_TSC_KHZ, 0);
+    vm->tsc_khz = khz > 0 ? (uint64_t)khz : 0;
+    return true;
+}
+
+void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len)
+{
+    if (gpa > vm->ram_size || len > vm->ram_size - gpa)
+        return NULL;
+    return (char *)vm->ram + gpa;
+}
+
+static void put64(struct sg_vm *vm, uint64_t gpa, uint64_t v)
+{
+    memcpy((char *)vm->ram + gpa, &v, 8);
+}
+
+/* Identity map of the low 4 GiB with 2 MiB user pages: the guest's ring-3
+ * code touches everything, and the VMM, not the emulated ring 0, builds it. */
+bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err)
+{
+    size_t img = (size_t)(sg_demo_guest_end - sg_demo_guest_start);
+    if (img > (8u << 20)) {
+        sg_error_set(err, "demo guest image too large (%zu bytes)", img);
+        return false;
+    }
+    memset(vm->ram, 0, 0x10000);
+    const uint64_t pte = 0x7;  /* present | writable | user */
+    put64(vm, SG_PML4_ADDR, SG_PDPT_ADDR | pte);
+    for (unsigned i = 0; i < SG_PD_PAGES; i++) {
+        put64(vm, SG_PDPT_ADDR + 8 * i, (SG_PD_ADDR + 4096u * i) | pte);
+        for (unsigned j = 0; j < 512; j++) {
+            uint64_t pa = ((uint64_t)i << 30) | ((uint64_t)j << 21);
+            put64(vm, SG_PD_ADDR + 4096u * i + 8 * j, pa | pte | 0x80 /* 2 MiB */);
+        }
+    }
+    put64(vm, SG_GDT_ADDR + SG_SEL_KCODE, 0x00af9a000000ffffull);
+    put64(vm, SG_GDT_ADDR + SG_SEL_KDATA, 0x00cf92000000ffffull);
+    put64(vm, SG_GDT_ADDR + SG_SEL_UDATA, 0x00cff2000000ffffull);
+    put64(vm, SG_GDT_ADDR + SG_SEL_UCODE, 0x00affa000000ffffull);
+    uint64_t tss = SG_TSS_ADDR, lim = 0x67;
+    put64(vm, SG_GDT_ADDR + SG_SEL_TSS,
+          (lim & 0xffff) | (tss & 0xffffff) << 16 | 0x89ull << 40 | (tss >> 24 & 0xff) << 56);
+    put64(vm, SG_GDT_ADDR + SG_SEL_TSS + 8, tss >> 32);
+    uint16_t iomap = 0x68;   /* no I/O bitmap: IOPL 3 grants port I/O */
+    memcpy((char *)vm->ram + SG_TSS_ADDR + 0x66, &iomap, 2);
+
+    struct sg_boot_info *bi = (struct sg_boot_info *)((char *)vm->ram + SG_BOOT_INFO_ADDR);
+    bi->magic = SG_BOOT_MAGIC;
+    bi->version = 1;
+    bi->ram_size = vm->ram_size;
+    bi->tsc_khz = vm->tsc_khz;
+    snprintf(bi->cmdline, sizeof(bi->cmdline), "%s", vm->cmdline);
+
+    memcpy((char *)vm->ram + SG_GUEST_LOAD_ADDR, sg_demo_guest_start, img);
+    return true;
+}
+
+bool sg_vm_add_device(struct sg_vm *vm, struct sg_device *dev, struct sg_error *err)
+{
+    if (vm->nr_devices >= SG_VM_MAX_DEVICES) {
+        sg_error_set(err, "too many devices");
+        return false;
+    }
+    dev->vm = vm;
+    vm->devices[vm->nr_devices++] = dev;
+    return true;
+}
+
+void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level)
+{
+    struct kvm_irq_level l = { .irq = irq, .level = (uint32_t)level };
+    ioctl(vm->vm_fd, KVM_IRQ_LINE, &l);
+}
+
+bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
+{
+    /* MADV_DONTNEED on private anonymous memory gives zero pages back. */
+    if (madvise(vm->ram, vm->ram_size, MADV_DONTNEED) != 0) {
+        sg_error_set_errno(err, errno, "guest RAM reset");
+        return false;
+    }
+    pthread_mutex_lock(&vm->io_lock);
+    for (int i = 0; i < vm->nr_devices; i++)
+        if (vm->devices[i]->ops->reset)
+            vm->devices[i]->ops->reset(vm->devices[i]);
+    pthread_mutex_unlock(&vm->io_lock);
+    if (!sg_vm_load_demo_guest(vm, err))
+        return false;
+    for (int i = 0; i < vm->nr_vcpus; i++)
+        if (!sg_vcpu_set_boot_state(vm, &vm->vcpus[i], err))
+            return false;
+    return true;
+}
+
+void sg_vm_destroy(struct sg_vm *vm)
+{
+    for (int i = 0; i < vm->nr_devices; i++)
+        if (vm->devices[i]->ops->destroy)
+            vm->devices[i]->ops->destroy(vm->devices[i]);
+    vm->nr_devices = 0;
+    for (int i = 0; i < vm->nr_vcpus; i++) {
+        if (vm->vcpus[i].run)
+            munmap(vm->vcpus[i].run, vm->vcpus[i].run_size);
+        if (vm->vcpus[i].fd >= 0)
+            close(vm->vcpus[i].fd);
+    }
+    if (vm->ram)
+        munmap(vm->ram, vm->ram_size);
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+}

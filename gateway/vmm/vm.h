@@ -1,0 +1,106 @@
+/* vm.h: one virtual machine — the context every part of snapgate-vmm gets.
+ * No global mutable state: main() owns one struct sg_vm. */
+#ifndef SG_VM_H
+#define SG_VM_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block.h"
+#include "devices/device.h"
+#include "sg_error.h"
+
+#define SG_VM_MAX_DEVICES 16
+#define SG_VM_MAX_DRIVES 8
+#define SG_VM_MAX_VCPUS 1
+
+enum sg_run_state {
+    SG_RUN_NORMAL,      /* "running" / "paused" / "prelaunch" (see vmm_run.c) */
+    SG_RUN_SAVE_VM,     /* "save-vm": paused by a snapshot save */
+    SG_RUN_RESTORE_VM,  /* "restore-vm": paused by a snapshot load */
+    SG_RUN_SHUTDOWN,    /* "shutdown" */
+};
+
+struct sg_drive {
+    struct sg_block *bs;
+    char node_name[64];     /* disk0, ... */
+    char device_name[32];   /* drive0, ... */
+    char file[512];
+    char format[16];        /* as requested ("" = probe) */
+    bool readonly;
+    pthread_mutex_t lock;   /* shared by virtio-blk (vCPU thread) and jobs */
+};
+
+struct sg_vm;
+
+struct sg_vcpu {
+    struct sg_vm *vm;
+    int fd;
+    int index;
+    struct kvm_run *run;
+    size_t run_size;
+    pthread_t thread;
+    bool thread_started;
+};
+
+struct sg_vm {
+    /* configuration */
+    uint64_t ram_size;
+    int nr_vcpus;
+    char name[128];
+    char cmdline[256];
+    const char *guest_kind;     /* "snapgate-demo" */
+
+    /* KVM */
+    int kvm_fd, vm_fd;
+    void *ram;
+    uint64_t tsc_khz;
+    struct sg_vcpu vcpus[SG_VM_MAX_VCPUS];
+
+    /* devices, in creation order (this order is saved in snapshots) */
+    pthread_mutex_t io_lock;
+    struct sg_device *devices[SG_VM_MAX_DEVICES];
+    int nr_devices;
+    struct sg_device *serial;
+
+    struct sg_drive drives[SG_VM_MAX_DRIVES];
+    int nr_drives;
+
+    /* serial back end: bytes the guest sends go to serial_out_fd */
+    int serial_out_fd;
+
+    /* vCPU control, shared between the main loop and the vCPU thread */
+    pthread_mutex_t run_lock;
+    pthread_cond_t run_cond;
+    bool pause_req;         /* main -> vCPU: stop at the next exit */
+    bool vcpu_paused;       /* vCPU -> main: parked, state may be read */
+    atomic_bool quit_req;
+    enum sg_run_state state;
+    /* vCPU -> main loop notifications (guest power-off, fault) */
+    int notify_wr, notify_rd;
+    atomic_int guest_exit;  /* 0 none, 1 poweroff, 2 fault, 3 reset */
+    uint32_t guest_exit_code;
+};
+
+/* ---- kvm/vm_kvm.c ----------------------------------------------------- */
+bool sg_vm_init(struct sg_vm *vm, struct sg_error *err);
+bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err);
+bool sg_vm_add_device(struct sg_vm *vm, struct sg_device *dev, struct sg_error *err);
+void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level);
+void sg_vm_destroy(struct sg_vm *vm);
+void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len);   /* NULL if outside RAM */
+/* Resets devices, RAM and vCPU to power-on state (vCPU must be paused). */
+bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err);
+
+/* ---- kvm/vcpu.c ------------------------------------------------------- */
+bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_error *err);
+bool sg_vcpu_set_boot_state(struct sg_vm *vm, struct sg_vcpu *vcpu, struct sg_error *err);
+bool sg_vm_start_vcpus(struct sg_vm *vm, struct sg_error *err);
+/* Parks every vCPU outside KVM_RUN (blocks until they are parked). */
+void sg_vm_pause(struct sg_vm *vm);
+void sg_vm_resume(struct sg_vm *vm);
+void sg_vm_stop_vcpus(struct sg_vm *vm);
+
+#endif

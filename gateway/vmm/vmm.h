@@ -1,0 +1,80 @@
+/* vmm.h: snapgate-vmm's application context (owned by main): options, the
+ * VM, the QMP server, the run state seen by QMP, and the job engine. */
+#ifndef SG_VMM_H
+#define SG_VMM_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "vm.h"
+
+struct sg_qmp_server;
+struct sg_job;
+struct sg_hmp_link;
+
+struct sg_drive_opt {
+    char file[512];
+    char format[16];
+    char node_name[64];
+    bool readonly;
+};
+
+struct sg_vmm_opts {
+    uint64_t ram_size;
+    int smp;
+    char name[128];
+    char append[256];
+    struct sg_drive_opt drives[SG_VM_MAX_DRIVES];
+    int nr_drives;
+    char qmp[512];          /* "" = no QMP */
+    char serial[512];       /* "stdio" (default), "none", "file:P", "unix:P[,server=on]" */
+    bool start_paused;      /* -S */
+    char loadvm[256];
+    bool daemonize;
+    char pidfile[512];
+};
+
+/* Parses argv; on error fills err with the one-line message (no prefix). */
+bool sg_vmm_parse_args(int argc, char **argv, struct sg_vmm_opts *o, struct sg_error *err);
+
+enum { SG_VMM_MAX_JOBS = 16 };
+
+struct sg_vmm {
+    struct sg_vmm_opts opts;
+    struct sg_vm vm;
+    struct sg_qmp_server *qmp;
+    struct sg_hmp_link *hmp_link;   /* human-monitor-command (NULL without gateway/hmp) */
+    bool prelaunch;          /* -S and never continued: status "prelaunch" */
+    bool running;            /* what the user asked for (stop/cont) */
+    bool quit;
+    bool wrote_pidfile;
+    int exit_code;
+    int serial_listen_fd, serial_conn_fd, serial_in_fd;
+    struct sg_job *jobs[SG_VMM_MAX_JOBS];
+    int nr_jobs;
+    uint64_t vm_clock_base_ns;   /* guest run time before the current run */
+    uint64_t run_started_ns;     /* monotonic time the guest last resumed (0 if stopped) */
+};
+
+/* ---- vmm_run.c: run state shared by QMP commands and jobs --------------- */
+/* Pauses the guest (emits STOP unless quiet). */
+void sg_vmm_stop(struct sg_vmm *vmm, bool emit_event);
+void sg_vmm_cont(struct sg_vmm *vmm, bool emit_event);
+const char *sg_vmm_status(const struct sg_vmm *vmm);
+uint64_t sg_vmm_vm_clock_ns(const struct sg_vmm *vmm);
+uint64_t sg_now_ns(void);
+
+/* ---- qmp_cmds.c ---------------------------------------------------------- */
+bool sg_vmm_qmp_init(struct sg_vmm *vmm, struct sg_error *err);
+struct sg_drive *sg_vmm_find_node(struct sg_vmm *vmm, const char *node_name);
+struct sg_drive *sg_vmm_find_device(struct sg_vmm *vmm, const char *device);
+
+/* ---- jobs.c -------------------------------------------------------------- */
+/* Advances the running job by one bounded step; returns the poll timeout
+ * the job needs (ms): -1 no job, 0 more work now, >0 background I/O. */
+int sg_vmm_jobs_step(struct sg_vmm *vmm);
+void sg_vmm_jobs_free(struct sg_vmm *vmm);
+/* snapshot_jobs.c: registers the job and snapshot commands. */
+bool sg_vmm_jobs_init(struct sg_vmm *vmm, struct sg_error *err);
+
+#endif

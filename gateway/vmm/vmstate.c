@@ -1,0 +1,507 @@
+/* vmstate.c: capture and restore of the machine state (everything but
+ * RAM, which the snapshot jobs stream themselves) and the vmstate header.
+ *
+ * The blob is a list of records {u32 tag, u32 index, u32 len, payload}.
+ * Restore order follows Firecracker's (VM chips first; per vCPU: MP state,
+ * REGS, SREGS, XSAVE/FPU, XCRS, debug regs, LAPIC, MSRs, then vCPU events
+ * last, because setting MSRs and the LAPIC can change pending events). */
+#include <errno.h>
+#include <linux/kvm.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+
+#include "vm.h"
+#include "vmstate.h"
+
+_Static_assert(sizeof(struct sg_vmstate_header) <= SG_VMSTATE_HEADER_SIZE, "header fits 4 KiB");
+
+enum rec_tag {
+    REC_VM_CLOCK = 1,
+    REC_VM_PIT2,
+    REC_VM_IRQCHIP,
+    REC_CPU_MP_STATE = 16,
+    REC_CPU_REGS,
+    REC_CPU_SREGS,
+    REC_CPU_FPU,
+    REC_CPU_XSAVE,
+    REC_CPU_XCRS,
+    REC_CPU_DEBUGREGS,
+    REC_CPU_LAPIC,
+    REC_CPU_MSRS,
+    REC_CPU_EVENTS,
+    REC_DEVICE = 64,
+};
+
+#define MAX_MSRS 256
+
+uint32_t sg_crc32(const void *data, size_t len)
+{
+    const uint8_t *p = data;
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < len; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
+/* ---- header ------------------------------------------------------------ */
+
+void sg_vmstate_header_init(struct sg_vmstate_header *h, struct sg_vm *vm)
+{
+    memset(h, 0, sizeof(*h));
+    memcpy(h->magic, SG_VMSTATE_MAGIC, 8);
+    h->version = SG_VMSTATE_VERSION;
+    h->header_size = SG_VMSTATE_HEADER_SIZE;
+    h->ram_size = vm->ram_size;
+    h->ram_offset = SG_VMSTATE_RAM_OFFSET;
+    h->state_offset = SG_VMSTATE_STATE_OFFSET;
+    h->nr_vcpus = (uint32_t)vm->nr_vcpus;
+    snprintf(h->guest_kind, sizeof(h->guest_kind), "%s", vm->guest_kind);
+    h->nr_devices = (uint32_t)vm->nr_devices;
+    for (int i = 0; i < vm->nr_devices && i < SG_VMSTATE_MAX_DEVICES; i++) {
+        snprintf(h->devices[i].type, sizeof(h->devices[i].type), "%s", vm->devices[i]->ops->type);
+        snprintf(h->devices[i].name, sizeof(h->devices[i].name), "%s", vm->devices[i]->name);
+    }
+}
+
+void sg_vmstate_header_encode(struct sg_vmstate_header *h, uint8_t page[SG_VMSTATE_HEADER_SIZE])
+{
+    h->header_crc = 0;
+    memset(page, 0, SG_VMSTATE_HEADER_SIZE);
+    memcpy(page, h, sizeof(*h));
+    h->header_crc = sg_crc32(page, SG_VMSTATE_HEADER_SIZE);
+    memcpy(page, h, sizeof(*h));
+}
+
+bool sg_vmstate_header_decode(const uint8_t *page, struct sg_vmstate_header *h, const char *tag,
+                              struct sg_error *err)
+{
+    memcpy(h, page, sizeof(*h));
+    if (memcmp(h->magic, SG_VMSTATE_MAGIC, 8) != 0) {
+        sg_error_set(err, "Snapshot '%s' has no snapgate VM state (not saved by snapgate-vmm?)", tag);
+        return false;
+    }
+    if (h->version != SG_VMSTATE_VERSION || h->header_size != SG_VMSTATE_HEADER_SIZE) {
+        sg_error_set(err, "Snapshot '%s' has VM state version %u, this snapgate-vmm reads version %u",
+                     tag, h->version, SG_VMSTATE_VERSION);
+        return false;
+    }
+    uint8_t copy[SG_VMSTATE_HEADER_SIZE];
+    memcpy(copy, page, sizeof(copy));
+    memset(copy + offsetof(struct sg_vmstate_header, header_crc), 0, 4);
+    if (sg_crc32(copy, sizeof(copy)) != h->header_crc) {
+        sg_error_set(err, "Snapshot '%s': VM state header is corrupt (checksum mismatch)", tag);
+        return false;
+    }
+    if (h->state_offset != SG_VMSTATE_STATE_OFFSET || h->ram_offset != SG_VMSTATE_RAM_OFFSET ||
+        h->state_len > h->ram_offset - h->state_offset || h->nr_devices > SG_VMSTATE_MAX_DEVICES ||
+        h->nr_disks > SG_VMSTATE_MAX_DISKS || h->nr_disks == 0) {
+        sg_error_set(err, "Snapshot '%s': VM state header is invalid", tag);
+        return false;
+    }
+    h->guest_kind[sizeof(h->guest_kind) - 1] = 0;
+    for (unsigned i = 0; i < h->nr_devices; i++) {
+        h->devices[i].type[sizeof(h->devices[i].type) - 1] = 0;
+        h->devices[i].name[sizeof(h->devices[i].name) - 1] = 0;
+    }
+    for (unsigned i = 0; i < h->nr_disks; i++) {
+        h->disks[i].node[sizeof(h->disks[i].node) - 1] = 0;
+        h->disks[i].snap_id[sizeof(h->disks[i].snap_id) - 1] = 0;
+    }
+    return true;
+}
+
+bool sg_vmstate_config_matches(const struct sg_vmstate_header *h, struct sg_vm *vm,
+                               const char *tag, struct sg_error *err)
+{
+    if (h->ram_size != vm->ram_size) {
+        sg_error_set(err, "Snapshot '%s' needs %llu MiB of RAM, this VM has %llu MiB", tag,
+                     (unsigned long long)(h->ram_size >> 20), (unsigned long long)(vm->ram_size >> 20));
+        return false;
+    }
+    if (h->nr_vcpus != (uint32_t)vm->nr_vcpus) {
+        sg_error_set(err, "Snapshot '%s' needs %u vCPUs, this VM has %d", tag, h->nr_vcpus, vm->nr_vcpus);
+        return false;
+    }
+    if (strcmp(h->guest_kind, vm->guest_kind) != 0) {
+        sg_error_set(err, "Snapshot '%s' holds a '%s' guest, this VM runs '%s'", tag, h->guest_kind,
+                     vm->guest_kind);
+        return false;
+    }
+    for (unsigned i = 0; i < h->nr_devices || i < (unsigned)vm->nr_devices; i++) {
+        if (i >= h->nr_devices) {
+            sg_error_set(err, "Snapshot '%s' has no device %s (%s), this VM has it", tag,
+                         vm->devices[i]->name, vm->devices[i]->ops->type);
+            return false;
+        }
+        if (i >= (unsigned)vm->nr_devices) {
+            sg_error_set(err, "Snapshot '%s' needs device %s (%s), this VM lacks it", tag,
+                         h->devices[i].name, h->devices[i].type);
+            return false;
+        }
+        if (strcmp(h->devices[i].type, vm->devices[i]->ops->type) ||
+            strcmp(h->devices[i].name, vm->devices[i]->name)) {
+            sg_error_set(err, "Snapshot '%s' has device %u = %s (%s), this VM has %s (%s)", tag, i,
+                         h->devices[i].name, h->devices[i].type, vm->devices[i]->name,
+                         vm->devices[i]->ops->type);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* ---- blob building ------------------------------------------------------ */
+
+struct blob {
+    uint8_t *p;
+    size_t len, cap;
+    bool oom;
+};
+
+static void put_rec(struct blob *b, uint32_t tag, uint32_t index, const void *data, uint32_t len)
+{
+    size_t need = b->len + 12 + len;
+    if (need > b->cap) {
+        size_t cap = b->cap ? b->cap * 2 : 65536;
+        while (cap < need)
+            cap *= 2;
+        uint8_t *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    uint32_t h[3] = { tag, index, len };
+    memcpy(b->p + b->len, h, 12);
+    memcpy(b->p + b->len + 12, data, len);
+    b->len = need;
+}
+
+/* MSRs KVM lists and can read back on this host (probed one by one:
+ * KVM_GET_MSRS stops at the first it cannot read). */
+static int msr_list(struct sg_vm *vm, int vcpu_fd, uint32_t *out, int max)
+{
+    struct { struct kvm_msr_list l; uint32_t idx[1024]; } ml;
+    ml.l.nmsrs = 1024;
+    if (ioctl(vm->kvm_fd, KVM_GET_MSR_INDEX_LIST, &ml) < 0)
+        return -1;
+    int n = 0;
+    for (uint32_t i = 0; i < ml.l.nmsrs && n < max; i++) {
+        struct { struct kvm_msrs m; struct kvm_msr_entry e; } one;
+        memset(&one, 0, sizeof(one));
+        one.m.nmsrs = 1;
+        one.e.index = ml.idx[i];
+        if (ioctl(vcpu_fd, KVM_GET_MSRS, &one) == 1)
+            out[n++] = ml.idx[i];
+    }
+    return n;
+}
+
+static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, struct sg_error *err)
+{
+    if (ioctl(fd, req, buf) < 0) {
+        sg_error_set_errno(err, errno, "%s", what);
+        return false;
+    }
+    return true;
+}
+
+bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct sg_error *err)
+{
+    struct blob b = { 0 };
+    bool ok = true;
+
+    struct kvm_clock_data clock;
+    memset(&clock, 0, sizeof(clock));
+    ok = ok && cpu_get(vm->vm_fd, KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK", err);
+    if (ok)
+        put_rec(&b, REC_VM_CLOCK, 0, &clock, sizeof(clock));
+    struct kvm_pit_state2 pit;
+    ok = ok && cpu_get(vm->vm_fd, KVM_GET_PIT2, &pit, "KVM_GET_PIT2", err);
+    if (ok)
+        put_rec(&b, REC_VM_PIT2, 0, &pit, sizeof(pit));
+    for (uint32_t chip = 0; ok && chip < 3; chip++) {
+        struct kvm_irqchip ic;
+        memset(&ic, 0, sizeof(ic));
+        ic.chip_id = chip;
+        ok = cpu_get(vm->vm_fd, KVM_GET_IRQCHIP, &ic, "KVM_GET_IRQCHIP", err);
+        if (ok)
+            put_rec(&b, REC_VM_IRQCHIP, chip, &ic, sizeof(ic));
+    }
+
+    for (int c = 0; ok && c < vm->nr_vcpus; c++) {
+        int fd = vm->vcpus[c].fd;
+        uint32_t ci = (uint32_t)c;
+        struct kvm_mp_state mp;
+        struct kvm_regs regs;
+        struct kvm_sregs sregs;
+        struct kvm_fpu fpu;
+        struct kvm_xcrs xcrs;
+        struct kvm_debugregs dregs;
+        struct kvm_lapic_state lapic;
+        struct kvm_vcpu_events ev;
+        struct kvm_xsave *xs = calloc(1, sizeof(*xs));
+        if (!xs) {
+            sg_error_set(err, "out of memory");
+            ok = false;
+            break;
+        }
+        ok = cpu_get(fd, KVM_GET_MP_STATE, &mp, "KVM_GET_MP_STATE", err) &&
+             cpu_get(fd, KVM_GET_REGS, &regs, "KVM_GET_REGS", err) &&
+             cpu_get(fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", err) &&
+             cpu_get(fd, KVM_GET_FPU, &fpu, "KVM_GET_FPU", err) &&
+             cpu_get(fd, KVM_GET_XSAVE, xs, "KVM_GET_XSAVE", err) &&
+             cpu_get(fd, KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS", err) &&
+             cpu_get(fd, KVM_GET_DEBUGREGS, &dregs, "KVM_GET_DEBUGREGS", err) &&
+             cpu_get(fd, KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC", err) &&
+             cpu_get(fd, KVM_GET_VCPU_EVENTS, &ev, "KVM_GET_VCPU_EVENTS", err);
+        if (ok) {
+            put_rec(&b, REC_CPU_MP_STATE, ci, &mp, sizeof(mp));
+            put_rec(&b, REC_CPU_REGS, ci, &regs, sizeof(regs));
+            put_rec(&b, REC_CPU_SREGS, ci, &sregs, sizeof(sregs));
+            put_rec(&b, REC_CPU_FPU, ci, &fpu, sizeof(fpu));
+            put_rec(&b, REC_CPU_XSAVE, ci, xs, sizeof(*xs));
+            put_rec(&b, REC_CPU_XCRS, ci, &xcrs, sizeof(xcrs));
+            put_rec(&b, REC_CPU_DEBUGREGS, ci, &dregs, sizeof(dregs));
+            put_rec(&b, REC_CPU_LAPIC, ci, &lapic, sizeof(lapic));
+        }
+        free(xs);
+        if (ok) {
+            uint32_t idx[MAX_MSRS];
+            int n = msr_list(vm, fd, idx, MAX_MSRS);
+            size_t sz = sizeof(struct kvm_msrs) + (size_t)(n > 0 ? n : 0) * sizeof(struct kvm_msr_entry);
+            struct kvm_msrs *m = calloc(1, sz);
+            if (n < 0 || !m) {
+                sg_error_set(err, "cannot list MSRs");
+                free(m);
+                ok = false;
+                break;
+            }
+            m->nmsrs = (uint32_t)n;
+            for (int i = 0; i < n; i++)
+                m->entries[i].index = idx[i];
+            int got = ioctl(fd, KVM_GET_MSRS, m);
+            if (got != n) {
+                sg_error_set(err, "KVM_GET_MSRS read %d of %d MSRs", got, n);
+                ok = false;
+            } else {
+                put_rec(&b, REC_CPU_MSRS, ci, m, (uint32_t)sz);
+            }
+            free(m);
+            /* Events last: reading MSRs must not be able to change them. */
+            if (ok)
+                put_rec(&b, REC_CPU_EVENTS, ci, &ev, sizeof(ev));
+        }
+    }
+
+    pthread_mutex_lock(&vm->io_lock);
+    for (int i = 0; ok && i < vm->nr_devices; i++) {
+        struct sg_device *d = vm->devices[i];
+        uint8_t buf[32 + SG_DEVICE_STATE_MAX];
+        memset(buf, 0, 32);
+        snprintf((char *)buf, 32, "%s", d->name);
+        size_t n = d->ops->save ? d->ops->save(d, buf + 32, SG_DEVICE_STATE_MAX) : 0;
+        if (d->ops->save && n == 0) {
+            sg_error_set(err, "%s: cannot save device state", d->name);
+            ok = false;
+            break;
+        }
+        put_rec(&b, REC_DEVICE, (uint32_t)i, buf, (uint32_t)(32 + n));
+    }
+    pthread_mutex_unlock(&vm->io_lock);
+
+    if (ok && b.oom) {
+        sg_error_set(err, "out of memory");
+        ok = false;
+    }
+    if (!ok) {
+        free(b.p);
+        return false;
+    }
+    *out = b.p;
+    *out_len = b.len;
+    return true;
+}
+
+/* ---- restore ------------------------------------------------------------- */
+
+struct rec {
+    uint32_t tag, index, len;
+    const uint8_t *data;
+};
+
+static bool next_rec(const uint8_t *blob, size_t len, size_t *pos, struct rec *r)
+{
+    if (*pos + 12 > len)
+        return false;
+    uint32_t h[3];
+    memcpy(h, blob + *pos, 12);
+    if (h[2] > len - *pos - 12)
+        return false;
+    r->tag = h[0];
+    r->index = h[1];
+    r->len = h[2];
+    r->data = blob + *pos + 12;
+    *pos += 12 + h[2];
+    return true;
+}
+
+static size_t fixed_size(uint32_t tag)
+{
+    switch (tag) {
+    case REC_VM_CLOCK: return sizeof(struct kvm_clock_data);
+    case REC_VM_PIT2: return sizeof(struct kvm_pit_state2);
+    case REC_VM_IRQCHIP: return sizeof(struct kvm_irqchip);
+    case REC_CPU_MP_STATE: return sizeof(struct kvm_mp_state);
+    case REC_CPU_REGS: return sizeof(struct kvm_regs);
+    case REC_CPU_SREGS: return sizeof(struct kvm_sregs);
+    case REC_CPU_FPU: return sizeof(struct kvm_fpu);
+    case REC_CPU_XSAVE: return sizeof(struct kvm_xsave);
+    case REC_CPU_XCRS: return sizeof(struct kvm_xcrs);
+    case REC_CPU_DEBUGREGS: return sizeof(struct kvm_debugregs);
+    case REC_CPU_LAPIC: return sizeof(struct kvm_lapic_state);
+    case REC_CPU_EVENTS: return sizeof(struct kvm_vcpu_events);
+    default: return 0;
+    }
+}
+
+bool sg_vmstate_check(struct sg_vm *vm, const uint8_t *blob, size_t len, struct sg_error *err)
+{
+    size_t pos = 0;
+    struct rec r;
+    unsigned cpu_recs = 0, devs = 0;
+    while (next_rec(blob, len, &pos, &r)) {
+        if (r.tag == REC_DEVICE) {
+            if (r.index >= (uint32_t)vm->nr_devices || r.len < 32 ||
+                strncmp((const char *)r.data, vm->devices[r.index]->name, 32) != 0) {
+                sg_error_set(err, "VM state: device record %u does not match this VM", r.index);
+                return false;
+            }
+            devs++;
+        } else if (r.tag == REC_CPU_MSRS) {
+            struct kvm_msrs m;
+            if (r.len < sizeof(m)) {
+                sg_error_set(err, "VM state: bad MSR record");
+                return false;
+            }
+            memcpy(&m, r.data, sizeof(m));
+            if (m.nmsrs > MAX_MSRS || r.len != sizeof(m) + m.nmsrs * sizeof(struct kvm_msr_entry)) {
+                sg_error_set(err, "VM state: bad MSR record");
+                return false;
+            }
+        } else {
+            size_t want = fixed_size(r.tag);
+            if (!want || r.len != want) {
+                sg_error_set(err, "VM state: record %u has %u bytes (this build expects %zu)",
+                             r.tag, r.len, want);
+                return false;
+            }
+        }
+        if (r.tag >= REC_CPU_MP_STATE && r.tag < REC_DEVICE) {
+            if (r.index >= (uint32_t)vm->nr_vcpus) {
+                sg_error_set(err, "VM state: vCPU %u does not exist here", r.index);
+                return false;
+            }
+            cpu_recs++;
+        }
+    }
+    if (pos != len || devs != (unsigned)vm->nr_devices || cpu_recs != 10u * (unsigned)vm->nr_vcpus) {
+        sg_error_set(err, "VM state is truncated or incomplete");
+        return false;
+    }
+    return true;
+}
+
+static const struct rec *find_rec(const struct rec *all, int n, uint32_t tag, uint32_t index)
+{
+    for (int i = 0; i < n; i++)
+        if (all[i].tag == tag && all[i].index == index)
+            return &all[i];
+    return NULL;
+}
+
+static bool cpu_set(int fd, unsigned long req, const struct rec *r, const char *what,
+                    struct sg_error *err)
+{
+    if (!r) {
+        sg_error_set(err, "VM state lacks %s", what);
+        return false;
+    }
+    /* The ioctl wants a writable, aligned copy. */
+    void *copy = malloc(r->len);
+    if (!copy) {
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    memcpy(copy, r->data, r->len);
+    int ret = ioctl(fd, req, copy);
+    if (req == KVM_SET_MSRS && ret >= 0) {
+        struct kvm_msrs *m = copy;
+        if ((uint32_t)ret != m->nmsrs) {
+            sg_error_set(err, "KVM_SET_MSRS: MSR %#x refused", m->entries[ret].index);
+            free(copy);
+            return false;
+        }
+    }
+    free(copy);
+    if (ret < 0) {
+        sg_error_set_errno(err, errno, "%s", what);
+        return false;
+    }
+    return true;
+}
+
+bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct sg_error *err)
+{
+    if (!sg_vmstate_check(vm, blob, len, err))
+        return false;
+    struct rec recs[64 + SG_VM_MAX_DEVICES];
+    int n = 0;
+    size_t pos = 0;
+    while (n < (int)(sizeof(recs) / sizeof(recs[0])) && next_rec(blob, len, &pos, &recs[n]))
+        n++;
+
+    bool ok = cpu_set(vm->vm_fd, KVM_SET_PIT2, find_rec(recs, n, REC_VM_PIT2, 0), "KVM_SET_PIT2", err);
+    if (ok) {
+        /* Only the clock value: KVM_CLOCK_REALTIME/HOST_TSC flags would make
+         * KVM add the wall time that passed since the save. */
+        struct kvm_clock_data cd;
+        memcpy(&cd, find_rec(recs, n, REC_VM_CLOCK, 0)->data, sizeof(cd));
+        struct kvm_clock_data set = { .clock = cd.clock };
+        if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0) {
+            sg_error_set_errno(err, errno, "KVM_SET_CLOCK");
+            ok = false;
+        }
+    }
+    for (uint32_t chip = 0; ok && chip < 3; chip++)
+        ok = cpu_set(vm->vm_fd, KVM_SET_IRQCHIP, find_rec(recs, n, REC_VM_IRQCHIP, chip),
+                     "KVM_SET_IRQCHIP", err);
+    for (int c = 0; ok && c < vm->nr_vcpus; c++) {
+        int fd = vm->vcpus[c].fd;
+        uint32_t ci = (uint32_t)c;
+        ok = cpu_set(fd, KVM_SET_MP_STATE, find_rec(recs, n, REC_CPU_MP_STATE, ci), "KVM_SET_MP_STATE", err) &&
+             cpu_set(fd, KVM_SET_REGS, find_rec(recs, n, REC_CPU_REGS, ci), "KVM_SET_REGS", err) &&
+             cpu_set(fd, KVM_SET_SREGS, find_rec(recs, n, REC_CPU_SREGS, ci), "KVM_SET_SREGS", err) &&
+             cpu_set(fd, KVM_SET_XSAVE, find_rec(recs, n, REC_CPU_XSAVE, ci), "KVM_SET_XSAVE", err) &&
+             cpu_set(fd, KVM_SET_XCRS, find_rec(recs, n, REC_CPU_XCRS, ci), "KVM_SET_XCRS", err) &&
+             cpu_set(fd, KVM_SET_DEBUGREGS, find_rec(recs, n, REC_CPU_DEBUGREGS, ci), "KVM_SET_DEBUGREGS", err) &&
+             cpu_set(fd, KVM_SET_LAPIC, find_rec(recs, n, REC_CPU_LAPIC, ci), "KVM_SET_LAPIC", err) &&
+             cpu_set(fd, KVM_SET_MSRS, find_rec(recs, n, REC_CPU_MSRS, ci), "KVM_SET_MSRS", err) &&
+             cpu_set(fd, KVM_SET_VCPU_EVENTS, find_rec(recs, n, REC_CPU_EVENTS, ci), "KVM_SET_VCPU_EVENTS", err);
+    }
+    pthread_mutex_lock(&vm->io_lock);
+    for (int i = 0; ok && i < vm->nr_devices; i++) {
+        const struct rec *r = find_rec(recs, n, REC_DEVICE, (uint32_t)i);
+        struct sg_device *d = vm->devices[i];
+        if (d->ops->load)
+            ok = d->ops->load(d, r->data + 32, r->len - 32, err);
+    }
+    pthread_mutex_unlock(&vm->io_lock);
+    return ok;
+}
