@@ -53,6 +53,10 @@ bool gw_hmp_init(struct sg_gw *gw, struct sg_error *err)
     memset(&o, 0, sizeof o);
     o.vmstate_node = gw->opt->vmstate_node;
     o.job_id_prefix = "hmp-";
+    /* snapgate-vmm replaces a tag atomically (snapshot-save x-replace) and
+     * matches tags exactly in snapshot-load; QEMU does neither. */
+    o.backend_replaces = gw->backend_is_vmm;
+    o.backend_exact_tags = gw->backend_is_vmm;
     gw->hmp = sg_hmp_new(&be, &o);
     if (!gw->hmp) {
         sg_error_set(err, "out of memory");

@@ -410,8 +410,15 @@ static void after_savevm(struct sg_hmp_cmd *c)
     if (dups && c->profile != SG_HMP_PROFILE_QEMU72)
         snprintf(c->plan.note, sizeof c->plan.note, "(replaced the existing snapshot '%.900s')\n",
                  tag);
-    if (add_job(c, vs, "save", tag, "savevm"))
-        run_step(c);
+    if (!add_job(c, vs, "save", tag, "savevm"))
+        return;
+    if (dups && h->backend_replaces) {
+        /* The back end (snapgate-vmm) replaces the tag itself, atomically:
+         * the old snapshot goes only after the new one is committed. */
+        json_t *args = json_object_get(c->plan.jobs[c->plan.njobs - 1].cmd, "arguments");
+        json_object_set_new(args, "x-replace", json_true());
+    }
+    run_step(c);
 }
 
 static bool all_have(const struct sg_hmp_disks *d, const char *tag)

@@ -141,10 +141,9 @@ bool sg_hmp_link_init(struct sg_vmm *vmm, struct sg_error *err)
     struct sg_hmp_backend be = { .qmp = link_qmp, .opaque = l };
     struct sg_hmp_options opt = {
         .job_id_prefix = "hmp-",
-        /* snapshot-save has x-replace for an atomic replace, but the engine
-         * does not send it yet: until it does, savevm over a tag deletes
-         * first (false). */
-        .backend_replaces = false,
+        /* snapshot-save x-replace: savevm over a tag keeps the old snapshot
+         * until the new one is committed. */
+        .backend_replaces = true,
         .backend_exact_tags = true,   /* snapshot-load matches tags only */
     };
     l->hmp = sg_hmp_new(&be, &opt);

@@ -177,7 +177,8 @@ static const char *run_job(struct fake_vm *vm, const char *type, json_t *args, c
         json_array_foreach(devs, i, dv) {
             struct fake_disk *d = by_node(vm, json_string_value(dv));
             int k = fake_find(d, tag);
-            if (k >= 0 && vm->replaces) {
+            /* Like snapgate-vmm: a replacing back end replaces only when asked. */
+            if (k >= 0 && vm->replaces && json_is_true(json_object_get(args, "x-replace"))) {
                 memmove(&d->snaps[k], &d->snaps[k + 1], (size_t)(d->n - k - 1) * sizeof d->snaps[0]);
                 d->n--;
                 k = -1;
@@ -317,9 +318,10 @@ static void qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
             strncat(devs, json_string_value(dv), sizeof devs - strlen(devs) - 1);
         }
         const char *vms = json_string_value(json_object_get(args, "vmstate"));
-        logf_(vm, "%s %s tag=%s devices=%s%s%s", ex, id,
+        logf_(vm, "%s %s tag=%s devices=%s%s%s%s", ex, id,
               json_string_value(json_object_get(args, "tag")), devs, vms ? " vmstate=" : "",
-              vms ? vms : "");
+              vms ? vms : "",
+              json_is_true(json_object_get(args, "x-replace")) ? " x-replace" : "");
         char buf[512];
         const char *jerr = run_job(vm, ex, args, buf, sizeof buf);
         json_t *job = json_pack("{s:s, s:s, s:s, s:i, s:i}", "id", id, "type", ex, "status",

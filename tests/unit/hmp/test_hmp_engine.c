@@ -136,7 +136,7 @@ static const struct ecase cases[] = {
     {"single", SG, "delvm 1", "(matched snapshot ID 1, tag 's1')\n", DEL("delvm", 1, "s1", "disk0")},
     {"single", SG, "savevm s1", "(replaced the existing snapshot 's1')\n",
      DEL("savevm", 1, "s1", "disk0") ";" SAVE(2, "s1", "disk0", "disk0")},
-    {"single", SG, "savevm s1", "(replaced the existing snapshot 's1')\n", SAVE(1, "s1", "disk0", "disk0"), NULL, true},
+    {"single", SG, "savevm s1", "(replaced the existing snapshot 's1')\n", SAVE(1, "s1", "disk0", "disk0") " x-replace", NULL, true},
     {"single", SG, "savevm", "(snapshot tag 'vm-20261122025633')\n", SAVE(1, "vm-20261122025633", "disk0", "disk0")},
     {"single", SG, "info jobs", "No jobs\n", ""},
     {"single", SG, "info status", "VM status: paused (prelaunch)\n", ""},
