@@ -80,7 +80,10 @@ bool sg_block_snapshot_delete(struct sg_block *bs, const char *id,
 
 /* ---- VM state area (after the virtual disk, as QEMU) --------------------
  * Before a snapshot is created these access the active image's vmstate area;
- * sg_block_vmstate_read_snapshot reads the one saved in snapshot `id`.
+ * sg_block_vmstate_read_snapshot reads the one saved in snapshot `id`
+ * (off + len must lie within its vm_state_size).  The area starts at the
+ * first L1-table boundary after the virtual disk, exactly where QEMU puts it
+ * (a QEMU savevm's state reads back here, starting with "QEVM").
  * All-zero clusters written here stay unallocated. */
 bool sg_block_vmstate_write(struct sg_block *bs, uint64_t off, const void *buf,
                             size_t len, struct sg_error *err);

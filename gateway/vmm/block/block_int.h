@@ -1,0 +1,39 @@
+/* block_int.h: what a format driver (raw, qcow2) provides to block.c.
+ * Private to gateway/vmm/block/. */
+#ifndef SG_BLOCK_INT_H
+#define SG_BLOCK_INT_H
+
+#include "block.h"
+
+struct sg_block_driver {
+    const char *name;
+    /* Fills bs->opaque and bs->size; fd is already open (O_RDWR unless rdonly). */
+    bool (*open)(struct sg_block *bs, struct sg_error *err);
+    void (*close)(struct sg_block *bs);
+    bool (*read)(struct sg_block *bs, uint64_t off, void *buf, size_t len, struct sg_error *err);
+    bool (*write)(struct sg_block *bs, uint64_t off, const void *buf, size_t len,
+                  struct sg_error *err);
+    bool (*discard)(struct sg_block *bs, uint64_t off, uint64_t len, struct sg_error *err);
+    bool (*flush)(struct sg_block *bs, struct sg_error *err);
+};
+
+struct sg_block {
+    const struct sg_block_driver *drv;
+    char *filename;
+    int fd;
+    bool readonly;
+    uint64_t size;    /* virtual size */
+    void *opaque;     /* driver state */
+};
+
+extern const struct sg_block_driver sg_raw_driver;
+extern const struct sg_block_driver sg_qcow2_driver;
+
+/* pread/pwrite that loop over short transfers; a read past EOF is an error
+ * naming `what` (metadata must never be silently zero-filled). */
+bool sg_pread_full(int fd, void *buf, size_t len, uint64_t off, const char *what,
+                   struct sg_error *err);
+bool sg_pwrite_full(int fd, const void *buf, size_t len, uint64_t off, const char *what,
+                    struct sg_error *err);
+
+#endif

@@ -1,0 +1,283 @@
+/* qcow2_check.c: our own consistency checker.  Like qemu-img check it
+ * recomputes every cluster's refcount by walking all metadata and all L1
+ * trees (the active one and each snapshot's), compares with the stored
+ * refcounts (too low = corruption, too high = leak), and checks that
+ * COPIED is exact in the active tables. */
+#include "qcow2.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+struct chk {
+    struct qcow2 *s;
+    struct sg_block_check_result *res;
+    FILE *out;
+    uint32_t *refs;
+    uint64_t nclusters;
+};
+
+static void say(struct chk *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(struct chk *c, const char *fmt, ...)
+{
+    if (!c->out)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(c->out, fmt, ap);
+    va_end(ap);
+}
+
+/* Counts one reference to each cluster of [off, off+bytes). */
+static bool ref(struct chk *c, uint64_t off, uint64_t bytes, const char *what)
+{
+    if (!bytes)
+        return true;
+    uint64_t cs = c->s->cluster_size;
+    if (off & (cs - 1) && strcmp(what, "data") != 0) {
+        say(c, "ERROR %s offset %#llx is not cluster aligned\n", what, (unsigned long long)off);
+        c->res->corruptions++;
+        return false;
+    }
+    uint64_t first = off / cs, last = (off + bytes - 1) / cs;
+    if (last >= c->nclusters) {
+        say(c, "ERROR %s at offset %#llx is beyond the end of the image file\n", what,
+            (unsigned long long)off);
+        c->res->corruptions++;
+        return false;
+    }
+    for (uint64_t i = first; i <= last; i++)
+        if (c->refs[i] != UINT32_MAX)
+            c->refs[i]++;
+    return true;
+}
+
+static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool active,
+                 struct sg_error *err)
+{
+    struct qcow2 *s = c->s;
+    uint64_t per = 1ULL << s->l2_bits;
+    uint64_t vclusters = (s->size + s->cluster_size - 1) >> s->cluster_bits;
+    for (uint32_t i = 0; i < l1_size; i++) {
+        uint64_t e = l1[i];
+        if (e & QCOW2_L1E_RESERVED) {
+            say(c, "ERROR L1 entry %u has reserved bits set: %#llx\n", i, (unsigned long long)e);
+            c->res->corruptions++;
+            continue;
+        }
+        uint64_t l2off = e & QCOW2_OFFSET_MASK;
+        if (!l2off)
+            continue;
+        if (!ref(c, l2off, s->cluster_size, "L2 table"))
+            continue;
+        for (uint64_t j = 0; j < per; j++) {
+            struct sg_error e2 = {0};
+            uint8_t *l2 = qcache_get(s, &s->l2c, l2off, "L2 table", &e2);
+            if (!l2) {
+                say(c, "ERROR %s\n", e2.msg);
+                c->res->corruptions++;
+                break;
+            }
+            uint64_t le = sg_be64(l2 + 8 * j);
+            if (le & QCOW2_OFLAG_COMPRESSED) {
+                say(c, "ERROR compressed cluster at L2 entry %#llx (unsupported qcow2 feature: "
+                    "compressed clusters)\n", (unsigned long long)le);
+                c->res->corruptions++;
+                continue;
+            }
+            if (le & QCOW2_L2E_RESERVED) {
+                say(c, "ERROR L2 entry %#llx has reserved bits set\n", (unsigned long long)le);
+                c->res->corruptions++;
+                continue;
+            }
+            uint64_t host = le & QCOW2_OFFSET_MASK;
+            if (!host)
+                continue;
+            if (host & (s->cluster_size - 1)) {
+                say(c, "ERROR data cluster offset %#llx is not cluster aligned\n",
+                    (unsigned long long)host);
+                c->res->corruptions++;
+                continue;
+            }
+            if (!ref(c, host, s->cluster_size, "data"))
+                continue;
+            uint64_t guest_cl = ((uint64_t)i << s->l2_bits) + j;
+            if (active && guest_cl < vclusters && !(s->version >= 3 && (le & 1)))
+                c->res->allocated_clusters++;
+        }
+    }
+    (void)err;
+    return true;
+}
+
+static void check_copied(struct chk *c)
+{
+    struct qcow2 *s = c->s;
+    uint64_t per = 1ULL << s->l2_bits;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        uint64_t e = s->l1[i], l2off = e & QCOW2_OFFSET_MASK, rc;
+        struct sg_error e2 = {0};
+        if (!l2off || (e & QCOW2_L1E_RESERVED) || (l2off & (s->cluster_size - 1)) ||
+            l2off / s->cluster_size >= c->nclusters)
+            continue;
+        if (!qcow2_get_refcount(s, l2off >> s->cluster_bits, &rc, &e2))
+            continue;
+        if ((rc == 1) != !!(e & QCOW2_OFLAG_COPIED)) {
+            say(c, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu\n", i,
+                (unsigned long long)e, (unsigned long long)rc);
+            c->res->corruptions++;
+        }
+        for (uint64_t j = 0; j < per; j++) {
+            uint8_t *l2 = qcache_get(s, &s->l2c, l2off, "L2 table", &e2);
+            if (!l2)
+                break;
+            uint64_t le = sg_be64(l2 + 8 * j), host = le & QCOW2_OFFSET_MASK;
+            if (!host || (le & (QCOW2_OFLAG_COMPRESSED | QCOW2_L2E_RESERVED)) ||
+                (host & (s->cluster_size - 1)) || host / s->cluster_size >= c->nclusters)
+                continue;
+            if (!qcow2_get_refcount(s, host >> s->cluster_bits, &rc, &e2))
+                continue;
+            if ((rc == 1) != !!(le & QCOW2_OFLAG_COPIED)) {
+                say(c, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu\n",
+                    (unsigned long long)le, (unsigned long long)rc);
+                c->res->corruptions++;
+            }
+        }
+    }
+}
+
+bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
+                    struct sg_error *err)
+{
+    memset(res, 0, sizeof *res);
+    if (strcmp(bs->drv->name, "qcow2") != 0) {
+        sg_error_set(err, "This image format does not support checks");
+        return false;
+    }
+    struct qcow2 *s = qcow2_state(bs);
+    if (!qcow2_meta_flush(s, err))
+        return false;
+    struct stat st;
+    if (fstat(s->fd, &st) < 0) {
+        sg_error_set(err, "stat failed");
+        return false;
+    }
+    struct chk c = {.s = s, .res = res, .out = report};
+    c.nclusters = ((uint64_t)st.st_size + s->cluster_size - 1) / s->cluster_size;
+    c.refs = calloc(c.nclusters ? c.nclusters : 1, sizeof *c.refs);
+    if (!c.refs) {
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    res->total_clusters = (s->size + s->cluster_size - 1) >> s->cluster_bits;
+
+    ref(&c, 0, s->cluster_size, "header");
+    ref(&c, s->l1_offset, (uint64_t)s->l1_size * 8, "active L1 table");
+    ref(&c, s->rt_offset, (uint64_t)s->rt_clusters * s->cluster_size, "refcount table");
+    bool *rb_ok = calloc(s->rt_size, sizeof *rb_ok);
+    if (!rb_ok) {
+        free(c.refs);
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    for (uint64_t i = 0; i < s->rt_size; i++) {
+        uint64_t o = s->rt[i];
+        if (!o)
+            continue;
+        if (o & (s->cluster_size - 1)) {
+            say(&c, "ERROR refcount block %llu is not cluster aligned; refcount table entry "
+                "corrupted\n", (unsigned long long)i);
+            res->corruptions++;
+            continue;
+        }
+        if (o / s->cluster_size >= c.nclusters) {
+            say(&c, "ERROR refcount block %llu is outside image\n", (unsigned long long)i);
+            res->corruptions++;
+            continue;
+        }
+        rb_ok[i] = true;
+        ref(&c, o, s->cluster_size, "refcount block");
+    }
+    ref(&c, s->snapshots_offset, s->snapshots_bytes, "snapshot table");
+    walk(&c, s->l1, s->l1_size, true, err);
+    for (int i = 0; i < s->nb_snapshots; i++) {
+        struct qsnap *sn = &s->snaps[i];
+        uint64_t *l1;
+        struct sg_error e2 = {0};
+        ref(&c, sn->l1_offset, (uint64_t)sn->l1_size * 8, "snapshot L1 table");
+        if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &e2)) {
+            say(&c, "ERROR snapshot %s: %s\n", sn->id, e2.msg);
+            res->corruptions++;
+            continue;
+        }
+        walk(&c, l1, sn->l1_size, false, err);
+        free(l1);
+    }
+
+    /* Compare with what is stored. */
+    uint64_t per = 1ULL << s->rb_bits;
+    uint64_t end = 0;
+    for (uint64_t ri = 0; ri < s->rt_size; ri++) {
+        uint64_t first = ri * per;
+        if (!rb_ok[ri]) {
+            for (uint64_t cl = first; cl < first + per && cl < c.nclusters; cl++) {
+                if (c.refs[cl]) {
+                    say(&c, "ERROR cluster %llu refcount=0 reference=%u\n",
+                        (unsigned long long)cl, c.refs[cl]);
+                    res->corruptions++;
+                }
+            }
+            continue;
+        }
+        for (uint64_t cl = first; cl < first + per; cl++) {
+            uint64_t rc;
+            struct sg_error e2 = {0};
+            if (!qcow2_get_refcount(s, cl, &rc, &e2)) {
+                say(&c, "ERROR %s\n", e2.msg);
+                res->corruptions++;
+                break;
+            }
+            uint64_t want = cl < c.nclusters ? c.refs[cl] : 0;
+            if (rc || want)
+                end = cl + 1;
+            if (rc < want) {
+                say(&c, "ERROR cluster %llu refcount=%llu reference=%llu\n",
+                    (unsigned long long)cl, (unsigned long long)rc, (unsigned long long)want);
+                res->corruptions++;
+            } else if (rc > want) {
+                say(&c, "Leaked cluster %llu refcount=%llu reference=%llu\n",
+                    (unsigned long long)cl, (unsigned long long)rc, (unsigned long long)want);
+                res->leaks++;
+            }
+        }
+    }
+    /* Clusters no refcount block covers at all. */
+    for (uint64_t cl = s->rt_size * per; cl < c.nclusters; cl++) {
+        if (c.refs[cl]) {
+            say(&c, "ERROR cluster %llu refcount=0 reference=%u\n", (unsigned long long)cl,
+                c.refs[cl]);
+            res->corruptions++;
+        }
+    }
+    check_copied(&c);
+    res->image_end_offset = end * s->cluster_size;
+    if ((uint64_t)st.st_size < res->image_end_offset)
+        res->image_end_offset = (uint64_t)st.st_size;
+    free(rb_ok);
+    free(c.refs);
+    return true;
+}
+
+bool sg_block_qcow2_info(const struct sg_block *bs, struct sg_block_qcow2_info *info)
+{
+    if (strcmp(bs->drv->name, "qcow2") != 0)
+        return false;
+    const struct qcow2 *s = qcow2_state(bs);
+    info->version = s->version;
+    info->refcount_bits = 1u << s->refcount_order;
+    info->lazy_refcounts = s->compat & 1;
+    info->corrupt = s->incompat & 2;
+    return true;
+}
