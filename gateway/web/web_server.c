@@ -187,6 +187,11 @@ struct sg_web *sg_web_start(struct sg_gw *gw, const struct sg_web_config *cfg,
                      cfg->port, tls ? ", or bad certificate/key" : "");
         goto fail;
     }
+    /* lws initialises a vhost created on a running context later, from a
+     * timer.  Do it now, so that PROTOCOL_INIT has run before anyone can call
+     * sg_web_stop(): otherwise a stop in between freed `web` while the
+     * pending init still pointed at it (use after free, then double free). */
+    lws_protocol_init(web->ctx);
     web->port = lws_get_vhost_listen_port(web->vhost);
     snprintf(web->url, sizeof web->url, "%s://%s%s%s:%d/?token=%s", tls ? "https" : "http",
              strchr(addr, ':') ? "[" : "", addr, strchr(addr, ':') ? "]" : "", web->port,

@@ -34,6 +34,8 @@ def stop(p):
         rc = p.wait(10)
     except subprocess.TimeoutExpired:
         fail("server did not stop on SIGTERM")
+    if rc != 0:
+        print("server stderr:", p.stderr.read())
     check_eq(rc, 0, "server exit code after SIGTERM")
 
 
