@@ -4,29 +4,45 @@
  * callback; the link numbers commands itself (integer ids), so the ids of
  * front-end clients never reach the back end and cannot collide.  Replies
  * are matched by id; events go to gw_on_backend_event.  When the link
- * breaks, every pending callback gets NULL — from the loop, never from
- * inside gw_backend_send — and the gateway is told once. */
+ * breaks, every command that was sent gets NULL and every command that could
+ * not be sent gets a GenericError "back end not connected" — from the loop,
+ * never from inside gw_backend_send — and the gateway is told once.
+ *
+ * With --connect the gateway may then ask for a reconnection
+ * (gw_backend_reconnect): the same socket path is tried again with a
+ * growing pause until the --reconnect deadline; a new connection goes
+ * through greeting and negotiation like the first one.  Each connection is
+ * a "generation", so a command of a dead connection is never mistaken for
+ * one of the live one. */
 #include "gw_internal.h"
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
+#include "gw_unix.h"
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 
 #define GW_GREETING_TIMEOUT_MS 10000
+/* Pause between reconnection attempts: starts small (a restarting back end
+ * is often back within a second) and doubles up to a ceiling. */
+#define GW_RETRY_FIRST_MS 100
+#define GW_RETRY_MAX_MS 2000
 
-enum be_phase { BE_GREETING, BE_NEGOTIATING, BE_READY, BE_DEAD };
+enum be_phase { BE_GREETING, BE_NEGOTIATING, BE_READY, BE_DOWN };
 
 struct be_pending {
     struct be_pending *next;
     json_int_t id;
     gw_reply_fn cb;
     void *opaque;
+    unsigned gen;      /* connection it was written to; 0: never written */
 };
 
 struct gw_backend {
@@ -34,53 +50,109 @@ struct gw_backend {
     struct sg_gw_fd *fd;
     struct sg_qmp_decoder *dec;
     enum be_phase phase;
+    unsigned gen;                    /* current connection, counted from 1 */
     json_int_t next_id;
     struct be_pending *pending, **pending_tail;
-    struct sg_gw_timer fail_timer;   /* delivers NULL replies after death */
+    struct sg_gw_timer fail_timer;   /* answers commands that cannot get a reply */
     struct sg_gw_timer start_timer;  /* greeting timeout */
     bool start_waiting;
     struct sg_error start_err;
-    char why[256];
+    char why[256];                   /* why the last READY connection was lost */
+
+    bool reconnecting;
+    struct sg_gw_timer retry_timer;
+    int64_t deadline_ms;             /* monotonic: give up after this */
+    unsigned retry_ms;
+    unsigned attempts;
+    char attempt_err[1024];          /* why the last attempt failed */
 };
 
 static void be_die(struct gw_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void schedule_retry(struct gw_backend *be);
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The reply given to a command that never reached a back end. */
+static json_t *not_connected_reply(const struct gw_backend *be)
+{
+    char desc[700];
+    if (be->reconnecting)
+        snprintf(desc, sizeof desc, "back end not connected (%s); reconnecting to %s",
+                 be->why[0] ? be->why : "connecting", be->gw->opt->connect_path);
+    else
+        snprintf(desc, sizeof desc, "back end not connected (%s)",
+                 be->why[0] ? be->why : "not connected yet");
+    return sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
+}
 
 static void fail_pending(void *opaque)
 {
     struct gw_backend *be = opaque;
-    /* Callbacks may send more commands (they land on the list again and
-     * get their NULL on the next round). */
-    while (be->pending) {
-        struct be_pending *p = be->pending;
-        be->pending = p->next;
-        if (!be->pending)
-            be->pending_tail = &be->pending;
-        p->cb(p->opaque, NULL);
+    gw_lost_abort(be->gw);
+    /* Only commands of a dead connection and commands never written are
+     * answered here; those waiting on the live connection stay.  The list
+     * is taken over first: callbacks may send more commands, which land on
+     * the (new) list and are handled by their own round. */
+    struct be_pending *list = be->pending;
+    be->pending = NULL;
+    be->pending_tail = &be->pending;
+    while (list) {
+        struct be_pending *p = list;
+        list = p->next;
+        p->next = NULL;
+        bool live = be->phase == BE_READY && p->gen == be->gen;
+        if (live) {
+            *be->pending_tail = p;
+            be->pending_tail = &p->next;
+            continue;
+        }
+        if (p->gen) {
+            p->cb(p->opaque, NULL);
+        } else {
+            json_t *r = not_connected_reply(be);
+            p->cb(p->opaque, r);
+            json_decref(r);
+        }
         free(p);
     }
 }
 
 static void be_die(struct gw_backend *be, const char *fmt, ...)
 {
-    if (be->phase == BE_DEAD)
+    if (be->phase == BE_DOWN)
         return;
     bool was_ready = be->phase == BE_READY;
-    be->phase = BE_DEAD;
+    be->phase = BE_DOWN;
+    char msg[256];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(be->why, sizeof be->why, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (be->fd) {
         sg_gw_fd_detach(be->fd);
         be->fd = NULL;
     }
+    sg_gw_timer_cancel(&be->start_timer);
     sg_gw_timer_arm(&be->fail_timer, 0);
     if (be->start_waiting) {
-        sg_error_set(&be->start_err, "%s", be->why);
+        snprintf(be->why, sizeof be->why, "%s", msg);
+        sg_error_set(&be->start_err, "%s", msg);
         be->start_waiting = false;
-        sg_gw_timer_cancel(&be->start_timer);
         sg_gw_loop_stop(be->gw->loop);
+        return;
     }
+    if (be->reconnecting) {
+        /* An attempt that got a socket but no working QMP: try again. */
+        snprintf(be->attempt_err, sizeof be->attempt_err, "%s", msg);
+        schedule_retry(be);
+        return;
+    }
+    snprintf(be->why, sizeof be->why, "%s", msg);
     if (was_ready)
         gw_on_backend_lost(be->gw, be->why);
 }
@@ -129,6 +201,8 @@ static bool on_message(void *opaque, json_t *msg)
             return false;
         }
         json_t *ver = json_object_get(qmp, "version");
+        /* A back end that came back may be another version (or program). */
+        json_decref(gw->backend_version);
         gw->backend_version = json_is_object(ver) ? json_deep_copy(ver) : json_object();
         const char *pkg = json_string_value(json_object_get(ver, "package"));
         gw->backend_is_vmm = pkg && strncmp(pkg, "snapgate", 8) == 0;
@@ -152,19 +226,23 @@ static bool on_message(void *opaque, json_t *msg)
             return false;
         }
         be->phase = BE_READY;
+        sg_gw_timer_cancel(&be->start_timer);
         if (be->start_waiting) {
             be->start_waiting = false;
-            sg_gw_timer_cancel(&be->start_timer);
             sg_gw_loop_stop(gw->loop);
+        } else if (be->reconnecting) {
+            be->reconnecting = false;
+            sg_gw_timer_cancel(&be->retry_timer);
+            gw_on_backend_reconnected(gw, be->attempts);
         }
-        return true;
+        return be->phase == BE_READY;
     case BE_READY:
         if (json_object_get(msg, "event"))
             gw_on_backend_event(gw, msg);
         else if (sg_qmp_is_reply(msg))
             on_reply(be, msg);
         return be->phase == BE_READY;
-    case BE_DEAD:
+    case BE_DOWN:
         return false;
     }
     return true;
@@ -205,7 +283,7 @@ static bool be_readable(void *opaque, struct sg_gw_fd *f)
             be_die(be, "the back end sent an oversized QMP message (%s)", err.msg);
             return false;
         }
-        if (r == SG_QMP_FEED_STOPPED || be->phase == BE_DEAD)
+        if (r == SG_QMP_FEED_STOPPED || be->phase == BE_DOWN || f != be->fd)
             return false;
     }
 }
@@ -213,6 +291,8 @@ static bool be_readable(void *opaque, struct sg_gw_fd *f)
 static void be_closed(void *opaque, struct sg_gw_fd *f)
 {
     struct gw_backend *be = opaque;
+    if (f != be->fd)
+        return; /* a connection already given up */
     be->fd = NULL;
     be_die(be, "the back end connection closed");
 }
@@ -234,6 +314,90 @@ static void start_timeout(void *opaque)
            greeting_timeout_ms() / 1000.0);
 }
 
+/* Takes over a connected socket and starts the greeting/negotiation. */
+static bool attach_fd(struct gw_backend *be, int fd, struct sg_error *err)
+{
+    be->fd = sg_gw_fd_adopt(be->gw->loop, fd, &be_ops, be, err);
+    if (!be->fd) {
+        close(fd);
+        return false;
+    }
+    be->gen++;
+    be->phase = BE_GREETING;
+    sg_gw_timer_arm(&be->start_timer, greeting_timeout_ms());
+    return true;
+}
+
+/* ---- reconnection (--connect) ------------------------------------------ */
+
+static void give_up(struct gw_backend *be)
+{
+    be->reconnecting = false;
+    sg_gw_timer_cancel(&be->retry_timer);
+    gw_on_backend_reconnect_failed(be->gw, be->why, be->attempt_err);
+}
+
+static void try_connect(void *opaque)
+{
+    struct gw_backend *be = opaque;
+    if (!be->reconnecting || be->phase != BE_DOWN)
+        return;
+    be->attempts++;
+    struct sg_error err = { 0 };
+    /* The decoder may hold half a message of the dead connection. */
+    struct sg_qmp_decoder *dec = sg_qmp_decoder_new(&dec_ops, be);
+    if (!dec) {
+        snprintf(be->attempt_err, sizeof be->attempt_err, "out of memory");
+        schedule_retry(be);
+        return;
+    }
+    sg_qmp_decoder_free(be->dec);
+    be->dec = dec;
+    int fd = gw_unix_connect(be->gw->opt->connect_path, &err);
+    if (fd < 0 || !attach_fd(be, fd, &err)) {
+        snprintf(be->attempt_err, sizeof be->attempt_err, "%s", err.msg);
+        schedule_retry(be);
+        return;
+    }
+    /* A socket that accepts but never greets must not hold the gateway
+     * much past the deadline. */
+    int64_t left = be->deadline_ms - now_ms();
+    if (left < 500)
+        left = 500;
+    if (left < greeting_timeout_ms())
+        sg_gw_timer_arm(&be->start_timer, (unsigned)left);
+}
+
+static void schedule_retry(struct gw_backend *be)
+{
+    int64_t left = be->deadline_ms - now_ms();
+    if (left <= 0) {
+        give_up(be);
+        return;
+    }
+    be->retry_ms = be->retry_ms ? be->retry_ms * 2 : GW_RETRY_FIRST_MS;
+    if (be->retry_ms > GW_RETRY_MAX_MS)
+        be->retry_ms = GW_RETRY_MAX_MS;
+    /* The last attempt is made right at the deadline. */
+    sg_gw_timer_arm(&be->retry_timer, left < be->retry_ms ? (unsigned)left : be->retry_ms);
+}
+
+void gw_backend_reconnect(struct sg_gw *gw, unsigned seconds)
+{
+    struct gw_backend *be = gw->be;
+    if (!be || be->phase != BE_DOWN || be->reconnecting)
+        return;
+    be->reconnecting = true;
+    be->deadline_ms = now_ms() + (int64_t)seconds * 1000;
+    be->retry_ms = 0;
+    be->attempts = 0;
+    be->attempt_err[0] = '\0';
+    /* The first attempt right away: a back end restarted by a supervisor may
+     * already listen again. */
+    sg_gw_timer_arm(&be->retry_timer, 0);
+}
+
+
 bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
 {
     struct gw_backend *be = calloc(1, sizeof *be);
@@ -244,9 +408,11 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
     }
     be->gw = gw;
     be->next_id = 1;
+    be->phase = BE_DOWN;
     be->pending_tail = &be->pending;
     sg_gw_timer_init(&be->fail_timer, gw->loop, fail_pending, be);
     sg_gw_timer_init(&be->start_timer, gw->loop, start_timeout, be);
+    sg_gw_timer_init(&be->retry_timer, gw->loop, try_connect, be);
     be->dec = sg_qmp_decoder_new(&dec_ops, be);
     if (!be->dec) {
         close(fd);
@@ -255,13 +421,9 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
         return false;
     }
     gw->be = be;
-    be->fd = sg_gw_fd_adopt(gw->loop, fd, &be_ops, be, err);
-    if (!be->fd) {
-        close(fd);
+    if (!attach_fd(be, fd, err))
         return false;
-    }
     be->start_waiting = true;
-    sg_gw_timer_arm(&be->start_timer, greeting_timeout_ms());
     sg_gw_loop_run(gw->loop);
     /* The start-up wait borrowed the loop: let it run again later. */
     sg_gw_loop_restart(gw->loop);
@@ -308,6 +470,7 @@ void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque
         sg_gw_timer_arm(&be->fail_timer, 0);
         return;
     }
+    p->gen = be->gen;
     json_object_set_new(cmd, "id", json_integer(p->id));
     if (!send_msg(be, cmd))
         be_die(be, "the back end does not read its QMP socket (output queue full)");
@@ -333,9 +496,11 @@ void gw_backend_free(struct sg_gw *gw)
         sg_gw_fd_detach(be->fd);
     sg_gw_timer_cancel(&be->fail_timer);
     sg_gw_timer_cancel(&be->start_timer);
+    sg_gw_timer_cancel(&be->retry_timer);
     /* Owners are still alive (the link is freed first): each pending
      * callback learns that no reply will come and can free its state. */
-    be->phase = BE_DEAD;
+    be->phase = BE_DOWN;
+    be->reconnecting = false;
     fail_pending(be);
     sg_qmp_decoder_free(be->dec);
     free(be);

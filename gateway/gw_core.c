@@ -74,8 +74,8 @@ void gw_on_backend_event(struct sg_gw *gw, json_t *event)
 
 void gw_on_backend_lost(struct sg_gw *gw, const char *why)
 {
-    if (gw->quit_sent) {
-        /* We asked it to quit: this is the expected end. */
+    if (gw->quit_sent || gw->leave_when_idle) {
+        /* We asked it to quit, or were leaving anyway: the expected end. */
         gw_exit(gw, SG_GW_EXIT_OK);
         return;
     }
@@ -93,7 +93,57 @@ void gw_on_backend_lost(struct sg_gw *gw, const char *why)
         if (gw_vmm_exited(gw->vmm, st, sizeof st, 1000))
             snprintf(how, sizeof how, " (snapgate-vmm %s)", st);
     }
-    gw_print(gw, "snapgate: the back end died: %s%s\n", why, how);
+    /* The embedded VMM is ours: nobody restarts it, so its death is the
+     * end.  A --connect back end may be restarted by whoever runs it. */
+    if (gw->vmm || !gw->opt->connect_path || gw->opt->reconnect_s == 0) {
+        gw_print(gw, "snapgate: the back end died: %s%s\n", why, how);
+        gw_exit(gw, SG_GW_EXIT_BACKEND_DIED);
+        return;
+    }
+    gw_print(gw, "snapgate: back end connection lost (%s); reconnecting to %s for up to %u s\n",
+             why, gw->opt->connect_path, gw->opt->reconnect_s);
+    /* HMP lines waiting for a job of the lost back end would wait forever:
+     * they are ended from the loop (this may run inside the HMP engine),
+     * when the link fails its pending commands. */
+    gw->hmp_abort_pending = true;
+    gw_backend_reconnect(gw, gw->opt->reconnect_s);
+}
+
+void gw_lost_abort(struct sg_gw *gw)
+{
+    if (!gw->hmp_abort_pending)
+        return;
+    gw->hmp_abort_pending = false;
+    char text[400];
+    snprintf(text, sizeof text, "Error: back end connection lost (%s)\n", gw_backend_why(gw));
+    gw_hmp_abort_all(gw, text);
+}
+
+void gw_on_backend_reconnected(struct sg_gw *gw, unsigned attempts)
+{
+    /* The last SHUTDOWN reason belonged to the previous back end. */
+    gw->shutdown_reason[0] = '\0';
+    const json_t *q = json_object_get(gw->backend_version, "qemu");
+    gw_print(gw, "snapgate: back end reconnected to %s (%s %lld.%lld.%lld) after %u attempt%s\n",
+             gw->opt->connect_path, sg_gw_backend_kind(gw),
+             (long long)json_integer_value(json_object_get(q, "major")),
+             (long long)json_integer_value(json_object_get(q, "minor")),
+             (long long)json_integer_value(json_object_get(q, "micro")), attempts,
+             attempts == 1 ? "" : "s");
+    struct sg_error err = { 0 };
+    if (!gw_hmp_renew(gw, &err)) {
+        gw_print(gw, "snapgate: %s\n", err.msg);
+        gw_exit(gw, SG_GW_EXIT_BACKEND_DIED);
+        return;
+    }
+    gw_qmp_clients_reconnected(gw);
+}
+
+void gw_on_backend_reconnect_failed(struct sg_gw *gw, const char *why, const char *last_attempt)
+{
+    gw_print(gw, "snapgate: the back end died: %s; no back end answered at %s within %u s "
+             "(last attempt: %s)\n", why, gw->opt->connect_path, gw->opt->reconnect_s,
+             last_attempt[0] ? last_attempt : "none");
     gw_exit(gw, SG_GW_EXIT_BACKEND_DIED);
 }
 

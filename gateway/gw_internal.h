@@ -17,6 +17,7 @@ struct gw_backend;
 struct gw_vmm;
 struct gw_monitor;
 struct gw_qmp_endpoint;
+struct sg_gw_hmp_req;
 
 /* Exit codes of INTERFACES.md 1.1. */
 enum { SG_GW_EXIT_OK = 0, SG_GW_EXIT_USAGE = 1, SG_GW_EXIT_BACKEND_DIED = 2 };
@@ -65,6 +66,11 @@ struct sg_gw {
     struct sg_gw_timer tick;       /* drives sg_hmp_tick while HMP is busy */
     struct sg_gw_timer quit_timer; /* exit even if the back end ignores quit */
     bool tick_armed;
+    /* HMP lines being executed (any front end): ended by the gateway when
+     * the back end is lost, since a job they wait for will not report. */
+    struct sg_gw_hmp_req *hmp_reqs;
+    bool hmp_abort_pending;         /* end them when the link fails its commands */
+    unsigned hmp_generation;        /* HMP engines made so far (one per connection) */
 
     char serial_line[1024];        /* --serial-to-terminal: line being assembled */
     size_t serial_line_len;
@@ -72,6 +78,7 @@ struct sg_gw {
     gw_print_fn print;
     void *print_opaque;
 
+    bool leave_when_idle;          /* a signal asked to leave once HMP is idle */
     bool quit_sent;                /* a "quit" went to the back end: its EOF is expected */
     char shutdown_reason[64];      /* reason of the last SHUTDOWN event, "" if none */
     bool exiting;
@@ -89,8 +96,9 @@ typedef void (*gw_reply_fn)(void *opaque, json_t *reply);
  * negotiates (running the loop until done). */
 bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err);
 /* Sends {"execute", "arguments"} (reference stolen); `cb` gets the reply
- * without id, or NULL when the back end is gone.  Never calls `cb` before
- * returning. */
+ * without id, NULL when the connection was lost after the command was
+ * written, or a GenericError "back end not connected (...)" when there was
+ * no connection to write it to.  Never calls `cb` before returning. */
 void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque);
 void gw_backend_free(struct sg_gw *gw);
 bool gw_backend_alive(const struct sg_gw *gw);
@@ -98,8 +106,18 @@ bool gw_backend_alive(const struct sg_gw *gw);
 const char *gw_backend_why(const struct sg_gw *gw);
 /* Event from the back end: fans it out (gw_core.c). */
 void gw_on_backend_event(struct sg_gw *gw, json_t *event);
-/* The back end closed the link (gw_core.c). */
+/* The back end closed the link (gw_core.c): decides between leaving and
+ * gw_backend_reconnect. */
 void gw_on_backend_lost(struct sg_gw *gw, const char *why);
+/* With --connect: tries the socket path again, with growing pauses, for up
+ * to `seconds`; then either gw_on_backend_reconnected (greeting and
+ * negotiation done) or gw_on_backend_reconnect_failed is called. */
+void gw_backend_reconnect(struct sg_gw *gw, unsigned seconds);
+void gw_on_backend_reconnected(struct sg_gw *gw, unsigned attempts);
+void gw_on_backend_reconnect_failed(struct sg_gw *gw, const char *why, const char *last_attempt);
+/* Ends the HMP lines of a lost connection (from the loop, before the link
+ * fails its pending commands, so every line gets the same message). */
+void gw_lost_abort(struct sg_gw *gw);
 
 /* ---- embedded VMM (gw_vmm.c) ---- */
 /* Creates the state dir and disk, starts snapgate-vmm, waits for its QMP
@@ -127,12 +145,21 @@ void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep);
 /* Called when the HMP engine got work, to keep the progress tick running. */
 void gw_hmp_kick(struct sg_gw *gw);
 bool gw_hmp_init(struct sg_gw *gw, struct sg_error *err);
+/* Ends every running HMP line now with `text` as its output (the back end
+ * that should finish it is gone). */
+void gw_hmp_abort_all(struct sg_gw *gw, const char *text);
+/* A new back-end connection: a fresh engine (options follow the new back
+ * end's kind; job ids do not repeat those of the previous connection). */
+bool gw_hmp_renew(struct sg_gw *gw, struct sg_error *err);
 /* Quits the back end, then the gateway (exit 0). */
 void gw_quit(struct sg_gw *gw);
 
 /* Event fan-out to every negotiated front-end QMP client (gw_qmp_client.c),
  * and dismissal of jobs whose client went away. */
 void gw_qmp_clients_event(struct sg_gw *gw, json_t *event);
+/* After a reconnection: dismisses departed clients' jobs that concluded
+ * meanwhile (when the back end is the same process). */
+void gw_qmp_clients_reconnected(struct sg_gw *gw);
 void gw_qmp_clients_free_all(struct sg_gw *gw);
 
 /* Serial bytes from the VMM (gw_core.c). */

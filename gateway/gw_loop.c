@@ -21,6 +21,7 @@ struct sg_gw_loop {
 };
 
 struct sg_gw_fd {
+    lws_sorted_usec_list_t rearm;   /* first: the lws callback gets its address */
     struct lws *wsi;
     int fd;
     const struct sg_gw_fd_ops *ops;
@@ -47,6 +48,14 @@ static int flush_out(struct sg_gw_fd *f)
     return 1;
 }
 
+/* lws clears POLLOUT of a raw file after its WRITEABLE callback returns, so a
+ * request made inside the callback is lost: it is made again from the loop. */
+static void rearm_writable(lws_sorted_usec_list_t *sul)
+{
+    struct sg_gw_fd *f = lws_container_of(sul, struct sg_gw_fd, rearm);
+    lws_callback_on_writable(f->wsi);
+}
+
 static int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                         void *in, size_t len)
 {
@@ -66,7 +75,7 @@ static int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         if (r < 0)
             return -1;
         if (r == 0) {
-            lws_callback_on_writable(wsi);
+            lws_sul_schedule(lws_get_context(wsi), 0, &f->rearm, rearm_writable, 0);
             return 0;
         }
         if (f->closing)
@@ -79,6 +88,7 @@ static int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         if (!f)
             return 0;
         lws_set_opaque_user_data(wsi, NULL);
+        lws_sul_cancel(&f->rearm);
         if (f->ops && f->ops->closed)
             f->ops->closed(f->opaque, f);
         free(f->out);

@@ -12,11 +12,14 @@ static const char usage_text[] =
     "                [--web-token-file FILE] [--web-insecure] [--no-monitor]\n"
     "                [--serial-to-terminal]\n"
     "                [--hmp-profile snapgate|qemu-7.2] [--compat-profile snapgate|qemu-7.2]\n"
-    "                [--vmstate-node NODE]\n"
+    "                [--vmstate-node NODE] [--reconnect SECONDS]\n"
     "\n"
     "The snapshot gateway: an HMP monitor whose savevm/loadvm/delvm become QMP jobs.\n"
     "\n"
     "  --connect unix:PATH     attach to a running snapgate-vmm or QEMU >= 6.0 QMP socket\n"
+    "  --reconnect SECONDS     with --connect: when the back end goes away, keep the\n"
+    "                          front ends and reconnect for up to SECONDS (default 30;\n"
+    "                          0 = exit 2 at once)\n"
     "  --vmm [ARGS...] [--]    start the bundled snapgate-vmm (the default) with extra\n"
     "                          arguments; they run up to a lone \"--\" or the end\n"
     "  --state-dir DIR         where the bundled VMM keeps disk0.qcow2 and its QMP socket\n"
@@ -34,7 +37,8 @@ static const char usage_text[] =
     "  --help, --version       print this text or the version and exit\n"
     "\n"
     "Exit status: 0 after quit or end of input, 1 on usage or start-up errors,\n"
-    "2 when the back end dies.\n";
+    "2 when the back end dies (with --connect: when it does not come back within\n"
+    "--reconnect seconds).\n";
 
 const char *sg_gw_usage(void)
 {
@@ -104,10 +108,25 @@ static bool parse_web(struct sg_gw_options *o, const char *v, struct sg_error *e
     return true;
 }
 
+static bool parse_seconds(const char *opt, const char *v, unsigned *out, struct sg_error *err)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < 0 || n > SG_GW_RECONNECT_MAX_S) {
+        sg_error_set(err, "%s: bad number of seconds '%s' (expected 0-%d)", opt, v,
+                     SG_GW_RECONNECT_MAX_S);
+        return false;
+    }
+    *out = (unsigned)n;
+    return true;
+}
+
 /* Options that take a value; --opt=VALUE and --opt VALUE are both accepted. */
 static const char *const valued[] = {
     "--connect", "--state-dir", "--qmp", "--web", "--web-cert", "--web-key",
-    "--web-token-file", "--hmp-profile", "--compat-profile", "--vmstate-node", NULL,
+    "--web-token-file", "--hmp-profile", "--compat-profile", "--vmstate-node", "--reconnect",
+    NULL,
 };
 
 static bool takes_value(const char *name)
@@ -126,7 +145,9 @@ enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, c
     o->web_addr = "127.0.0.1";
     o->hmp_style = SG_HMP_STYLE_SNAPGATE;
     o->compat_style = SG_HMP_STYLE_QEMU72;
+    o->reconnect_s = SG_GW_RECONNECT_DEFAULT_S;
     bool vmm_given = false;
+    bool reconnect_given = false;
 
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -206,6 +227,9 @@ enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, c
                 ok = false;
             }
             o->vmstate_node = val;
+        } else if (strcmp(name, "--reconnect") == 0) {
+            ok = parse_seconds(name, val, &o->reconnect_s, err);
+            reconnect_given = true;
         } else if (strcmp(name, "--web-insecure") == 0) {
             o->web_insecure = true;
         } else if (strcmp(name, "--no-monitor") == 0) {
@@ -223,6 +247,11 @@ enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, c
     if (o->connect_path && vmm_given) {
         sg_error_set(err, "--connect and --vmm exclude each other: "
                           "--connect attaches to a running back end");
+        return SG_GW_PARSE_ERROR;
+    }
+    if (reconnect_given && !o->connect_path) {
+        sg_error_set(err, "--reconnect needs --connect (a bundled VMM that dies is not "
+                          "restarted)");
         return SG_GW_PARSE_ERROR;
     }
     if (o->connect_path && o->serial_to_terminal) {

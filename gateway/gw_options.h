@@ -9,6 +9,11 @@
 #include "gw.h"
 #include "sg_error.h"
 
+/* --reconnect: default and upper bound (a day: a bounded wait, yet long
+ * enough for any planned restart). */
+#define SG_GW_RECONNECT_DEFAULT_S 30
+#define SG_GW_RECONNECT_MAX_S 86400
+
 enum sg_gw_parse_result {
     SG_GW_PARSE_RUN,    /* options are valid: start the gateway */
     SG_GW_PARSE_HELP,   /* --help / --version was printed: exit 0 */
@@ -33,6 +38,9 @@ struct sg_gw_options {
     enum sg_hmp_style hmp_style;     /* --hmp-profile, default snapgate */
     enum sg_hmp_style compat_style;  /* --compat-profile, default qemu-7.2 */
     const char *vmstate_node;   /* --vmstate-node or NULL */
+    /* --reconnect SECONDS: how long a lost --connect back end is waited
+     * for (0: the gateway exits 2 at once). */
+    unsigned reconnect_s;
     char web_addr_buf[256];
 };
 

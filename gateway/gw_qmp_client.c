@@ -135,6 +135,15 @@ void gw_qmp_clients_event(struct sg_gw *gw, json_t *event)
     free(text);
 }
 
+void gw_qmp_clients_reconnected(struct sg_gw *gw)
+{
+    if (!json_object_size(gw->orphan_jobs))
+        return;
+    json_t *cmd = json_pack("{s:s}", "execute", "query-jobs");
+    if (cmd)
+        gw_backend_send(gw, cmd, orphans_checked, gw);
+}
+
 /* ---- forwarding ------------------------------------------------------- */
 
 static void fwd_reply(void *opaque, json_t *reply)
@@ -146,8 +155,10 @@ static void fwd_reply(void *opaque, json_t *reply)
         json_t *msg;
         json_t *ret = json_object_get(reply, "return");
         if (!reply) {
+            /* The command was written: it may or may not have run. */
             char desc[400];
-            snprintf(desc, sizeof desc, "the back end is gone: %s", gw_backend_why(c->gw));
+            snprintf(desc, sizeof desc, "back end connection lost before the reply (%s)",
+                     gw_backend_why(c->gw));
             msg = sg_qmp_error_reply(f->id, SG_ERR_GENERIC, desc);
             if (f->job_id)
                 json_object_del(c->jobs, f->job_id);

@@ -36,10 +36,20 @@ static bool signal_readable(void *opaque, struct sg_gw_fd *f)
             /* fall through */
         case SIGTERM:
         case SIGHUP:
-            if (gw->vmm && gw_backend_alive(gw))
+            if (gw->vmm && gw_backend_alive(gw)) {
                 gw_quit(gw);
-            else
+            } else if (gw_backend_alive(gw) && gw->hmp && sg_hmp_busy(gw->hmp) &&
+                       !gw->leave_when_idle) {
+                /* A back end we attached to outlives us: a snapshot job an
+                 * HMP line started (say the terminal hung up during savevm)
+                 * is seen to its end and dismissed rather than left behind. */
+                gw->leave_when_idle = true;
+                gw_print(gw, "snapgate: leaving once the running HMP command has finished "
+                             "(signal again to leave now)\n");
+                gw_hmp_kick(gw);
+            } else {
                 gw_exit(gw, SG_GW_EXIT_OK);
+            }
             break;
         default:
             break;

@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 
+#include "qmp_msg.h"
 #include "web_internal.h"
 
 static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bool binary);
@@ -188,33 +189,38 @@ bool sg_web_json_depth_ok(const char *text, size_t len, int max_depth)
     return true;
 }
 
+/* Built and printed by the QMP library, like the unix endpoint's errors, so
+ * a script sees the same bytes on either transport. */
 static void qmp_error(struct sg_web_conn *c, const char *desc)
 {
-    json_t *e = json_pack("{s:{s:s,s:s}}", "error", "class", SG_ERR_GENERIC, "desc", desc);
-    char *s = e ? json_dumps(e, JSON_COMPACT) : NULL;
+    json_t *e = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
+    size_t len;
+    char *s = e ? sg_qmp_dumps(e, &len) : NULL;
     if (s)
-        conn_enqueue(c, s, strlen(s), false);
+        conn_enqueue(c, s, len, false);
     free(s);
     json_decref(e);
 }
 
-/* Returns -1 to close. */
+/* One frame is one QMP message, parsed by the same function as every
+ * message of the unix endpoint's stream (limits checked before jansson sees
+ * the text).  Returns -1 to close. */
 static int qmp_message(struct sg_web_conn *c)
 {
-    if (!sg_web_json_depth_ok((const char *)c->rx, c->rx_len, 64)) {
-        qmp_error(c, "JSON nesting too deep");
-        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
-                         (unsigned char *)"nesting too deep", 16);
-        return -1;
-    }
-    json_error_t jerr;
-    json_t *msg = json_loadb((const char *)c->rx, c->rx_len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!msg) {
+    struct sg_error err = { 0 };
+    json_t *msg = NULL;
+    switch (sg_qmp_parse_message(c->rx, c->rx_len, &msg, &err)) {
+    case SG_QMP_PARSE_OK:
+        break;
+    case SG_QMP_PARSE_INVALID:
         /* Same as QEMU: malformed input is answered and the link stays up. */
-        char desc[300];
-        snprintf(desc, sizeof desc, "JSON parse error, %s", jerr.text);
-        qmp_error(c, desc);
+        qmp_error(c, err.msg);
         return 0;
+    case SG_QMP_PARSE_FATAL:
+        qmp_error(c, err.msg);
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
+                         (unsigned char *)"QMP limit exceeded", 18);
+        return -1;
     }
     if (c->qmp)
         sg_gw_qmp_client_input(c->qmp, msg);

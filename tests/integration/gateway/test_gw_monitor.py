@@ -71,9 +71,11 @@ t.send("quit\r")
 sgtest.check_eq(t.wait(10), 0, "exit code after quit")
 sgtest.check("quit" in be.commands(), "quit reached the back end")
 
-# The back end dies while a line waits for it: a clear message, exit 2.
+# With --reconnect 0, the back end dying while a line waits for it: a clear
+# message, exit 2 (the default, reconnecting, is in test_gw_reconnect.py).
 be2 = U.FakeBackend(os.path.join(d, "be2.sock"))
-t = U.Terminal([gw_bin, "--connect", "unix:" + os.path.join(d, "be2.sock")], env=U.gateway_env(d))
+t = U.Terminal([gw_bin, "--connect", "unix:" + os.path.join(d, "be2.sock"), "--reconnect", "0"],
+               env=U.gateway_env(d))
 t.expect(PROMPT, 20)
 t.send("some_qemu_command\r")
 t.expect(rb"fake: some_qemu_command", 10)   # unknown lines go to the back end's HMP
