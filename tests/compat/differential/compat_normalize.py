@@ -89,13 +89,19 @@ def show(v):
     return json.dumps(v, sort_keys=True) if not isinstance(v, str) else repr(v)
 
 
-# ---- intended differences (path C only) ------------------------------------------------
+# ---- intended differences (path C unless a rule names B) ------------------------------------------------
 
 RULES = ("ignore", "libvirt-only", "snapshots-only", "progress", "events", "images-ids")
 
 
 class Difference:
     def __init__(self, scenario, step, rule, reason, origin):
+        # An optional "B:" / "BC:" prefix on the scenario glob names the paths the rule
+        # covers; without one it covers path C (the VMM) only.
+        self.paths = "C"
+        m = re.match(r"^([BC]+):(.*)$", scenario)
+        if m:
+            self.paths, scenario = m.group(1), m.group(2).strip()
         self.scenario, self.step, self.rule, self.reason, self.origin = (
             scenario, step, rule, reason, origin)
         self.used = False

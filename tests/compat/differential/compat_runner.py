@@ -222,7 +222,8 @@ def main():
             if base is None:
                 problems[p] = ["no reference (path A failed and no usable golden file)"]
                 continue
-            pr, (agree, total) = compat_compare.compare(base, t, sc.name, diffs if p == "C" else ())
+            pr, (agree, total) = compat_compare.compare(base, t, sc.name,
+                                                   [d for d in diffs if p in d.paths])
             libvirt[p][0] += agree
             libvirt[p][1] += total
             if pr:
