@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "jobs.h"
 #include "qmp_server.h"
@@ -336,13 +337,56 @@ static bool save_commit(struct snap_op *op, struct sg_error *err)
     return true;
 }
 
+/* Writes one RAM_STEP piece of guest RAM [done, done+len) to the vmstate
+ * area, leaving out every chunk whose pages the guest never touched
+ * (kvm/ram_scan.c says why they are zero).  Leaving them out is only right
+ * because the active vmstate area was emptied before the save began
+ * (save_step): an unwritten range of it reads as zeros.  A chunk is a
+ * cluster (at most 1 MiB, the RAM offset's alignment), so what is written
+ * is whole clusters and what is skipped stays unallocated. */
+static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
+                           uint64_t done, size_t len, struct sg_error *err)
+{
+    struct sg_vm *vm = &op->vmm->vm;
+    char *ram = (char *)vm->ram + done;
+    size_t ps = rs->page_size;
+    uint64_t cs = sg_block_cluster_size(op->vmdrive->bs);
+    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
+    if (chunk < ps)
+        chunk = ps;
+    if (rs->fd < 0 || len % chunk || done % chunk)
+        return vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, ram, len, err);
+    sg_ram_scan_untouched(rs, ram, len / ps, untouched);
+    size_t per = chunk / ps, run = 0;   /* run: bytes to write that end at `off` */
+    for (size_t off = 0; off < len; off += chunk) {
+        bool skip = true;
+        for (size_t k = 0; k < per && skip; k++)
+            skip = untouched[off / ps + k];
+        if (!skip) {
+            run += chunk;
+            continue;
+        }
+        if (run && !vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off - run, ram + off - run,
+                                  run, err))
+            return false;
+        run = 0;
+    }
+    return !run || vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + len - run, ram + len - run,
+                                 run, err);
+}
+
 /* Worker: guest RAM into the vmstate area, then the header and the disk
  * snapshots.  Cancel is honoured between RAM pieces. */
 static void *save_worker(void *arg)
 {
     struct snap_op *op = arg;
     struct sg_vm *vm = &op->vmm->vm;
-    bool ok = true;
+    struct sg_ram_scan rs;
+    sg_ram_scan_open(&rs);   /* unavailable: every page is written (and zero-tested) */
+    bool *untouched = malloc(RAM_STEP / rs.page_size * sizeof(bool));
+    bool ok = untouched != NULL;
+    if (!ok)
+        sg_error_set(&op->werr, "out of memory");
     for (uint64_t done = 0; ok && done < vm->ram_size;) {
         if (atomic_load(&op->cancel)) {
             ok = false;
@@ -350,10 +394,12 @@ static void *save_worker(void *arg)
         }
         uint64_t left = vm->ram_size - done;
         size_t len = left < RAM_STEP ? (size_t)left : RAM_STEP;
-        ok = vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, (char *)vm->ram + done, len, &op->werr);
+        ok = save_ram_piece(op, &rs, untouched, done, len, &op->werr);
         done += len;
         atomic_store(&op->progress, done);
     }
+    free(untouched);
+    sg_ram_scan_close(&rs);
     if (ok && !atomic_load(&op->cancel))
         ok = save_commit(op, &op->werr);
     op->worker_ok = ok;
@@ -404,7 +450,13 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
         op->hdr.state_len = op->blob_len;
         op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
         job->total = SG_VMSTATE_RAM_OFFSET + vm->ram_size;
-        if (!vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &job->err) ||
+        /* The RAM writer leaves untouched pages out, so the area must read
+         * as zeros first: a crashed save can have left data in it. */
+        pthread_mutex_lock(&op->vmdrive->lock);
+        bool empty = sg_block_vmstate_discard(op->vmdrive->bs, &job->err);
+        pthread_mutex_unlock(&op->vmdrive->lock);
+        if (!empty ||
+            !vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &job->err) ||
             !start_worker(op, save_worker, &job->err)) {
             save_undo(op);
             return SG_JOB_STEP_FAILED;
@@ -545,8 +597,35 @@ static bool load_validate(struct sg_job *job, struct snap_op *op)
     return true;
 }
 
+/* Zeroes guest RAM [idx, idx+len): MADV_DONTNEED on the private anonymous
+ * mapping drops the pages (they read as zeros again, without host memory
+ * behind them), whatever the guest had written there; unaligned edges (a
+ * cluster smaller than a page) are cleared by hand. */
+static bool ram_clear(struct sg_vm *vm, uint64_t idx, uint64_t len, size_t ps, struct sg_error *err)
+{
+    char *p = (char *)vm->ram + idx;
+    uint64_t head = (ps - idx % ps) % ps;
+    if (head >= len) {
+        memset(p, 0, (size_t)len);
+        return true;
+    }
+    uint64_t body = (len - head) / ps * ps;
+    memset(p, 0, (size_t)head);
+    if (body && madvise(p + head, (size_t)body, MADV_DONTNEED) != 0) {
+        sg_error_set_errno(err, errno, "guest RAM reset");
+        return false;
+    }
+    memset(p + head + body, 0, (size_t)(len - head - body));
+    return true;
+}
+
 /* Worker: revert every disk to the saved snapshot, then read guest RAM.
- * Past the first revert there is no way back, so cancel is not honoured. */
+ * Past the first revert there is no way back, so cancel is not honoured.
+ * RAM is rebuilt from the snapshot's allocation map: unallocated ranges
+ * (all zeros) are dropped with ram_clear, allocated ones read straight into
+ * guest RAM, overwriting whatever the guest had there.  Together they cover
+ * all of RAM, so nothing of the pre-load guest survives, and a mostly empty
+ * snapshot restores without reading or committing its empty part. */
 static void *load_worker(void *arg)
 {
     struct snap_op *op = arg;
@@ -560,35 +639,38 @@ static void *load_worker(void *arg)
         if (!ok)
             sg_error_prefix(&op->werr, "Error while reverting '%s'", d->device_name);
     }
-    /* Guest RAM starts from all zero pages (no host memory behind them)
-     * and only non-zero pages are copied in, so a mostly empty snapshot
-     * restores without committing the whole RAM size on the host. */
-    uint8_t *bounce = ok ? malloc(RAM_STEP) : NULL;
-    if (ok && !bounce) {
-        sg_error_set(&op->werr, "out of memory");
-        ok = false;
-    }
-    if (ok && madvise(vm->ram, vm->ram_size, MADV_DONTNEED) != 0) {
-        sg_error_set_errno(&op->werr, errno, "guest RAM reset");
-        ok = false;
-    }
-    static const uint8_t zero_page[4096];
+    long sps = sysconf(_SC_PAGESIZE);
+    size_t ps = sps > 0 ? (size_t)sps : 4096;
+    struct sg_block_extent ext[64];
+    uint64_t base = op->hdr.ram_offset;
     for (uint64_t done = 0; ok && done < vm->ram_size;) {
         uint64_t left = vm->ram_size - done;
-        size_t len = left < RAM_STEP ? (size_t)left : RAM_STEP;
-        pthread_mutex_lock(&op->vmdrive->lock);
-        ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset + done,
-                                            bounce, len, &op->werr);
-        pthread_mutex_unlock(&op->vmdrive->lock);
-        for (size_t off = 0; ok && off < len; off += 4096) {
-            size_t n = len - off < 4096 ? len - off : 4096;
-            if (memcmp(bounce + off, zero_page, n) != 0)
-                memcpy((char *)vm->ram + done + off, bounce + off, n);
+        uint64_t len = left < RAM_STEP ? left : RAM_STEP;
+        for (uint64_t pos = done; ok && pos < done + len;) {
+            pthread_mutex_lock(&op->vmdrive->lock);
+            int n = sg_block_vmstate_map_snapshot(op->vmdrive->bs, op->vm_snap_id, base + pos,
+                                                  done + len - pos, ext, 64, &op->werr);
+            pthread_mutex_unlock(&op->vmdrive->lock);
+            ok = n > 0;
+            if (n == 0)
+                sg_error_set(&op->werr, "VM state map is empty");
+            for (int k = 0; ok && k < n; k++) {
+                uint64_t idx = ext[k].off - base;
+                if (!ext[k].allocated) {
+                    ok = ram_clear(vm, idx, ext[k].len, ps, &op->werr);
+                } else {
+                    pthread_mutex_lock(&op->vmdrive->lock);
+                    ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, op->vm_snap_id, ext[k].off,
+                                                        (char *)vm->ram + idx, (size_t)ext[k].len,
+                                                        &op->werr);
+                    pthread_mutex_unlock(&op->vmdrive->lock);
+                }
+                pos = idx + ext[k].len;
+            }
         }
         done += len;
         atomic_store(&op->progress, done);
     }
-    free(bounce);
     op->worker_ok = ok;
     atomic_store(&op->worker_done, true);
     return NULL;

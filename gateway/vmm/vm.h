@@ -55,7 +55,8 @@ struct sg_vm {
 
     /* KVM */
     int kvm_fd, vm_fd;
-    void *ram;
+    void *ram;              /* all RAM, by RAM index (guest/boot_info.h) */
+    uint64_t ram_low;       /* RAM at GPA 0; ram_size - ram_low more at 4 GiB */
     uint64_t tsc_khz;
     struct sg_vcpu vcpus[SG_VM_MAX_VCPUS];
 
@@ -90,9 +91,25 @@ bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err);
 bool sg_vm_add_device(struct sg_vm *vm, struct sg_device *dev, struct sg_error *err);
 void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level);
 void sg_vm_destroy(struct sg_vm *vm);
-void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len);   /* NULL if outside RAM */
+/* Host address of guest physical [gpa, gpa+len); NULL unless all of it is
+ * RAM on one side of the PCI hole. */
+void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len);
 /* Resets devices, RAM and vCPU to power-on state (vCPU must be paused). */
 bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err);
+
+/* ---- kvm/ram_scan.c: never-touched RAM pages (read as zero) -------------- */
+struct sg_ram_scan {
+    int fd;                 /* /proc/self/pagemap, -1 if unavailable */
+    uint64_t *buf;
+    size_t page_size;
+};
+/* false: the kernel cannot tell (every page then counts as touched). */
+bool sg_ram_scan_open(struct sg_ram_scan *rs);
+void sg_ram_scan_close(struct sg_ram_scan *rs);
+/* untouched[i] = page i of [addr, addr + npages pages) of guest RAM has
+ * never been populated, so it reads as zeros.  On failure all are false. */
+bool sg_ram_scan_untouched(struct sg_ram_scan *rs, const void *addr, size_t npages,
+                           bool *untouched);
 
 /* ---- kvm/vcpu.c ------------------------------------------------------- */
 bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_error *err);

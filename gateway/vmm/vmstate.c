@@ -57,6 +57,7 @@ void sg_vmstate_header_init(struct sg_vmstate_header *h, struct sg_vm *vm)
     h->version = SG_VMSTATE_VERSION;
     h->header_size = SG_VMSTATE_HEADER_SIZE;
     h->ram_size = vm->ram_size;
+    h->ram_low = vm->ram_low;
     h->ram_offset = SG_VMSTATE_RAM_OFFSET;
     h->state_offset = SG_VMSTATE_STATE_OFFSET;
     h->nr_vcpus = (uint32_t)vm->nr_vcpus;
@@ -121,6 +122,12 @@ bool sg_vmstate_config_matches(const struct sg_vmstate_header *h, struct sg_vm *
     if (h->ram_size != vm->ram_size) {
         sg_error_set(err, "Snapshot '%s' needs %llu MiB of RAM, this VM has %llu MiB", tag,
                      (unsigned long long)(h->ram_size >> 20), (unsigned long long)(vm->ram_size >> 20));
+        return false;
+    }
+    uint64_t low = h->ram_low ? h->ram_low : h->ram_size;
+    if (low != vm->ram_low) {
+        sg_error_set(err, "Snapshot '%s' has %llu MiB of RAM below 4 GiB, this VM has %llu MiB",
+                     tag, (unsigned long long)(low >> 20), (unsigned long long)(vm->ram_low >> 20));
         return false;
     }
     if (h->nr_vcpus != (uint32_t)vm->nr_vcpus) {

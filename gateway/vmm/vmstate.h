@@ -6,9 +6,12 @@
  *   0          header (4 KiB): magic, version, VM configuration, where the
  *              state blob is, per-disk snapshot IDs/dates, CRC32s
  *   4 KiB      state blob: tagged records (vCPU, in-kernel chips, devices)
- *   1 MiB      guest RAM, byte for byte (page and cluster aligned at a
- *              fixed offset, so all-zero pages stay unallocated and a later
- *              version can map it lazily)
+ *   1 MiB      guest RAM, byte for byte by RAM index (page and cluster
+ *              aligned at a fixed offset, so all-zero pages stay
+ *              unallocated and a later version can map it lazily).  RAM
+ *              index i is guest physical i below ram_low and 4 GiB +
+ *              (i - ram_low) above (guest/boot_info.h), so the PCI hole
+ *              takes no room here.
  *   1 MiB + RAM size   end (= the snapshot's vm-state-size)
  */
 #ifndef SG_VMSTATE_H
@@ -59,6 +62,9 @@ struct sg_vmstate_header {
     struct { char type[16]; char name[32]; } devices[SG_VMSTATE_MAX_DEVICES];
     struct sg_vmstate_disk disks[SG_VMSTATE_MAX_DISKS];
     uint32_t header_crc;
+    /* Added after header_crc so version-1 headers keep their layout; 0 in a
+     * header written before guests could exceed 3 GiB (= all RAM low). */
+    uint64_t ram_low;
 };
 
 uint32_t sg_crc32(const void *data, size_t len);

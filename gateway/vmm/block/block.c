@@ -247,6 +247,18 @@ bool sg_block_vmstate_read_snapshot(struct sg_block *bs, const char *id, uint64_
     return need_qcow2(bs, err) && sg_qcow2_vmstate_read_snapshot(bs, id, off, buf, len, err);
 }
 
+int sg_block_vmstate_map_snapshot(struct sg_block *bs, const char *id, uint64_t off,
+                                  uint64_t len, struct sg_block_extent *ext, int max,
+                                  struct sg_error *err)
+{
+    if (max < 1) {
+        sg_error_set(err, "vmstate map: no room for an extent");
+        return -1;
+    }
+    return need_qcow2(bs, err) ? sg_qcow2_vmstate_map_snapshot(bs, id, off, len, ext, max, err)
+                               : -1;
+}
+
 bool sg_block_vmstate_discard(struct sg_block *bs, struct sg_error *err)
 {
     return need_qcow2(bs, err) && check_writable(bs, err) && sg_qcow2_vmstate_discard(bs, err);

@@ -93,6 +93,24 @@ bool sg_block_vmstate_read_snapshot(struct sg_block *bs, const char *id,
 /* Drops whatever the active vmstate area holds (e.g. a cancelled save). */
 bool sg_block_vmstate_discard(struct sg_block *bs, struct sg_error *err);
 
+/* Allocation map of a snapshot's vmstate, so a reader can skip what reads
+ * as zeros without reading it.  Describes [off, off+len) (same bounds as
+ * sg_block_vmstate_read_snapshot) as consecutive extents in order, adjacent
+ * ones of the same kind merged; fills at most `max` and returns how many
+ * (then the last one may end before off+len: ask again from its end), or -1.
+ * Granularity is the cluster; "allocated" means the cluster has data on the
+ * host (which may still be zero bytes), unallocated means it reads as zeros. */
+struct sg_block_extent {
+    uint64_t off, len;       /* bytes, within the vmstate area */
+    bool allocated;
+};
+int sg_block_vmstate_map_snapshot(struct sg_block *bs, const char *id, uint64_t off,
+                                  uint64_t len, struct sg_block_extent *ext, int max,
+                                  struct sg_error *err);
+
+/* True when all `len` bytes are zero; word-at-a-time (buffer_zero.c). */
+bool sg_buffer_is_zero(const void *buf, size_t len);
+
 /* ---- Additions for snapgate-img and the VMM (issue 3) ------------------- */
 
 /* Creates a qcow2 v3 image: 16-bit refcounts, cluster size 2^cluster_bits

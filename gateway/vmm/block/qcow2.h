@@ -234,5 +234,8 @@ bool sg_qcow2_vmstate_write(struct sg_block *bs, uint64_t off, const void *buf, 
 bool sg_qcow2_vmstate_read_snapshot(struct sg_block *bs, const char *id, uint64_t off,
                                     void *buf, size_t len, struct sg_error *err);
 bool sg_qcow2_vmstate_discard(struct sg_block *bs, struct sg_error *err);
+int sg_qcow2_vmstate_map_snapshot(struct sg_block *bs, const char *id, uint64_t off,
+                                  uint64_t len, struct sg_block_extent *ext, int max,
+                                  struct sg_error *err);
 
 #endif

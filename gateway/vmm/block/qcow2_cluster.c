@@ -306,14 +306,6 @@ static bool check_overlap(struct qcow2 *s, uint64_t host, struct sg_error *err)
     return true;
 }
 
-static bool is_zero(const uint8_t *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (p[i])
-            return false;
-    return true;
-}
-
 /* Writes one piece inside a single cluster. */
 static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size_t n,
                         bool skip_zero, struct sg_error *err)
@@ -325,7 +317,7 @@ static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size
     enum qcow2_ctype t;
     uint64_t host;
 
-    if (skip_zero && is_zero(buf, n)) {
+    if (skip_zero && sg_buffer_is_zero(buf, n)) {
         /* vmstate: zero pages stay unallocated (or become so when whole). */
         if (!qcow2_xlate(s, s->l1, s->l1_size, goff, &t, &host, err))
             return false;

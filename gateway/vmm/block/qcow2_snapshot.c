@@ -273,7 +273,12 @@ int sg_qcow2_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,
 static bool drop_vmstate(struct qcow2 *s, struct sg_error *err)
 {
     uint64_t from = qcow2_size_to_l1(s, s->size);
-    if (from >= s->l1_size)
+    /* An empty area (the usual case: a save drops it when it commits) needs
+     * no flush; every save starts with a discard, so this keeps it free. */
+    bool any = false;
+    for (uint64_t i = from; i < s->l1_size && !any; i++)
+        any = s->l1[i] != 0;
+    if (!any)
         return true;
     if (!qcow2_tree_free_later(s, s->l1, s->l1_size, (uint32_t)from, err))
         return false;
@@ -572,19 +577,21 @@ bool sg_qcow2_vmstate_write(struct sg_block *bs, uint64_t off, const void *buf, 
     return qcow2_write_at(s, base + off, buf, len, true, err);
 }
 
-bool sg_qcow2_vmstate_read_snapshot(struct sg_block *bs, const char *id, uint64_t off,
-                                    void *buf, size_t len, struct sg_error *err)
+/* Finds snapshot `id`, checks off+len against its vm_state_size, and makes
+ * s->snap_l1 its L1 table (kept: a load reads one snapshot piece by piece).
+ * *base is where its vmstate area starts in its guest address space. */
+static struct qsnap *vmstate_snapshot(struct qcow2 *s, const char *id, uint64_t off, uint64_t len,
+                                      uint64_t *base, struct sg_error *err)
 {
-    struct qcow2 *s = qcow2_state(bs);
     struct qsnap *sn = find_id(s, id, err);
     if (!sn)
-        return false;
-    uint64_t base = qcow2_size_to_l1(s, sn->disk_size) << (s->cluster_bits + s->l2_bits);
+        return NULL;
+    *base = qcow2_size_to_l1(s, sn->disk_size) << (s->cluster_bits + s->l2_bits);
     if (off > sn->vm_state_size || len > sn->vm_state_size - off) {
-        sg_error_set(err, "qcow2: vmstate read at %llu+%zu is past the %llu bytes saved in "
-                     "snapshot %s", (unsigned long long)off, len,
+        sg_error_set(err, "qcow2: vmstate read at %llu+%llu is past the %llu bytes saved in "
+                     "snapshot %s", (unsigned long long)off, (unsigned long long)len,
                      (unsigned long long)sn->vm_state_size, id);
-        return false;
+        return NULL;
     }
     if (!s->snap_l1_id || strcmp(s->snap_l1_id, id) != 0) {
         uint64_t *l1;
@@ -593,14 +600,71 @@ bool sg_qcow2_vmstate_read_snapshot(struct sg_block *bs, const char *id, uint64_
             if (!cid)
                 sg_error_set(err, "out of memory");
             free(cid);
-            return false;
+            return NULL;
         }
         free(s->snap_l1_id);
         free(s->snap_l1);
         s->snap_l1_id = cid;
         s->snap_l1 = l1;
     }
-    return qcow2_read_tree(s, s->snap_l1, sn->l1_size, base + off, buf, len, err);
+    return sn;
+}
+
+bool sg_qcow2_vmstate_read_snapshot(struct sg_block *bs, const char *id, uint64_t off,
+                                    void *buf, size_t len, struct sg_error *err)
+{
+    struct qcow2 *s = qcow2_state(bs);
+    uint64_t base;
+    struct qsnap *sn = vmstate_snapshot(s, id, off, len, &base, err);
+    return sn && qcow2_read_tree(s, s->snap_l1, sn->l1_size, base + off, buf, len, err);
+}
+
+/* Allocation is decided per cluster from the L2 entry alone (no data is
+ * read): a zero-flag or absent cluster reads as zeros.  An L1 entry without
+ * an L2 table answers for its whole span at once, so the unallocated tail of
+ * a mostly-empty RAM image costs a few steps, not one per cluster. */
+int sg_qcow2_vmstate_map_snapshot(struct sg_block *bs, const char *id, uint64_t off,
+                                  uint64_t len, struct sg_block_extent *ext, int max,
+                                  struct sg_error *err)
+{
+    struct qcow2 *s = qcow2_state(bs);
+    uint64_t base;
+    struct qsnap *sn = vmstate_snapshot(s, id, off, len, &base, err);
+    if (!sn)
+        return -1;
+    int n = 0;
+    uint64_t g = base + off, end = base + off + len;
+    uint64_t l1_span = 1ULL << (s->cluster_bits + s->l2_bits);
+    while (g < end) {
+        uint64_t l1i = g >> (s->cluster_bits + s->l2_bits);
+        uint64_t l2off = 0;
+        if (l1i < sn->l1_size && !qcow2_l2_offset(s, s->snap_l1[l1i], &l2off, err))
+            return -1;
+        uint64_t step;
+        bool alloc;
+        if (!l2off) {
+            step = l1_span - (g & (l1_span - 1));
+            alloc = false;
+        } else {
+            enum qcow2_ctype t;
+            uint64_t host;
+            if (!qcow2_xlate(s, s->snap_l1, sn->l1_size, g, &t, &host, err))
+                return -1;
+            step = s->cluster_size - (g & (s->cluster_size - 1));
+            alloc = t == QC_NORMAL;
+        }
+        if (step > end - g)
+            step = end - g;
+        if (n > 0 && ext[n - 1].allocated == alloc) {
+            ext[n - 1].len += step;
+        } else {
+            if (n == max)
+                break;
+            ext[n++] = (struct sg_block_extent){ g - base, step, alloc };
+        }
+        g += step;
+    }
+    return n;
 }
 
 bool sg_qcow2_vmstate_discard(struct sg_block *bs, struct sg_error *err)

@@ -19,10 +19,19 @@
 #define SG_IDT_ADDR         0x4000u   /* filled by the guest (handler addresses) */
 #define SG_PML4_ADDR        0x8000u
 #define SG_PDPT_ADDR        0x9000u
-#define SG_PD_ADDR          0xA000u   /* 4 pages: 2 MiB pages up to 4 GiB */
-#define SG_PD_PAGES         4u
+#define SG_PD_ADDR          0x10000u  /* one page per GiB mapped (2 MiB pages) */
+#define SG_PD_MAX_PAGES     32u       /* identity map up to 32 GiB of addresses */
 #define SG_GUEST_LOAD_ADDR  0x100000u /* image is linked and loaded here */
 #define SG_GUEST_MIN_RAM    (16u << 20)
+
+/* Guest RAM layout, as on a PC: the first SG_RAM_LOW_MAX bytes of RAM at
+ * guest physical 0, the rest from SG_RAM_HIGH_BASE (4 GiB) up, leaving the
+ * 32-bit PCI hole (3-4 GiB; KVM's TSS and identity-map pages sit at its top)
+ * free.  "RAM index" i is the i-th byte of RAM in that order: the offset in
+ * the VMM's one host mapping and in the vmstate's RAM image. */
+#define SG_RAM_LOW_MAX      (3ull << 30)
+#define SG_RAM_HIGH_BASE    (4ull << 30)
+#define SG_GUEST_MAX_RAM    (16ull << 30)
 
 #define SG_SEL_KCODE 0x08
 #define SG_SEL_KDATA 0x10
@@ -48,6 +57,7 @@ struct sg_boot_info {
     uint64_t ram_size;      /* bytes of guest RAM */
     uint64_t tsc_khz;       /* from KVM_GET_TSC_KHZ; the guest's only clock */
     char cmdline[256];      /* -append, NUL terminated */
+    uint64_t ram_low;       /* version >= 2: bytes of RAM below 4 GiB (rest from 4 GiB) */
 };
 #endif
 

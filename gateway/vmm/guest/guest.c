@@ -13,7 +13,7 @@
 #define TICK_MS 100
 #define DIRTY_BASE (32ull << 20)
 #define WINDOW (1ull << 20)
-#define MAX_WINDOWS 4096
+#define MAX_WINDOWS 16384   /* 16 GiB: all of the largest RAM */
 
 extern char sg_guest_isr_base[];
 extern char sg_guest_gp[];
@@ -250,6 +250,14 @@ static int disk_write_sector0(const char *text)
 /* ---- RAM pattern ------------------------------------------------------- */
 
 static uint32_t gens[MAX_WINDOWS];
+static uint64_t ram_low;   /* RAM below the PCI hole (boot_info.h) */
+
+/* RAM index -> guest physical address.  Windows are 1 MiB aligned and the
+ * split is too, so a window never straddles the hole. */
+static inline uint64_t ram_gpa(uint64_t index)
+{
+    return index < ram_low ? index : SG_RAM_HIGH_BASE + (index - ram_low);
+}
 
 static inline uint64_t pattern(uint64_t addr, uint32_t gen)
 {
@@ -327,11 +335,20 @@ void sg_guest_user_main(void)
     outb(COM1 + 2, 0x07);  /* FIFO on, cleared */
     outb(COM1 + 4, 0x03);  /* DTR | RTS */
 
-    uint64_t dirty = 0, nwin = 0;
+    ram_low = bi->version >= 2 ? bi->ram_low : bi->ram_size;
+    /* dirty=SIZE fills SIZE of RAM from RAM index dirty-base= (default
+     * 32 MiB) on, crossing the PCI hole when RAM does. */
+    uint64_t dirty = 0, nwin = 0, dbase = DIRTY_BASE;
+    const char *db = find_arg(cmdline, "dirty-base=");
+    if (db) {
+        dbase = parse_size(db) & ~(WINDOW - 1);
+        if (dbase < DIRTY_BASE)
+            dbase = DIRTY_BASE;
+    }
     const char *d = find_arg(cmdline, "dirty=");
     if (d) {
         dirty = parse_size(d) & ~(WINDOW - 1);
-        uint64_t room = bi->ram_size > DIRTY_BASE ? (bi->ram_size - DIRTY_BASE) & ~(WINDOW - 1) : 0;
+        uint64_t room = bi->ram_size > dbase ? (bi->ram_size - dbase) & ~(WINDOW - 1) : 0;
         if (dirty > room) {
             puts_("dirty: clamped to RAM size\n");
             dirty = room;
@@ -339,7 +356,8 @@ void sg_guest_user_main(void)
         if (dirty / WINDOW > MAX_WINDOWS)
             dirty = MAX_WINDOWS * WINDOW;
         nwin = dirty / WINDOW;
-        fill(DIRTY_BASE, dirty, 0);
+        for (uint64_t w = 0; w < nwin; w++)
+            fill(ram_gpa(dbase + w * WINDOW), WINDOW, 0);
         puts_("dirty: ");
         put_u64(dirty >> 20, 10);
         puts_(" MiB filled\n");
@@ -378,7 +396,7 @@ void sg_guest_user_main(void)
         }
         if (nwin) {
             uint64_t w = (tick - 1) % nwin;
-            uint64_t base = DIRTY_BASE + w * WINDOW, bad = 0;
+            uint64_t base = ram_gpa(dbase + w * WINDOW), bad = 0;
             if (verify(base, WINDOW, gens[w], &bad) != 0) {
                 puts_("RAM CHECK FAILED at 0x");
                 put_u64(bad, 16);

@@ -16,10 +16,9 @@
 extern const char sg_demo_guest_start[], sg_demo_guest_end[];
 
 /* KVM needs three pages for the real-mode TSS and one for the EPT identity
- * map below 4 GiB; keep them above any RAM we allow (-m <= 3 GiB). */
+ * map below 4 GiB; they sit in the PCI hole, above RAM's low part. */
 #define SG_KVM_TSS_ADDR 0xfffbd000u
 #define SG_KVM_IDMAP_ADDR 0xfffbc000u
-#define SG_VM_MAX_RAM (3ull << 30)
 
 bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
 {
@@ -34,10 +33,12 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         sg_error_set(err, "/dev/kvm: unsupported KVM API version %d", api);
         return false;
     }
-    if (vm->ram_size < SG_GUEST_MIN_RAM || vm->ram_size > SG_VM_MAX_RAM) {
-        sg_error_set(err, "-m: RAM size must be between 16 MiB and 3 GiB");
+    if (vm->ram_size < SG_GUEST_MIN_RAM || vm->ram_size > SG_GUEST_MAX_RAM) {
+        sg_error_set(err, "-m: RAM size must be between 16 MiB and %llu GiB",
+                     (unsigned long long)(SG_GUEST_MAX_RAM >> 30));
         return false;
     }
+    vm->ram_low = vm->ram_size < SG_RAM_LOW_MAX ? vm->ram_size : SG_RAM_LOW_MAX;
     vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
     if (vm->vm_fd < 0) {
         sg_error_set_errno(err, errno, "KVM_CREATE_VM");
@@ -69,13 +70,19 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         return false;
     }
     madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
-    struct kvm_userspace_memory_region mr = {
-        .slot = 0, .guest_phys_addr = 0, .memory_size = vm->ram_size,
-        .userspace_addr = (uint64_t)(uintptr_t)vm->ram,
+    /* One host mapping, two slots: RAM index = host offset on both sides
+     * of the hole, so vmstate and dirty tracking see one flat RAM. */
+    struct kvm_userspace_memory_region mr[2] = {
+        { .slot = 0, .guest_phys_addr = 0, .memory_size = vm->ram_low,
+          .userspace_addr = (uint64_t)(uintptr_t)vm->ram },
+        { .slot = 1, .guest_phys_addr = SG_RAM_HIGH_BASE, .memory_size = vm->ram_size - vm->ram_low,
+          .userspace_addr = (uint64_t)(uintptr_t)vm->ram + vm->ram_low },
     };
-    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &mr) < 0) {
-        sg_error_set_errno(err, errno, "KVM_SET_USER_MEMORY_REGION");
-        return false;
+    for (int i = 0; i < 2 && mr[i].memory_size; i++) {
+        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &mr[i]) < 0) {
+            sg_error_set_errno(err, errno, "KVM_SET_USER_MEMORY_REGION (slot %d)", i);
+            return false;
+        }
     }
     int khz = ioctl(vm->vm_fd, KVM_GET_TSC_KHZ, 0);
     if (khz <= 0)
@@ -86,9 +93,13 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
 
 void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len)
 {
-    if (gpa > vm->ram_size || len > vm->ram_size - gpa)
+    if (gpa <= vm->ram_low && len <= vm->ram_low - gpa)
+        return (char *)vm->ram + gpa;
+    uint64_t high = vm->ram_size - vm->ram_low;
+    if (gpa < SG_RAM_HIGH_BASE || gpa - SG_RAM_HIGH_BASE > high ||
+        len > high - (gpa - SG_RAM_HIGH_BASE))
         return NULL;
-    return (char *)vm->ram + gpa;
+    return (char *)vm->ram + vm->ram_low + (gpa - SG_RAM_HIGH_BASE);
 }
 
 static void put64(struct sg_vm *vm, uint64_t gpa, uint64_t v)
@@ -96,8 +107,9 @@ static void put64(struct sg_vm *vm, uint64_t gpa, uint64_t v)
     memcpy((char *)vm->ram + gpa, &v, 8);
 }
 
-/* Identity map of the low 4 GiB with 2 MiB user pages: the guest's ring-3
- * code touches everything, and the VMM, not the emulated ring 0, builds it. */
+/* Identity map with 2 MiB user pages of the low 4 GiB and of all RAM above
+ * it: the guest's ring-3 code touches everything, and the VMM, not the
+ * emulated ring 0, builds it.  All page-table pages lie below 1 MiB. */
 bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err)
 {
     size_t img = (size_t)(sg_demo_guest_end - sg_demo_guest_start);
@@ -105,10 +117,16 @@ bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err)
         sg_error_set(err, "demo guest image too large (%zu bytes)", img);
         return false;
     }
-    memset(vm->ram, 0, 0x10000);
+    uint64_t top = SG_RAM_HIGH_BASE + (vm->ram_size - vm->ram_low);
+    unsigned pd_pages = (unsigned)((top + (1ull << 30) - 1) >> 30);
+    if (pd_pages > SG_PD_MAX_PAGES) {
+        sg_error_set(err, "RAM too large for the demo guest's page tables");
+        return false;
+    }
+    memset(vm->ram, 0, SG_PD_ADDR + 4096u * SG_PD_MAX_PAGES);
     const uint64_t pte = 0x7;  /* present | writable | user */
     put64(vm, SG_PML4_ADDR, SG_PDPT_ADDR | pte);
-    for (unsigned i = 0; i < SG_PD_PAGES; i++) {
+    for (unsigned i = 0; i < pd_pages; i++) {
         put64(vm, SG_PDPT_ADDR + 8 * i, (SG_PD_ADDR + 4096u * i) | pte);
         for (unsigned j = 0; j < 512; j++) {
             uint64_t pa = ((uint64_t)i << 30) | ((uint64_t)j << 21);
@@ -128,8 +146,9 @@ bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err)
 
     struct sg_boot_info *bi = (struct sg_boot_info *)((char *)vm->ram + SG_BOOT_INFO_ADDR);
     bi->magic = SG_BOOT_MAGIC;
-    bi->version = 1;
+    bi->version = 2;
     bi->ram_size = vm->ram_size;
+    bi->ram_low = vm->ram_low;
     bi->tsc_khz = vm->tsc_khz;
     snprintf(bi->cmdline, sizeof(bi->cmdline), "%s", vm->cmdline);
 

@@ -27,6 +27,8 @@ expect_fail(["-serial", "pty"], "-serial pty")
 expect_fail(["-daemonize", "-serial", "stdio"], "-daemonize")
 if os.access("/dev/kvm", os.R_OK | os.W_OK):
     expect_fail(["-drive", "file=/nonexistent/disk.qcow2"], "/nonexistent/disk.qcow2")
+    expect_fail(["-m", "8M"], "RAM size must be between 16 MiB and 16 GiB")
+    expect_fail(["-m", "17G"], "RAM size must be between 16 MiB and 16 GiB")
     # a qcow2 with a backing file is refused by the qcow2 engine, naming the file
     if sgtest.shutil.which("qemu-img"):
         base = os.path.join(d, "base.qcow2")
