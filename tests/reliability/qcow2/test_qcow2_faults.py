@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Write errors in the qcow2 engine must surface as errors, corrupt nothing,
+and leave an image that works again once the fault is gone.
+
+sg_crashdrv's write-class syscalls are wrapped (rl_fault.c), so faults land at
+an exact call inside any operation:
+- transient EIO at call N (one failure, later calls succeed: close re-flushes);
+- sticky EIO from call N on (a dead disk: close fails too);
+- ENOSPC once the file would grow past a limit (a full file system, with the
+  short write a real one gives);
+- and, when we may mount one, a real tmpfs that fills up.
+After each: exit 1 with a message naming the errno (no signal, no sanitizer
+report), `qemu-img check` without errors, snapshots and flushed data intact
+(the checker of test_qcow2_crash.py), then a fault-free run that must succeed.
+
+SG_LONG=1 runs more fault points; SG_SEED=N replays a run.
+"""
+import os
+import random
+import subprocess
+import sys
+import time
+
+import sgtest
+import sg_reliability_util as rl
+
+sgtest.require_tool("qemu-img")
+drv = rl.drv_path()
+long_run = bool(os.environ.get("SG_LONG"))
+seed = int(os.environ.get("SG_SEED") or random.SystemRandom().randrange(1 << 30))
+print(f"seed {seed} (SG_SEED={seed} replays this run)", flush=True)
+rng = random.Random(seed)
+work = sgtest.tmpdir("sg-faults-")
+SIZE = 8 << 20
+MESSAGES = {"EIO": "Input/output error", "ENOSPC": "No space left on device"}
+counters = {"gen": 0, "tag": 0}
+stats = {}
+figures = {}
+
+
+def scan(lines):
+    for ln in lines:
+        w = ln.split()
+        if w[0] == "W":
+            counters["gen"] = max(counters["gen"], int(w[2]))
+        elif w[0] == "C":
+            counters["tag"] = max(counters["tag"], int(w[1][1:]))
+
+
+def run_driver(img, label, ops, extra, want_rc):
+    journal = os.path.join(work, "journal")
+    if os.path.exists(journal):
+        os.unlink(journal)
+    argv = [drv, "run", img.path, journal, str(rng.randrange(1 << 30)),
+            str(counters["gen"]), str(counters["tag"]), str(ops)] + extra
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired:
+        sgtest.fail(f"{label}: driver hung: {' '.join(argv)}")
+    with open(journal) as f:
+        lines = [ln for ln in f.read().splitlines() if ln]
+    scan(lines)
+    sgtest.check(r.returncode == want_rc,
+                 f"{label}: driver exited {r.returncode}, want {want_rc}: {r.stderr.strip()}\n"
+                 f"argv: {' '.join(argv)}")
+    problems = rl.check_round(img, lines, work, stats, label)
+    if problems:
+        print("journal tail:\n  " + "\n  ".join(lines[-10:]), flush=True)
+        sgtest.fail(f"{label}: {problems[0]}\nargv: {' '.join(argv)}")
+    return r, lines
+
+
+def fresh(name, size=SIZE, directory=None):
+    path = os.path.join(directory or work, name)
+    sgtest.run([drv, "create", path, str(size), "0"])
+    return rl.Image(path)
+
+
+def fault_round(kind, i):
+    """Grows some history on a fresh image, then runs one faulty round."""
+    label = f"{kind} #{i} (seed {seed})"
+    img = fresh(f"{kind}{i}.qcow2")
+    run_driver(img, label + " warm-up", rng.randrange(5, 60), [], 0)
+    if kind == "enospc":
+        # Room for a few clusters more than the image has now.
+        limit = os.path.getsize(img.path) + rng.randrange(0, 24) * 65536 + rng.randrange(4096)
+        extra = ["--enospc-above", str(limit)]
+        err = "ENOSPC"
+    else:
+        err = rng.choice(["EIO", "ENOSPC"])
+        extra = ["--fail-at", str(rng.randrange(1, 400)), "--errno", err]
+        if kind == "sticky":
+            extra.append("--sticky")
+    r, lines = run_driver(img, label, 1000000, extra, 1)
+    errs = [ln for ln in lines if ln.startswith("ERR")]
+    sgtest.check(errs, f"{label}: no ERR line in the journal")
+    sgtest.check(MESSAGES[err] in errs[0],
+                 f"{label}: error does not name the cause ({MESSAGES[err]}): {errs[0]}")
+    what = next((ln.split()[0] for ln in reversed(lines) if ln[0] in "WZSCDA"), "-")
+    figures.setdefault(kind, {}).setdefault(what, 0)
+    figures[kind][what] += 1
+    # The fault is gone: the same image must work and check clean again.
+    run_driver(img, label + " recovery", rng.randrange(10, 40), [], 0)
+    os.unlink(img.path)
+
+
+def tmpfs_round():
+    """A real file system that fills up (needs mount rights; skipped otherwise)."""
+    mnt = os.path.join(work, "tmpfs")
+    os.makedirs(mnt)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "sg-rl-tmpfs", mnt],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"tmpfs round skipped: cannot mount tmpfs ({r.stderr.strip()})", flush=True)
+        return False
+    try:
+        img = fresh("full.qcow2", directory=mnt)
+        label = f"tmpfs (seed {seed})"
+        r2, lines = run_driver(img, label, 1000000, [], 1)
+        errs = [ln for ln in lines if ln.startswith("ERR")]
+        sgtest.check(errs and MESSAGES["ENOSPC"] in errs[0],
+                     f"{label}: a full tmpfs did not give ENOSPC: {errs or r2.stderr}")
+        print(f"tmpfs: image filled the 3 MiB file system after {len(lines)} journal lines: "
+              f"{errs[0]}", flush=True)
+        # Make room (as an operator would), then the image must work again.
+        with open(os.path.join(mnt, "ballast"), "wb"):
+            pass
+        subprocess.run(["mount", "-o", "remount,size=64m", mnt], check=True)
+        run_driver(img, label + " recovery", 30, [], 0)
+    finally:
+        subprocess.run(["umount", mnt], capture_output=True)
+    return True
+
+
+t0 = time.monotonic()
+n_transient, n_sticky, n_enospc = (60, 30, 30) if long_run else (8, 4, 4)
+for i in range(n_transient):
+    fault_round("transient", i)
+for i in range(n_sticky):
+    fault_round("sticky", i)
+for i in range(n_enospc):
+    fault_round("enospc", i)
+tmpfs = tmpfs_round()
+print(f"fault rounds: {n_transient} transient EIO/ENOSPC, {n_sticky} sticky, {n_enospc} full-disk"
+      f"{', 1 real tmpfs' if tmpfs else ''}; {time.monotonic() - t0:.1f} s", flush=True)
+print(f"faults hit during (last journal op): {figures}", flush=True)
+print(f"leaks after faults: max {stats.get('leaks_max', 0)} clusters", flush=True)
+print("PASS", flush=True)
+sys.exit(0)
