@@ -34,6 +34,7 @@ struct snap_op {
     bool has_vmstate;
     char dev_names[SG_VM_MAX_DRIVES][64];
     int n_names;
+    bool has_devices;   /* QMP's explicit list (-loadvm takes every disk) */
     struct sg_drive *drives[SG_VM_MAX_DRIVES];
     int n;
     struct sg_drive *vmdrive;
@@ -101,16 +102,30 @@ static void op_free(void *p)
 
 /* ---- lookups (QEMU's bdrv_all_* with an explicit device list) ----------- */
 
-static bool resolve_devices(struct snap_op *op, struct sg_error *err)
+/* `unique`: a node named twice counts once.  QEMU 7.2 takes the list as
+ * given, which for save means two snapshots (both with VM state) on that
+ * node and for load two reverts; one of each is what the user meant.
+ * Delete keeps the repeats: there QEMU's "first match per entry" is a
+ * well-defined result (two entries remove two duplicates), so we match it. */
+static bool resolve_devices(struct snap_op *op, bool unique, struct sg_error *err)
 {
     op->n = 0;
+    /* QEMU checks this first, as a job error, even before the vmstate node. */
+    if (op->has_devices && op->n_names == 0) {
+        sg_error_set(err, "At least one device is required for snapshot");
+        return false;
+    }
     for (int i = 0; i < op->n_names; i++) {
         struct sg_drive *d = sg_vmm_find_node(op->vmm, op->dev_names[i]);
         if (!d) {
             sg_error_set(err, "No block device node '%s'", op->dev_names[i]);
             return false;
         }
-        op->drives[op->n++] = d;
+        bool seen = false;
+        for (int k = 0; unique && k < op->n; k++)
+            seen = seen || op->drives[k] == d;
+        if (!seen)
+            op->drives[op->n++] = d;
     }
     return true;
 }
@@ -420,7 +435,7 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
     }
     switch (op->phase) {
     case 0: {
-        if (!resolve_devices(op, &job->err) || !all_can_snapshot(op, &job->err))
+        if (!resolve_devices(op, true, &job->err) || !all_can_snapshot(op, &job->err))
             return SG_JOB_STEP_FAILED;
         int r = all_have_tag(op, &job->err);
         if (r < 0)
@@ -487,7 +502,7 @@ static bool load_validate(struct sg_job *job, struct snap_op *op)
 {
     struct sg_error *err = &job->err;
     struct sg_vm *vm = &op->vmm->vm;
-    if (!resolve_devices(op, err) || !all_can_snapshot(op, err))
+    if (!resolve_devices(op, true, err) || !all_can_snapshot(op, err))
         return false;
     int r = all_have_tag(op, err);
     if (r < 0)
@@ -728,26 +743,28 @@ static enum sg_job_step delete_step(struct sg_job *job, bool cancelled)
     struct snap_op *op = job->priv;
     if (cancelled)
         return SG_JOB_STEP_FAILED;
-    if (!resolve_devices(op, &job->err))
+    if (!resolve_devices(op, false, &job->err) || !all_can_snapshot(op, &job->err))
         return SG_JOB_STEP_FAILED;
-    /* Like QEMU: every snapshot with the tag goes, disks without it (or
-     * without snapshot support) are skipped. */
+    /* Like QEMU 7.2 (bdrv_all_delete_snapshot): per device entry only the
+     * first snapshot with the tag goes; a duplicate made by qemu-img stays,
+     * so HMP delvm removes one per call, as QEMU's does.  Devices without
+     * the tag are skipped. */
     for (int i = 0; i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
         char id[128];
-        int r;
-        while ((r = find_tag(d, op->tag, id, sizeof(id), NULL, &job->err)) == 1) {
-            pthread_mutex_lock(&d->lock);
-            bool ok = sg_block_snapshot_delete(d->bs, id, &job->err);
-            pthread_mutex_unlock(&d->lock);
-            if (!ok) {
-                sg_error_prefix(&job->err, "Could not delete snapshot '%s' on '%s'", op->tag,
-                                d->device_name);
-                return SG_JOB_STEP_FAILED;
-            }
-        }
+        int r = find_tag(d, op->tag, id, sizeof(id), NULL, &job->err);
         if (r < 0)
             return SG_JOB_STEP_FAILED;
+        if (r == 0)
+            continue;
+        pthread_mutex_lock(&d->lock);
+        bool ok = sg_block_snapshot_delete(d->bs, id, &job->err);
+        pthread_mutex_unlock(&d->lock);
+        if (!ok) {
+            sg_error_prefix(&job->err, "Could not delete snapshot '%s' on '%s'", op->tag,
+                            d->device_name);
+            return SG_JOB_STEP_FAILED;
+        }
     }
     return SG_JOB_STEP_DONE;
 }
@@ -772,6 +789,7 @@ static struct snap_op *op_from_args(struct sg_vmm *vmm, json_t *args)
         snprintf(op->vmstate, sizeof(op->vmstate), "%s", vs);
     }
     json_t *devs = json_object_get(args, "devices");
+    op->has_devices = devs != NULL;
     size_t i;
     json_t *v;
     json_array_foreach(devs, i, v) {
@@ -918,10 +936,9 @@ static void cmd_internal_delete(struct sg_qmp_req *req, json_t *args, void *opaq
         sg_qmp_req_error(req, &err);
         return;
     }
-    if (d->readonly) {
-        sg_qmp_req_errorf(req, SG_ERR_GENERIC, "Device '%s' is read only", device);
-        return;
-    }
+    /* QEMU 7.2's order: no read-only check up front (a read-only disk fails
+     * only when the snapshot table is written), and a format without
+     * snapshots fails when its list is read. */
     if (!id && !name) {
         sg_qmp_req_errorf(req, SG_ERR_GENERIC, "Name or id must be provided");
         return;
@@ -931,29 +948,40 @@ static void cmd_internal_delete(struct sg_qmp_req *req, json_t *args, void *opaq
                           sg_job_active(vmm)->id);
         return;
     }
+    if (!sg_block_can_snapshot(d->bs)) {
+        sg_error_set_errno(&err, ENOTSUP, "Failed to get a snapshot list");
+        sg_qmp_req_error(req, &err);
+        return;
+    }
     json_t *info = NULL;
     char found_id[128] = "";
-    if (sg_block_can_snapshot(d->bs)) {
-        struct sg_snapshot_info *list = NULL;
-        pthread_mutex_lock(&d->lock);
-        int n = sg_block_snapshot_list(d->bs, &list, &err);
-        pthread_mutex_unlock(&d->lock);
-        if (n < 0) {
-            sg_qmp_req_error(req, &err);
-            return;
-        }
-        for (int i = 0; i < n && !info; i++) {
-            if ((!id || !strcmp(list[i].id, id)) && (!name || (list[i].name && !strcmp(list[i].name, name)))) {
-                info = sg_vmm_snapshot_info_json(&list[i]);
-                snprintf(found_id, sizeof(found_id), "%s", list[i].id);
-            }
-        }
-        sg_snapshot_info_free_list(list, n);
+    struct sg_snapshot_info *list = NULL;
+    pthread_mutex_lock(&d->lock);
+    int n = sg_block_snapshot_list(d->bs, &list, &err);
+    pthread_mutex_unlock(&d->lock);
+    if (n < 0) {
+        sg_qmp_req_error(req, &err);
+        return;
     }
+    for (int i = 0; i < n && !info; i++) {
+        if ((!id || !strcmp(list[i].id, id)) && (!name || (list[i].name && !strcmp(list[i].name, name)))) {
+            info = sg_vmm_snapshot_info_json(&list[i]);
+            snprintf(found_id, sizeof(found_id), "%s", list[i].id);
+        }
+    }
+    sg_snapshot_info_free_list(list, n);
     if (!info) {
         sg_qmp_req_errorf(req, SG_ERR_GENERIC,
                           "Snapshot with id '%s' and name '%s' does not exist on device '%s'",
                           id ? id : "null", name ? name : "null", device);
+        return;
+    }
+    if (d->readonly) {
+        /* QEMU's text (its write of the snapshot table gets EPERM); unlike
+         * QEMU 7.2 we keep listing the snapshot, which is still there. */
+        json_decref(info);
+        sg_error_set_errno(&err, EPERM, "Failed to remove snapshot from snapshot list");
+        sg_qmp_req_error(req, &err);
         return;
     }
     pthread_mutex_lock(&d->lock);
