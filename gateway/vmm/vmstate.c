@@ -383,7 +383,33 @@ bool sg_vmstate_check(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
     size_t pos = 0;
     struct rec r;
     unsigned cpu_recs = 0, devs = 0;
+    /* apply() looks every record up by (tag, index) and uses it, so each
+     * one must be there exactly once: a duplicate would hide a missing one
+     * (found by fuzz_vmstate: a NULL record dereferenced). */
+    uint32_t seen_vm = 0, seen_dev = 0, seen_cpu[SG_VM_MAX_VCPUS] = { 0 };
     while (next_rec(blob, len, &pos, &r)) {
+        uint32_t *seen = NULL, bit = 0;
+        if (r.tag < REC_CPU_MP_STATE && r.index < (r.tag == REC_VM_IRQCHIP ? 3u : 1u)) {
+            seen = &seen_vm;
+            bit = (r.tag - 1) * 3 + r.index;
+        } else if (r.tag >= REC_CPU_MP_STATE && r.tag < REC_DEVICE &&
+                   r.index < (uint32_t)vm->nr_vcpus && r.index < SG_VM_MAX_VCPUS) {
+            seen = &seen_cpu[r.index];
+            bit = r.tag - REC_CPU_MP_STATE;
+        } else if (r.tag == REC_DEVICE && r.index < (uint32_t)vm->nr_devices) {
+            seen = &seen_dev;
+            bit = r.index;
+        }
+        if (seen && bit < 32) {
+            if (*seen & (1u << bit)) {
+                sg_error_set(err, "VM state: record %u/%u appears twice", r.tag, r.index);
+                return false;
+            }
+            *seen |= 1u << bit;
+        } else if (r.tag < REC_CPU_MP_STATE) {
+            sg_error_set(err, "VM state: record %u/%u is unknown", r.tag, r.index);
+            return false;
+        }
         if (r.tag == REC_DEVICE) {
             if (r.index >= (uint32_t)vm->nr_devices || r.len < 32 ||
                 strncmp((const char *)r.data, vm->devices[r.index]->name, 32) != 0) {
@@ -418,7 +444,8 @@ bool sg_vmstate_check(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
             cpu_recs++;
         }
     }
-    if (pos != len || devs != (unsigned)vm->nr_devices || cpu_recs != 10u * (unsigned)vm->nr_vcpus) {
+    if (pos != len || devs != (unsigned)vm->nr_devices || cpu_recs != 10u * (unsigned)vm->nr_vcpus ||
+        seen_vm != (1u << 0 | 1u << 3 | 7u << 6)) {   /* clock, PIT, 3 irqchips */
         sg_error_set(err, "VM state is truncated or incomplete");
         return false;
     }

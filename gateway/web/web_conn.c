@@ -144,8 +144,7 @@ static void hmp_next(struct sg_web_conn *c)
 
 static void hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, size_t len)
 {
-    while (len && (text[len - 1] == '\n' || text[len - 1] == '\r'))
-        len--;
+    len = sg_web_hmp_line_len(text, len);
     struct sg_web_hmp_line *l = malloc(sizeof *l + len + 1);
     if (!l)
         return;
@@ -209,7 +208,7 @@ static int qmp_message(struct sg_web_conn *c)
 {
     struct sg_error err = { 0 };
     json_t *msg = NULL;
-    switch (sg_qmp_parse_message(c->rx, c->rx_len, &msg, &err)) {
+    switch (sg_qmp_parse_message(c->rx.buf, c->rx.len, &msg, &err)) {
     case SG_QMP_PARSE_OK:
         break;
     case SG_QMP_PARSE_INVALID:
@@ -230,42 +229,29 @@ static int qmp_message(struct sg_web_conn *c)
 
 static int conn_receive(struct sg_web_conn *c, const void *in, size_t len)
 {
-    if (lws_is_first_fragment(c->wsi)) {
-        c->rx_len = 0;
-        c->rx_binary = lws_frame_is_binary(c->wsi);
-    }
-    if (c->rx_len + len > SG_WEB_MAX_MESSAGE) {
+    bool serial = c->kind == SG_WEB_SERIAL;
+    bool last = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
+    switch (sg_web_rx_feed(&c->rx, lws_is_first_fragment(c->wsi), last,
+                           lws_frame_is_binary(c->wsi), serial, in, len)) {
+    case SG_WEB_RX_TOO_BIG:
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE,
                          (unsigned char *)"message over 1 MiB", 18);
         return -1;
-    }
-    if (c->kind == SG_WEB_SERIAL) {
+    case SG_WEB_RX_NOMEM:
+        return -1;
+    case SG_WEB_RX_MORE:
         /* A byte stream: passed on at once, only counted for the limit. */
-        c->rx_len += len;
-        if (c->web && len)
+        if (serial && c->web && len)
             sg_gw_serial_write(c->web->gw, in, len);
         return 0;
+    case SG_WEB_RX_MESSAGE:
+        break;
     }
-    if (c->rx_len + len > c->rx_cap) {
-        size_t cap = c->rx_cap ? c->rx_cap : 4096;
-        while (cap < c->rx_len + len)
-            cap *= 2;
-        unsigned char *nrx = realloc(c->rx, cap);
-        if (!nrx)
-            return -1;
-        c->rx = nrx;
-        c->rx_cap = cap;
-    }
-    if (len)
-        memcpy(c->rx + c->rx_len, in, len);
-    c->rx_len += len;
-    if (!lws_is_final_fragment(c->wsi) || lws_remaining_packet_payload(c->wsi))
-        return 0;
     if (!c->web)
         return 0;
     if (c->kind == SG_WEB_QMP)
         return qmp_message(c);
-    hmp_queue_line(c, c->rx, c->rx_len);
+    hmp_queue_line(c, c->rx.buf, c->rx.len);
     return 0;
 }
 
@@ -351,9 +337,7 @@ int sg_web_conn_callback(struct sg_web *web, struct sg_web_conn *c, struct lws *
     case LWS_CALLBACK_CLOSED:
         sg_web_conn_detach(c);
         queue_free(c);
-        free(c->rx);
-        c->rx = NULL;
-        c->rx_len = c->rx_cap = 0;
+        sg_web_rx_free(&c->rx);
         c->wsi = NULL;
         return 0;
     default:

@@ -10,9 +10,8 @@
 
 #include "gw.h"
 #include "web.h"
+#include "web_rx.h"   /* SG_WEB_MAX_MESSAGE, input assembly */
 
-/* INTERFACES.md section 5: bigger messages close the connection with 1009. */
-#define SG_WEB_MAX_MESSAGE   (1024u * 1024u)
 /* Output queued for one client above which we stop reading its input, so a
  * client that sends commands but never reads replies throttles itself ... */
 #define SG_WEB_QUEUE_SOFT    (256u * 1024u)
@@ -51,9 +50,7 @@ struct sg_web_conn {
     bool rx_paused;
     bool dead;                   /* dropped for being too slow */
 
-    unsigned char *rx;           /* the message being assembled */
-    size_t rx_len, rx_cap;
-    bool rx_binary;
+    struct sg_web_rx rx;         /* the message being assembled */
 
     struct sg_gw_qmp_client *qmp;
     struct sg_gw_hmp_req *hmp_req;

@@ -136,6 +136,8 @@ struct sg_block_check_result {
     uint64_t allocated_clusters;
     uint64_t total_clusters;   /* of the virtual disk */
     uint64_t image_end_offset;
+    uint64_t leaks_fixed;      /* by sg_block_check_repair */
+    uint64_t leaks_skipped;    /* left: would need an OFLAG_COPIED repair */
 };
 /* qemu-img-check-like consistency check of a qcow2 image: refcounts are
  * recomputed from every L1 tree and all metadata.  Each problem found is
@@ -143,6 +145,17 @@ struct sg_block_check_result {
  * the check could not run. */
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err);
+
+/* Repairs like qemu-img check -r: SG_BLOCK_FIX_LEAKS lowers every leaked
+ * cluster's refcount (refcount > references) to its reference count.  The
+ * image must be open read-write.  Nothing is written when the check finds
+ * any corruption (res then describes it; corruptions are never repaired).
+ * res describes the image as found; run sg_block_check again for the state
+ * after the repair.  Crash safety is argued in qcow2_check.c. */
+enum { SG_BLOCK_FIX_LEAKS = 1u << 0 };
+bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
+                           struct sg_block_check_result *res, FILE *report,
+                           struct sg_error *err);
 
 struct sg_block_qcow2_info {
     uint32_t version;          /* 2 or 3 */

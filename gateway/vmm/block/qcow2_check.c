@@ -11,6 +11,9 @@
 #include <string.h>
 #include <sys/stat.h>
 
+static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
+                     struct sg_error *err);
+
 struct chk {
     struct qcow2 *s;
     struct sg_block_check_result *res;
@@ -148,8 +151,11 @@ static void check_copied(struct chk *c)
     }
 }
 
-bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
-                    struct sg_error *err)
+/* One pass: recomputes references and compares.  With fix_leaks, every
+ * leaked cluster's refcount is lowered to its reference count in memory as
+ * it is found (written by the caller); res->leaks_fixed counts them. */
+static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
+                       bool fix_leaks, struct sg_error *err)
 {
     memset(res, 0, sizeof *res);
     if (strcmp(bs->drv->name, "qcow2") != 0) {
@@ -251,9 +257,23 @@ bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE
                  * of the file (an allocation whose data write failed) is
                  * not reported; the cluster is reused or the file grows
                  * over it.  Keeps both checkers' leak counts equal. */
-                say(&c, "Leaked cluster %llu refcount=%llu reference=%llu\n",
-                    (unsigned long long)cl, (unsigned long long)rc, (unsigned long long)want);
+                say(&c, "%s cluster %llu refcount=%llu reference=%llu\n",
+                    fix_leaks ? "Repairing" : "Leaked", (unsigned long long)cl,
+                    (unsigned long long)rc, (unsigned long long)want);
                 res->leaks++;
+                if (fix_leaks && want == 1) {
+                    /* Refcount 1 would demand OFLAG_COPIED on the entry that
+                     * points here; setting it is not implemented, so such a
+                     * leak stays (harmless) rather than become an error. */
+                    say(&c, "Not repaired: cluster %llu would need OFLAG_COPIED\n",
+                        (unsigned long long)cl);
+                    res->leaks_skipped++;
+                } else if (fix_leaks && fix_leak(s, cl, rc, want, &e2)) {
+                    res->leaks_fixed++;
+                } else if (fix_leaks) {
+                    say(&c, "ERROR could not repair cluster %llu: %s\n",
+                        (unsigned long long)cl, e2.msg);
+                }
             }
         }
     }
@@ -271,6 +291,74 @@ bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE
         res->image_end_offset = (uint64_t)st.st_size;
     free(rb_ok);
     free(c.refs);
+    return true;
+}
+
+/* Lowers one leaked cluster's refcount (in the refcount block cache). */
+static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
+                     struct sg_error *err)
+{
+    for (; rc > want; rc--)
+        if (!qcow2_dec_refcount_now(s, cl, err))
+            return false;
+    return true;
+}
+
+bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
+                    struct sg_error *err)
+{
+    return check_pass(bs, res, report, false, err);
+}
+
+/* Leak repair, crash-safe by construction:
+ *
+ *  - Only refcounts that are too HIGH are touched, and only lowered to the
+ *    number of references just counted from every L1 tree and all metadata.
+ *    Nothing else on disk changes: no L1/L2 entry, no table is moved, and no
+ *    cluster is allocated (the refcount blocks are rewritten in place).
+ *  - A refcount entry is at most 8 bytes and never crosses a 512-byte
+ *    sector, so whatever part of the refcount-block writes reaches the disk
+ *    before a crash, each entry holds either its old value (still a leak,
+ *    harmless, found again by the next check) or its new one (exact).  No
+ *    entry can ever end up below its reference count, the one state that
+ *    corrupts data (a later allocation would reuse a cluster in use).
+ *  - The counts are only trustworthy when the pass saw every reference: if
+ *    it found any corruption (unreadable or out-of-range tables, refcounts
+ *    too low, ...) some references may have been skipped and a "leak" could
+ *    be a cluster still in use, so nothing is written at all and the
+ *    corruption is reported instead.  That is why the check runs twice.
+ *  - The image is open read-write by this process alone (the block layer's
+ *    lock), so no writer can add a reference between counting and writing.
+ *  - qcow2_meta_flush() writes the dirty refcount blocks and fdatasync()s
+ *    before we report success; a second check then verifies the result. */
+bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
+                           struct sg_block_check_result *res, FILE *report,
+                           struct sg_error *err)
+{
+    if (!(fix & SG_BLOCK_FIX_LEAKS))
+        return sg_block_check(bs, res, report, err);
+    if (!check_pass(bs, res, NULL, false, err))
+        return false;
+    if (res->corruptions) {
+        /* Report the problems with the normal wording, then refuse. */
+        return check_pass(bs, res, report, false, err);
+    }
+    if (!res->leaks)
+        return true;
+    if (!check_pass(bs, res, report, true, err))
+        return false;
+    struct qcow2 *s = qcow2_state(bs);
+    if (res->corruptions || res->leaks_fixed + res->leaks_skipped != res->leaks) {
+        /* The image changed between the passes or a decrement failed: drop
+         * nothing further, but what was lowered is still exact, so flush it. */
+        sg_error_set(err, "leak repair stopped: %llu of %llu leaks repaired",
+                     (unsigned long long)res->leaks_fixed, (unsigned long long)res->leaks);
+        struct sg_error e2 = {0};
+        (void)qcow2_meta_flush(s, &e2);
+        return false;
+    }
+    if (!qcow2_meta_flush(s, err) || !qcow2_sync(s, err))
+        return false;
     return true;
 }
 
