@@ -1,5 +1,6 @@
-/* Runs the fuzz target over the files given on the command line, so the
- * ordinary (gcc) build keeps it compiling and the seeds crash-free. */
+/* Runs a fuzz target over the files given on the command line, so the
+ * ordinary (gcc) build keeps every target compiling and its seeds
+ * crash-free.  Shared by the *_fuzz_replay tests of every area. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
