@@ -1,6 +1,7 @@
 /* img_info.c: snapgate-img info, and the snapshot table in qemu-img's
  * exact layout (also used by snapshot -l). */
 #include "img.h"
+#include "sg_q72.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -8,41 +9,28 @@
 #include <string.h>
 #include <time.h>
 
+/* The sizes and the snapshot table are QEMU's own formats, shared with the
+ * qemu-7.2 HMP profile (compat/sg_q72.h): `snapshot -l` must print exactly
+ * what `qemu-img snapshot -l` prints. */
 void img_size_str(char *buf, size_t n, unsigned long long v)
 {
-    static const char *const suffix[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-    int e;
-    /* The exponent of v*1024/1000 picks the unit, so 1000..1023 of a unit
-     * already print in the next one (qemu's rule). */
-    frexp((double)v / (1000.0 / 1024.0), &e);
-    int i = (e - 1) / 10;
-    if (i < 0)
-        i = 0;
-    if (i > 6)
-        i = 6;
-    unsigned long long div = 1ULL << (i * 10);
-    snprintf(buf, n, "%0.3g %s", (double)v / (double)div, suffix[i]);
+    sg_q72_size_str(v, buf, n);
 }
 
 void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n)
 {
-    fprintf(f, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK",
-            "ICOUNT");
+    char line[1024];
+    sg_q72_snapshot_header(line, sizeof line, true);
+    fprintf(f, "%s\n", line);
     for (int i = 0; i < n; i++) {
-        char date[64], clock[64], size[32], icount[32] = "";
-        time_t t = (time_t)l[i].date_sec;
-        struct tm tm;
-        localtime_r(&t, &tm);
-        strftime(date, sizeof date, "%Y-%m-%d %H:%M:%S", &tm);
-        unsigned long long secs = l[i].vm_clock_nsec / 1000000000ULL;
-        snprintf(clock, sizeof clock, "%02d:%02d:%02d.%03d", (int)(secs / 3600),
-                 (int)((secs / 60) % 60), (int)(secs % 60),
-                 (int)((l[i].vm_clock_nsec / 1000000) % 1000));
-        img_size_str(size, sizeof size, (unsigned long long)l[i].vm_state_size);
-        if (l[i].icount != -1)
-            snprintf(icount, sizeof icount, "%lld", (long long)l[i].icount);
-        fprintf(f, "%-9s %-16s %8s%20s%13s%11s\n", l[i].id, l[i].name, size, date, clock,
-                icount);
+        struct sg_q72_snapshot s = {
+            .id = l[i].id, .tag = l[i].name ? l[i].name : "",
+            .vm_state_size = l[i].vm_state_size, .date_sec = (int64_t)l[i].date_sec,
+            .vm_clock_nsec = l[i].vm_clock_nsec,
+            .has_icount = l[i].icount != -1, .icount = l[i].icount,
+        };
+        sg_q72_snapshot_row(&s, line, sizeof line, true);
+        fprintf(f, "%s\n", line);
     }
 }
 
