@@ -374,6 +374,29 @@ static int fail(int report_fd, const char *msg)
     return 1;
 }
 
+static const char usage_text[] =
+    "Usage: snapgate-vmm [-m SIZE] [-smp 1] [-name NAME]\n"
+    "                    [-drive file=PATH[,format=qcow2|raw][,node-name=NAME][,readonly=on]]...\n"
+    "                    [-qmp unix:PATH[,server=on][,wait=off]]\n"
+    "                    [-serial stdio|none|file:PATH|unix:PATH[,server=on]]\n"
+    "                    [-append dirty=SIZE] [-S] [-loadvm TAG] [-daemonize -pidfile FILE]\n"
+    "\n"
+    "The bundled KVM VMM of snapgate: runs the built-in demo guest with virtio-blk disks\n"
+    "kept in qcow2 images and serves QMP with snapshot jobs (snapshot-save/load/delete).\n"
+    "\n"
+    "  -m SIZE          guest RAM (default 256M; 16M to 16G)\n"
+    "  -drive ...       one virtio-blk disk per option, in order: node names disk0, disk1, ...\n"
+    "                   and devices drive0, drive1, ... unless node-name= is given\n"
+    "  -qmp unix:PATH   QMP server socket\n"
+    "  -serial ...      where the guest's UART goes (default stdio)\n"
+    "  -append dirty=SIZE  the demo guest fills SIZE of RAM with a checked pattern\n"
+    "  -S               start paused ('cont' runs)\n"
+    "  -loadvm TAG      start from a VM snapshot\n"
+    "  -daemonize -pidfile FILE  run in the background\n"
+    "  -h, -help, -version\n"
+    "\n"
+    "Needs /dev/kvm.  Unknown options are an error (exit 1).  See snapgate-vmm(1).\n";
+
 int main(int argc, char **argv)
 {
     struct sg_vmm *vmm = calloc(1, sizeof(*vmm));
@@ -385,6 +408,11 @@ int main(int argc, char **argv)
     if (!sg_vmm_parse_args(argc, argv, &vmm->opts, &err)) {
         free(vmm);
         return fail(-1, err.msg);
+    }
+    if (vmm->opts.help || vmm->opts.version) {
+        fputs(vmm->opts.help ? usage_text : "snapgate-vmm " SG_VMM_VERSION "\n", stdout);
+        free(vmm);
+        return 0;
     }
 
     int report_fd = -1;

@@ -127,6 +127,14 @@ bool sg_vmm_parse_args(int argc, char **argv, struct sg_vmm_opts *o, struct sg_e
         /* QEMU accepts --opt as -opt. */
         if (a[0] == '-' && a[1] == '-' && a[2])
             a++;
+        if (!strcmp(a, "-h") || !strcmp(a, "-help")) {
+            o->help = true;
+            return true;
+        }
+        if (!strcmp(a, "-version")) {
+            o->version = true;
+            return true;
+        }
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         bool takes_arg = !strcmp(a, "-m") || !strcmp(a, "-smp") || !strcmp(a, "-name") ||
                          !strcmp(a, "-kernel") || !strcmp(a, "-initrd") || !strcmp(a, "-append") ||

@@ -32,6 +32,8 @@ struct sg_vmm_opts {
     char loadvm[256];
     bool daemonize;
     char pidfile[512];
+    bool help;              /* -h / -help / --help: print usage, exit 0 */
+    bool version;           /* -version / --version */
 };
 
 /* Parses argv; on error fills err with the one-line message (no prefix). */

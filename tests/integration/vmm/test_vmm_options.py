@@ -18,6 +18,12 @@ def expect_fail(args, needle):
 
 
 expect_fail(["-bogus"], "-bogus: invalid option")
+for flag in ("-h", "-help", "--help"):
+    r = sgtest.run([sgtest.binary("snapgate-vmm"), flag])
+    sgtest.check(r.stdout.startswith("Usage: snapgate-vmm ") and "-drive" in r.stdout,
+                 f"{flag} prints the usage: {r.stdout[:80]!r}")
+r = sgtest.run([sgtest.binary("snapgate-vmm"), "--version"])
+sgtest.check(r.stdout.startswith("snapgate-vmm "), f"--version: {r.stdout!r}")
 expect_fail(["-m"], "-m: requires an argument")
 expect_fail(["-m", "lots"], "invalid RAM size")
 expect_fail(["-smp", "2"], "only 1 vCPU")
