@@ -1,6 +1,6 @@
 /* qmp_cmds.c: snapgate-vmm's QMP commands of the machine and its block
  * devices, with QEMU 7.2's schemas (the job/snapshot commands are in
- * jobs.c and snapshot_jobs.c). */
+ * jobs.c and snapshot_*.c). */
 #include <string.h>
 
 #include <jansson.h>

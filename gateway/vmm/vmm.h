@@ -76,7 +76,7 @@ struct sg_drive *sg_vmm_find_device(struct sg_vmm *vmm, const char *device);
  * the job needs (ms): -1 no job, 0 more work now, >0 background I/O. */
 int sg_vmm_jobs_step(struct sg_vmm *vmm);
 void sg_vmm_jobs_free(struct sg_vmm *vmm);
-/* snapshot_jobs.c: registers the job and snapshot commands. */
+/* snapshot_cmds.c: registers the job and snapshot commands. */
 bool sg_vmm_jobs_init(struct sg_vmm *vmm, struct sg_error *err);
 
 #endif

@@ -89,7 +89,7 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **blob, size_t *len, struct sg
 bool sg_vmstate_check(struct sg_vm *vm, const uint8_t *blob, size_t len, struct sg_error *err);
 bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct sg_error *err);
 
-/* -loadvm TAG: restore before the vCPU first runs (snapshot_jobs.c). */
+/* -loadvm TAG: restore before the vCPU first runs (snapshot_load.c). */
 bool sg_vmm_loadvm_startup(struct sg_vmm *vmm, const char *tag, struct sg_error *err);
 
 #endif

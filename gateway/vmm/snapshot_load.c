@@ -1,0 +1,297 @@
+/* snapshot_load.c: the snapshot-load job and -loadvm.  Beyond QEMU 7.2's
+ * checks and texts, load validates every disk, the VM state header and the
+ * configuration before it touches anything (load_validate); then a worker
+ * reverts the disks and rebuilds guest RAM from the snapshot's allocation
+ * map, and the main loop applies the machine state. */
+#include <errno.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "snapshot_op.h"
+
+/* Everything that can be checked without changing anything. */
+static bool load_validate(struct sg_job *job, struct snap_op *op)
+{
+    struct sg_error *err = &job->err;
+    struct sg_vm *vm = &op->vmm->vm;
+    if (!sg_snap_resolve_devices(op, true, err) || !sg_snap_all_can_snapshot(op, err))
+        return false;
+    int r = sg_snap_all_have_tag(op, err);
+    if (r < 0)
+        return false;
+    if (r == 0) {
+        sg_error_set(err, "Snapshot '%s' does not exist in one or more devices", op->tag);
+        return false;
+    }
+    if (!sg_snap_find_vmstate_drive(op, err))
+        return false;
+    char vid[128];
+    uint64_t vsize = 0;
+    if (sg_snap_find_tag(op->vmdrive, op->tag, vid, sizeof(vid), &vsize, err) <= 0)
+        return false;
+    if (vsize == 0) {
+        sg_error_set(err, "This is a disk-only snapshot. Revert to it  offline using qemu-img");
+        return false;
+    }
+    uint8_t page[SG_VMSTATE_HEADER_SIZE];
+    pthread_mutex_lock(&op->vmdrive->lock);
+    bool ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, vid, 0, page, sizeof(page), err);
+    pthread_mutex_unlock(&op->vmdrive->lock);
+    if (!ok || !sg_vmstate_header_decode(page, &op->hdr, op->tag, err) ||
+        !sg_vmstate_config_matches(&op->hdr, vm, op->tag, err))
+        return false;
+    if (vsize < op->hdr.ram_offset + op->hdr.ram_size) {
+        sg_error_set(err, "Snapshot '%s': VM state is truncated", op->tag);
+        return false;
+    }
+
+    /* Every saved disk must be here with the very snapshot this save wrote,
+     * and every writable disk being loaded must have been saved. */
+    for (unsigned k = 0; k < op->hdr.nr_disks; k++) {
+        const struct sg_vmstate_disk *hd = &op->hdr.disks[k];
+        int idx = -1;
+        for (int i = 0; i < op->n; i++)
+            if (!strcmp(op->drives[i]->node_name, hd->node))
+                idx = i;
+        if (idx < 0) {
+            sg_error_set(err, "Snapshot '%s' includes disk '%s', which is not among the devices "
+                              "of this VM", op->tag, hd->node);
+            return false;
+        }
+        struct sg_drive *d = op->drives[idx];
+        if (hd->is_vmstate != (d == op->vmdrive)) {
+            sg_error_set(err, "Snapshot '%s' keeps its VM state on '%s', not on '%s'", op->tag,
+                         hd->is_vmstate ? hd->node : "another disk", op->vmdrive->node_name);
+            return false;
+        }
+        if (hd->size != sg_block_size(d->bs)) {
+            sg_error_set(err, "Snapshot '%s' was saved with disk '%s' of %llu bytes, it now has "
+                              "%llu bytes", op->tag, hd->node, (unsigned long long)hd->size,
+                         (unsigned long long)sg_block_size(d->bs));
+            return false;
+        }
+        struct sg_snapshot_info *list = NULL;
+        pthread_mutex_lock(&d->lock);
+        int n = sg_block_snapshot_list(d->bs, &list, err);
+        pthread_mutex_unlock(&d->lock);
+        if (n < 0)
+            return false;
+        bool match = false;
+        for (int i = 0; i < n; i++) {
+            if (list[i].name && !strcmp(list[i].name, op->tag) && !strcmp(list[i].id, hd->snap_id) &&
+                list[i].date_sec == hd->date_sec && list[i].date_nsec == hd->date_nsec)
+                match = true;
+        }
+        sg_snapshot_info_free_list(list, n);
+        if (!match) {
+            sg_error_set(err, "Snapshot '%s' on disk '%s' is not the one saved with the VM state "
+                              "(expected ID %s)", op->tag, hd->node, hd->snap_id);
+            return false;
+        }
+        char sid[sizeof(hd->snap_id)];
+        memcpy(sid, hd->snap_id, sizeof(sid));   /* hd lives inside op too */
+        snprintf(op->ids[idx], sizeof(op->ids[idx]), "%s", sid);
+    }
+    for (int i = 0; i < op->n; i++) {
+        if (!op->ids[i][0]) {
+            sg_error_set(err, "Snapshot '%s' does not cover writable disk '%s'", op->tag,
+                         op->drives[i]->node_name);
+            return false;
+        }
+    }
+
+    op->blob_len = op->hdr.state_len;
+    op->blob = malloc(op->blob_len ? op->blob_len : 1);
+    if (!op->blob) {
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    pthread_mutex_lock(&op->vmdrive->lock);
+    ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, vid, op->hdr.state_offset, op->blob,
+                                        op->blob_len, err);
+    pthread_mutex_unlock(&op->vmdrive->lock);
+    if (!ok)
+        return false;
+    if (sg_crc32(op->blob, op->blob_len) != op->hdr.state_crc) {
+        sg_error_set(err, "Snapshot '%s': machine state is corrupt (checksum mismatch)", op->tag);
+        return false;
+    }
+    if (!sg_vmstate_check(vm, op->blob, op->blob_len, err)) {
+        sg_error_prefix(err, "Snapshot '%s'", op->tag);
+        return false;
+    }
+    snprintf(op->vm_snap_id, sizeof(op->vm_snap_id), "%s", vid);
+    return true;
+}
+
+/* Zeroes guest RAM [idx, idx+len): MADV_DONTNEED on the private anonymous
+ * mapping drops the pages (they read as zeros again, without host memory
+ * behind them), whatever the guest had written there; unaligned edges (a
+ * cluster smaller than a page) are cleared by hand. */
+static bool ram_clear(struct sg_vm *vm, uint64_t idx, uint64_t len, size_t ps, struct sg_error *err)
+{
+    char *p = (char *)vm->ram + idx;
+    uint64_t head = (ps - idx % ps) % ps;
+    if (head >= len) {
+        memset(p, 0, (size_t)len);
+        return true;
+    }
+    uint64_t body = (len - head) / ps * ps;
+    memset(p, 0, (size_t)head);
+    if (body && madvise(p + head, (size_t)body, MADV_DONTNEED) != 0) {
+        sg_error_set_errno(err, errno, "guest RAM reset");
+        return false;
+    }
+    memset(p + head + body, 0, (size_t)(len - head - body));
+    return true;
+}
+
+/* Worker: revert every disk to the saved snapshot, then read guest RAM.
+ * Past the first revert there is no way back, so cancel is not honoured.
+ * RAM is rebuilt from the snapshot's allocation map: unallocated ranges
+ * (all zeros) are dropped with ram_clear, allocated ones read straight into
+ * guest RAM, overwriting whatever the guest had there.  Together they cover
+ * all of RAM, so nothing of the pre-load guest survives, and a mostly empty
+ * snapshot restores without reading or committing its empty part. */
+static void *load_worker(void *arg)
+{
+    struct snap_op *op = arg;
+    struct sg_vm *vm = &op->vmm->vm;
+    bool ok = true;
+    for (int i = 0; ok && i < op->n; i++) {
+        struct sg_drive *d = op->drives[i];
+        pthread_mutex_lock(&d->lock);
+        ok = sg_block_snapshot_goto(d->bs, op->ids[i], &op->werr);
+        pthread_mutex_unlock(&d->lock);
+        if (!ok)
+            sg_error_prefix(&op->werr, "Error while reverting '%s'", d->device_name);
+    }
+    long sps = sysconf(_SC_PAGESIZE);
+    size_t ps = sps > 0 ? (size_t)sps : 4096;
+    struct sg_block_extent ext[64];
+    uint64_t base = op->hdr.ram_offset;
+    for (uint64_t done = 0; ok && done < vm->ram_size;) {
+        uint64_t left = vm->ram_size - done;
+        uint64_t len = left < SG_SNAP_RAM_STEP ? left : SG_SNAP_RAM_STEP;
+        for (uint64_t pos = done; ok && pos < done + len;) {
+            pthread_mutex_lock(&op->vmdrive->lock);
+            int n = sg_block_vmstate_map_snapshot(op->vmdrive->bs, op->vm_snap_id, base + pos,
+                                                  done + len - pos, ext, 64, &op->werr);
+            pthread_mutex_unlock(&op->vmdrive->lock);
+            ok = n > 0;
+            if (n == 0)
+                sg_error_set(&op->werr, "VM state map is empty");
+            for (int k = 0; ok && k < n; k++) {
+                uint64_t idx = ext[k].off - base;
+                if (!ext[k].allocated) {
+                    ok = ram_clear(vm, idx, ext[k].len, ps, &op->werr);
+                } else {
+                    pthread_mutex_lock(&op->vmdrive->lock);
+                    ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, op->vm_snap_id, ext[k].off,
+                                                        (char *)vm->ram + idx, (size_t)ext[k].len,
+                                                        &op->werr);
+                    pthread_mutex_unlock(&op->vmdrive->lock);
+                }
+                pos = idx + ext[k].len;
+            }
+        }
+        done += len;
+        atomic_store(&op->progress, done);
+    }
+    op->worker_ok = ok;
+    atomic_store(&op->worker_done, true);
+    return NULL;
+}
+
+/* A load that failed half way leaves a guest that must not run. */
+static enum sg_job_step load_broken(struct sg_job *job, struct snap_op *op)
+{
+    op->vmm->running = false;
+    sg_snap_resume_vm(op);
+    (void)job;
+    return SG_JOB_STEP_FAILED;
+}
+
+static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
+{
+    struct snap_op *op = job->priv;
+    struct sg_vmm *vmm = op->vmm;
+    struct sg_vm *vm = &vmm->vm;
+    if (cancelled && op->phase == 0)
+        return SG_JOB_STEP_FAILED;
+    switch (op->phase) {
+    case 0:
+        if (!load_validate(job, op))
+            return SG_JOB_STEP_FAILED;
+        job->total = op->hdr.ram_offset + op->hdr.ram_size;
+        job->cur = op->hdr.ram_offset;
+        sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
+        op->reverted = true;
+        if (!sg_snap_start_worker(op, load_worker, &job->err))
+            return load_broken(job, op);
+        op->phase = 1;
+        return SG_JOB_STEP_WAIT;
+    case 1:
+        job->cur = op->hdr.ram_offset + atomic_load(&op->progress);
+        if (!sg_snap_worker_finished(op))
+            return SG_JOB_STEP_WAIT;
+        if (!op->worker_ok) {
+            job->err = op->werr;
+            return load_broken(job, op);
+        }
+        if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
+            return load_broken(job, op);
+        vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
+        sg_snap_resume_vm(op);
+        return SG_JOB_STEP_DONE;
+    }
+    return SG_JOB_STEP_FAILED;
+}
+
+const struct sg_job_driver sg_snap_load_drv = { "snapshot-load", load_step, sg_snap_op_free };
+
+/* ---- -loadvm --------------------------------------------------------------- */
+
+bool sg_vmm_loadvm_startup(struct sg_vmm *vmm, const char *tag, struct sg_error *err)
+{
+    struct snap_op *op = calloc(1, sizeof(*op));
+    if (!op) {
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    op->vmm = vmm;
+    snprintf(op->tag, sizeof(op->tag), "%s", tag);
+    /* HMP's rule: every writable, snapshot-capable disk; vmstate on the first. */
+    for (int i = 0; i < vmm->vm.nr_drives; i++) {
+        struct sg_drive *d = &vmm->vm.drives[i];
+        if (d->readonly)
+            continue;
+        if (!sg_block_can_snapshot(d->bs)) {
+            sg_error_set(err, "-loadvm %s: Device '%s' is writable but does not support snapshots",
+                         tag, d->device_name);
+            sg_snap_op_free(op);
+            return false;
+        }
+        snprintf(op->dev_names[op->n_names++], 64, "%s", d->node_name);
+    }
+    struct sg_job job;
+    memset(&job, 0, sizeof(job));
+    job.drv = &sg_snap_load_drv;
+    job.priv = op;
+    job.vmm = vmm;
+    enum sg_job_step r;
+    while ((r = load_step(&job, false)) == SG_JOB_STEP_MORE || r == SG_JOB_STEP_WAIT)
+        if (r == SG_JOB_STEP_WAIT)
+            nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+    sg_snap_op_free(op);
+    if (r != SG_JOB_STEP_DONE) {
+        sg_error_set(err, "-loadvm %s: %s", tag, job.err.msg);
+        return false;
+    }
+    return true;
+}

@@ -1,0 +1,170 @@
+/* snapshot_op.c: the parts of a snapshot job (struct snap_op,
+ * snapshot_op.h) that save, load and delete share: starting and joining the
+ * worker thread, freeing the op, resolving the device list, the snapshot tag
+ * lookups, and pausing/resuming the guest around the job. */
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "snapshot_op.h"
+
+bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err)
+{
+    atomic_store(&op->worker_done, false);
+    int e = pthread_create(&op->worker, NULL, fn, op);
+    if (e) {
+        sg_error_set_errno(err, e, "job worker thread");
+        return false;
+    }
+    op->worker_started = true;
+    return true;
+}
+
+/* true once the worker has finished (and was joined). */
+bool sg_snap_worker_finished(struct snap_op *op)
+{
+    if (!op->worker_started)
+        return true;
+    if (!atomic_load(&op->worker_done))
+        return false;
+    pthread_join(op->worker, NULL);
+    op->worker_started = false;
+    return true;
+}
+
+void sg_snap_op_free(void *p)
+{
+    struct snap_op *op = p;
+    if (op) {
+        if (op->worker_started) {
+            atomic_store(&op->cancel, true);
+            pthread_join(op->worker, NULL);
+        }
+        free(op->blob);
+    }
+    free(op);
+}
+
+/* ---- lookups (QEMU's bdrv_all_* with an explicit device list) ----------- */
+
+/* `unique`: a node named twice counts once.  QEMU 7.2 takes the list as
+ * given, which for save means two snapshots (both with VM state) on that
+ * node and for load two reverts; one of each is what the user meant.
+ * Delete keeps the repeats: there QEMU's "first match per entry" is a
+ * well-defined result (two entries remove two duplicates), so we match it. */
+bool sg_snap_resolve_devices(struct snap_op *op, bool unique, struct sg_error *err)
+{
+    op->n = 0;
+    /* QEMU checks this first, as a job error, even before the vmstate node. */
+    if (op->has_devices && op->n_names == 0) {
+        sg_error_set(err, "At least one device is required for snapshot");
+        return false;
+    }
+    for (int i = 0; i < op->n_names; i++) {
+        struct sg_drive *d = sg_vmm_find_node(op->vmm, op->dev_names[i]);
+        if (!d) {
+            sg_error_set(err, "No block device node '%s'", op->dev_names[i]);
+            return false;
+        }
+        bool seen = false;
+        for (int k = 0; unique && k < op->n; k++)
+            seen = seen || op->drives[k] == d;
+        if (!seen)
+            op->drives[op->n++] = d;
+    }
+    return true;
+}
+
+static bool drive_can_snapshot(struct sg_drive *d)
+{
+    return !d->readonly && sg_block_can_snapshot(d->bs);
+}
+
+bool sg_snap_all_can_snapshot(struct snap_op *op, struct sg_error *err)
+{
+    for (int i = 0; i < op->n; i++) {
+        if (!drive_can_snapshot(op->drives[i])) {
+            sg_error_set(err, "Device '%s' is writable but does not support snapshots",
+                         op->drives[i]->device_name);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Fills `id` with the first snapshot called `tag` (0: none, -1: error). */
+int sg_snap_find_tag(struct sg_drive *d, const char *tag, char *id, size_t idlen,
+                    uint64_t *vm_state_size, struct sg_error *err)
+{
+    if (!sg_block_can_snapshot(d->bs))
+        return 0;
+    struct sg_snapshot_info *list = NULL;
+    pthread_mutex_lock(&d->lock);
+    int n = sg_block_snapshot_list(d->bs, &list, err);
+    pthread_mutex_unlock(&d->lock);
+    if (n < 0)
+        return -1;
+    int found = 0;
+    for (int i = 0; i < n && !found; i++) {
+        if (list[i].name && !strcmp(list[i].name, tag)) {
+            if (id)
+                snprintf(id, idlen, "%s", list[i].id);
+            if (vm_state_size)
+                *vm_state_size = list[i].vm_state_size;
+            found = 1;
+        }
+    }
+    sg_snapshot_info_free_list(list, n);
+    return found;
+}
+
+/* 1: every device has `tag`, 0: at least one lacks it, -1: error. */
+int sg_snap_all_have_tag(struct snap_op *op, struct sg_error *err)
+{
+    for (int i = 0; i < op->n; i++) {
+        int r = sg_snap_find_tag(op->drives[i], op->tag, NULL, 0, NULL, err);
+        if (r <= 0)
+            return r;
+    }
+    return 1;
+}
+
+bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err)
+{
+    for (int i = 0; i < op->n; i++) {
+        struct sg_drive *d = op->drives[i];
+        if (op->has_vmstate ? !strcmp(op->vmstate, d->node_name) && drive_can_snapshot(d)
+                            : drive_can_snapshot(d)) {
+            op->vmdrive = d;
+            return true;
+        }
+    }
+    if (op->has_vmstate)
+        sg_error_set(err, "vmstate block device '%s' does not exist", op->vmstate);
+    else
+        sg_error_set(err, "no block device can store vmstate for snapshot");
+    return false;
+}
+
+void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st)
+{
+    struct sg_vmm *vmm = op->vmm;
+    op->was_running = vmm->run_started_ns != 0;
+    sg_vmm_stop(vmm, true);
+    vmm->vm.state = st;
+    op->paused = true;
+}
+
+void sg_snap_resume_vm(struct snap_op *op)
+{
+    struct sg_vmm *vmm = op->vmm;
+    if (!op->paused)
+        return;
+    op->paused = false;
+    vmm->vm.state = SG_RUN_NORMAL;
+    /* vmm->running is the user's latest word: a stop or cont sent while
+     * the job had the guest paused takes effect now. */
+    if (vmm->running)
+        sg_vmm_cont(vmm, true);
+}

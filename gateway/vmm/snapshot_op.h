@@ -1,0 +1,76 @@
+/* snapshot_op.h: what the snapshot jobs (snapshot_save.c, snapshot_load.c,
+ * snapshot_delete.c) share, internal to snapgate-vmm: struct snap_op, one
+ * job's state; its worker thread; device resolution and snapshot tag lookup
+ * (snapshot_op.c); pausing and resuming the guest around a job; and the three
+ * job drivers that snapshot_cmds.c starts. */
+#ifndef SG_VMM_SNAPSHOT_OP_H
+#define SG_VMM_SNAPSHOT_OP_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "jobs.h"
+#include "vmm.h"
+#include "vmstate.h"
+
+#define SG_SNAP_RAM_STEP (8u << 20)
+
+struct snap_op {
+    struct sg_vmm *vmm;
+    char tag[256];
+    char vmstate[64];
+    bool has_vmstate;
+    char dev_names[SG_VM_MAX_DRIVES][64];
+    int n_names;
+    bool has_devices;   /* QMP's explicit list (-loadvm takes every disk) */
+    struct sg_drive *drives[SG_VM_MAX_DRIVES];
+    int n;
+    struct sg_drive *vmdrive;
+    int phase;
+    bool was_running, paused;
+    uint8_t *blob;
+    size_t blob_len;
+    uint64_t ram_done;
+    struct sg_vmstate_header hdr;
+    bool created[SG_VM_MAX_DRIVES];
+    char ids[SG_VM_MAX_DRIVES][128];   /* snapshot ID per drive (saved / to load) */
+    bool reverted;
+    char vm_snap_id[128];   /* load: the vmstate disk's snapshot */
+    bool replace;           /* save: x-replace, old snapshots go after the commit */
+
+    /* Bulk I/O runs on a worker thread so that no disk stall (a flush that
+     * writes back half a GiB, say) can hold up the monitor.  The worker
+     * only touches disks (under their locks) and guest RAM (vCPU parked);
+     * run state, events and QMP stay on the main thread. */
+    pthread_t worker;
+    bool worker_started;
+    atomic_bool worker_done;
+    atomic_bool cancel;
+    _Atomic uint64_t progress;
+    bool worker_ok;
+    struct sg_error werr;
+};
+
+bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
+bool sg_snap_worker_finished(struct snap_op *op);
+void sg_snap_op_free(void *p);
+
+bool sg_snap_resolve_devices(struct snap_op *op, bool unique, struct sg_error *err);
+bool sg_snap_all_can_snapshot(struct snap_op *op, struct sg_error *err);
+int sg_snap_find_tag(struct sg_drive *d, const char *tag, char *id, size_t idlen,
+                     uint64_t *vm_state_size, struct sg_error *err);
+int sg_snap_all_have_tag(struct snap_op *op, struct sg_error *err);
+bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
+
+void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
+void sg_snap_resume_vm(struct snap_op *op);
+
+/* The jobs, in snapshot_save.c, snapshot_load.c and snapshot_delete.c. */
+extern const struct sg_job_driver sg_snap_save_drv;
+extern const struct sg_job_driver sg_snap_load_drv;
+extern const struct sg_job_driver sg_snap_delete_drv;
+
+#endif
