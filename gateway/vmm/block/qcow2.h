@@ -120,6 +120,11 @@ struct qcow2 {
     uint64_t *txn_l1, *txn_rt;  /* copies for an abort */
     uint64_t txn_host_end;
     uint64_t host_end;          /* bytes: max(file size, allocated end) */
+    /* Allocating writes (qcow2_cluster.c, write_new): the file is at least
+     * this long (it never shrinks, so an old fstat stays a lower bound), and
+     * whether FALLOC_FL_ZERO_RANGE proved unsupported. */
+    uint64_t file_size_lb;
+    bool no_zero_range;
 };
 
 static inline struct qcow2 *qcow2_state(const struct sg_block *bs)

@@ -14,8 +14,10 @@
 #include "qcow2.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Validates a host offset taken from an L1 or L2 entry. */
@@ -306,6 +308,58 @@ static bool check_overlap(struct qcow2 *s, uint64_t host, struct sg_error *err)
     return true;
 }
 
+/* Writes the n guest bytes at offset `in` of the newly allocated cluster at
+ * host, whose other bytes must read as zero, without writing those zeros
+ * when the file system can give them for free (as QEMU does):
+ *   - a cluster at or past the end of the file: the file is extended over
+ *     the whole cluster (ftruncate, a hole, reading as zero), then only the
+ *     guest bytes are written;
+ *   - a cluster inside the file (a freed one reused, or an owned zero
+ *     cluster): FALLOC_FL_ZERO_RANGE over it, then the guest bytes; when the
+ *     file system refuses that, the whole cluster is written as before.
+ * Crash safety is unchanged: the size change, the zeroed range and the data
+ * are all covered by the fdatasync of step 1 of qcow2_meta_flush
+ * (data_dirty), which precedes the L2 entry that makes the cluster
+ * reachable; reads past the end of a short file return zeros (read_data). */
+static bool write_new(struct qcow2 *s, uint64_t host, uint64_t in, const uint8_t *buf,
+                      size_t n, struct sg_error *err)
+{
+    uint64_t cs = s->cluster_size;
+    if (host >= s->file_size_lb) {
+        struct stat st;
+        if (fstat(s->fd, &st) < 0) {
+            sg_error_set_errno(err, errno, "qcow2: stat of the image file");
+            return false;
+        }
+        s->file_size_lb = (uint64_t)st.st_size;
+    }
+    if (host >= s->file_size_lb) {
+        /* Only grows the file: host is at or past its end. */
+        if (ftruncate(s->fd, (off_t)(host + cs)) < 0) {
+            sg_error_set_errno(err, errno, "qcow2: extending the image file to %#llx",
+                               (unsigned long long)(host + cs));
+            return false;
+        }
+        s->file_size_lb = host + cs;
+    } else if (s->no_zero_range ||
+               fallocate(s->fd, FALLOC_FL_ZERO_RANGE, (off_t)host, (off_t)cs) < 0) {
+        if (!s->no_zero_range &&
+            (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL))
+            s->no_zero_range = true;
+        /* Any failure: write the zeros (a real error shows again there). */
+        uint8_t *full = calloc(1, cs);
+        if (!full) {
+            sg_error_set(err, "out of memory");
+            return false;
+        }
+        memcpy(full + in, buf, n);
+        bool ok = sg_pwrite_full(s->fd, full, cs, host, "guest data", err);
+        free(full);
+        return ok;
+    }
+    return sg_pwrite_full(s->fd, buf, n, host + in, "guest data", err);
+}
+
 /* Writes one piece inside a single cluster. */
 static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size_t n,
                         bool skip_zero, struct sg_error *err)
@@ -359,16 +413,20 @@ static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size
         return true;
     }
 
-    /* mkcluster: a whole new cluster, old contents around the piece. */
+    /* mkcluster: a whole new cluster, old contents around the piece.  Only
+     * a shared normal cluster (COW) has old contents to copy; around a
+     * piece of an unallocated or zero cluster the new one reads as zero
+     * (write_new). */
     uint8_t *full = NULL;
     const uint8_t *src = buf;
-    if (n != cs) {
+    bool cow = n != cs && t == QC_NORMAL;
+    if (cow) {
         full = calloc(1, cs);
         if (!full) {
             sg_error_set(err, "out of memory");
             return false;
         }
-        if (t == QC_NORMAL && !read_data(s, host, full, cs, err)) {
+        if (!read_data(s, host, full, cs, err)) {
             free(full);
             return false;
         }
@@ -378,7 +436,9 @@ static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size
     uint64_t target = own ? host : 0;   /* an owned zero cluster is reused */
     if (!target)
         target = qcow2_alloc_clusters(s, 1, err);
-    bool ok = target && sg_pwrite_full(s->fd, src, cs, target, "guest data", err);
+    bool ok = target && (n != cs && !cow
+                             ? write_new(s, target, in, buf, n, err)
+                             : sg_pwrite_full(s->fd, src, cs, target, "guest data", err));
     free(full);
     if (!ok)
         return false;

@@ -123,6 +123,105 @@ static void test_qcow2_growth(void **state)
     free(p);
 }
 
+/* Allocating a cluster for a partial write writes only the guest's bytes;
+ * the rest must still read as zero: past the end of the file (a hole), in a
+ * freed cluster reused (stale data, FALLOC_FL_ZERO_RANGE or zeros written),
+ * in an owned zero cluster QEMU left with stale data; and COW from a
+ * snapshot still copies the old data. */
+static void alloc_zero_case(const char *dir)
+{
+    char *p = malloc(strlen(dir) + 32);
+    sprintf(p, "%s/sg-alloc-%d.qcow2", dir, (int)getpid());
+    unlink(p);
+    struct sg_error err = {0};
+    struct sg_block *bs = qt_create_open(p, 64 << 20, 0);
+    /* past EOF: head and tail of the new cluster are holes / past the end */
+    qt_fill(bs, 3 * 65536 + 8192, 0x5a, 4096);
+    qt_expect(bs, 3 * 65536, 0, 8192);
+    qt_expect(bs, 3 * 65536 + 8192, 0x5a, 4096);
+    qt_expect(bs, 3 * 65536 + 12288, 0, 65536 - 12288);
+    /* the file was extended over the whole new (last) cluster */
+    assert_true(sg_block_flush(bs, &err));
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_size % 65536, 0);
+    /* stale data in a freed cluster, then reused by a partial write */
+    qt_fill(bs, 10 * 65536, 0xaa, 65536);
+    assert_true(sg_block_flush(bs, &err));
+    assert_true(sg_block_discard(bs, 10 * 65536, 65536, &err));
+    assert_true(sg_block_flush(bs, &err));
+    for (int i = 0; i < 4; i++)
+        qt_fill(bs, (uint64_t)(20 + i) * 65536 + 512, 0x6b, 1024);
+    for (int i = 0; i < 4; i++) {
+        uint64_t c = (uint64_t)(20 + i) * 65536;
+        qt_expect(bs, c, 0, 512);
+        qt_expect(bs, c + 512, 0x6b, 1024);
+        qt_expect(bs, c + 1536, 0, 65536 - 1536);
+    }
+    /* COW: a snapshot's cluster is copied around the new piece */
+    qt_fill(bs, 30 * 65536, 0x31, 65536);
+    char *id = qt_snap(bs, "s", 0);
+    qt_fill(bs, 30 * 65536 + 4096, 0x32, 4096);
+    qt_expect(bs, 30 * 65536, 0x31, 4096);
+    qt_expect(bs, 30 * 65536 + 4096, 0x32, 4096);
+    qt_expect(bs, 30 * 65536 + 8192, 0x31, 65536 - 8192);
+    assert_true(sg_block_flush(bs, &err));
+    qt_check_clean(bs);
+    sg_block_close(bs);
+    qt_qemu_check(p);
+    bs = qt_open(p, 0);
+    qt_expect(bs, 3 * 65536, 0, 8192);
+    qt_expect(bs, 3 * 65536 + 8192, 0x5a, 4096);
+    qt_expect(bs, 3 * 65536 + 12288, 0, 65536 - 12288);
+    for (int i = 0; i < 4; i++) {
+        uint64_t c = (uint64_t)(20 + i) * 65536;
+        qt_expect(bs, c, 0, 512);
+        qt_expect(bs, c + 512, 0x6b, 1024);
+        qt_expect(bs, c + 1536, 0, 65536 - 1536);
+    }
+    qt_expect(bs, 30 * 65536 + 8192, 0x31, 65536 - 8192);
+    assert_true(sg_block_snapshot_goto(bs, id, &err));
+    qt_expect(bs, 30 * 65536, 0x31, 65536);
+    qt_check_clean(bs);
+    sg_block_close(bs);
+    free(id);
+    /* an owned zero cluster with stale data (QEMU's write -z keeps it) */
+    if (system("command -v qemu-io >/dev/null 2>&1") == 0) {
+        char cmd[1024];
+        snprintf(cmd, sizeof cmd, "qemu-io -f qcow2 -c 'write -P 0xcc 40M 64k' "
+                 "-c 'write -z 40M 64k' '%s' >/dev/null", p);
+        assert_int_equal(system(cmd), 0);
+        bs = qt_open(p, 0);
+        qt_expect(bs, 40 << 20, 0, 65536);
+        qt_fill(bs, (40 << 20) + 32768, 0x7e, 4096);
+        qt_expect(bs, 40 << 20, 0, 32768);
+        qt_expect(bs, (40 << 20) + 32768, 0x7e, 4096);
+        qt_expect(bs, (40 << 20) + 36864, 0, 65536 - 36864);
+        assert_true(sg_block_flush(bs, &err));
+        qt_check_clean(bs);
+        sg_block_close(bs);
+        qt_qemu_check(p);
+        bs = qt_open(p, 0);
+        qt_expect(bs, 40 << 20, 0, 32768);
+        qt_expect(bs, (40 << 20) + 36864, 0, 65536 - 36864);
+        sg_block_close(bs);
+    }
+    if (!getenv("SGTEST_KEEP"))
+        unlink(p);
+    free(p);
+}
+
+static void test_alloc_zero(void **state)
+{
+    (void)state;
+    char *p = qt_path("x");
+    *strrchr(p, '/') = 0;
+    alloc_zero_case(p);          /* ext4 and the like: FALLOC_FL_ZERO_RANGE */
+    free(p);
+    if (access("/dev/shm", W_OK) == 0)
+        alloc_zero_case("/dev/shm");   /* tmpfs: no ZERO_RANGE, zeros written */
+}
+
 static void test_snapshots(void **state)
 {
     (void)state;
@@ -293,6 +392,7 @@ int main(void)
         cmocka_unit_test(test_raw),
         cmocka_unit_test(test_qcow2_data),
         cmocka_unit_test(test_qcow2_growth),
+        cmocka_unit_test(test_alloc_zero),
         cmocka_unit_test(test_snapshots),
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_vmstate),
