@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """-serial file: with -daemonize/-pidfile, and -serial unix:PATH,server=on."""
+import atexit
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -21,6 +23,19 @@ r = subprocess.run([vmm, "-daemonize", "-pidfile", pidf, "-serial", f"file:{out}
                    capture_output=True, text=True)
 sgtest.check_eq((r.returncode, r.stderr), (0, ""), "daemonize parent")
 pid = int(open(pidf).read())
+
+
+@atexit.register
+def _kill_daemon():
+    # A failed check below must not leave the daemon running after the test.
+    try:
+        with open(f"/proc/{pid}/comm") as f:   # still ours, not a reused pid
+            if f.read().strip() == "snapgate-vmm":
+                os.kill(pid, signal.SIGKILL)
+    except (FileNotFoundError, ProcessLookupError):
+        pass
+
+
 sgtest.check(os.path.exists(f"/proc/{pid}"), "daemon runs")
 sgtest.wait_for(lambda: "tick 3" in open(out).read(), 30, "ticks in the serial file")
 sgtest.check(open(out, "rb").read().startswith(b"no virtio-blk disk found\r\nsnapgate demo guest ready\r\n"),
