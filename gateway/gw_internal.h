@@ -138,7 +138,9 @@ void gw_monitor_print(void *opaque, const char *text);
  * false when there was nothing to do (no terminal, idle). */
 bool gw_monitor_interrupt(struct gw_monitor *m);
 
-struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path,
+/* Serves QMP on a new socket at `path`, or (path NULL) on the inherited
+ * listening socket `fd`, which is never unlinked by the gateway. */
+struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path, int fd,
                                               struct sg_error *err);
 void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep);
 

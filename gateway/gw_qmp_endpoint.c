@@ -165,17 +165,18 @@ static void listen_closed(void *opaque, struct sg_gw_fd *f)
 
 static const struct sg_gw_fd_ops listen_ops = { listen_readable, NULL, listen_closed };
 
-struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path,
+struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path, int fd,
                                               struct sg_error *err)
 {
     struct gw_qmp_endpoint *ep = calloc(1, sizeof *ep);
-    if (!ep || !(ep->path = strdup(path))) {
+    if (!ep || (path && !(ep->path = strdup(path)))) {
         free(ep);
         sg_error_set(err, "out of memory");
         return NULL;
     }
     ep->gw = gw;
-    int fd = gw_unix_listen(path, err);
+    if (path)
+        fd = gw_unix_listen(path, err);
     if (fd < 0) {
         sg_error_prefix(err, "--qmp");
         free(ep->path);
@@ -185,7 +186,8 @@ struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path
     ep->listen = sg_gw_fd_adopt(gw->loop, fd, &listen_ops, ep, err);
     if (!ep->listen) {
         close(fd);
-        unlink(path);
+        if (path)
+            unlink(path);
         free(ep->path);
         free(ep);
         return NULL;
@@ -209,7 +211,9 @@ void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep)
     }
     if (ep->listen)
         sg_gw_fd_detach(ep->listen);
-    unlink(ep->path);
+    /* An inherited socket (no path) belongs to whoever made it. */
+    if (ep->path)
+        unlink(ep->path);
     free(ep->path);
     free(ep);
 }
