@@ -250,14 +250,33 @@ static bool on_message(void *opaque, json_t *msg)
 
 static bool on_invalid(void *opaque, const struct sg_error *err)
 {
-    /* A back end that sends broken JSON is not one we can trust with
-     * replies: matching would go wrong. */
+    /* A message the gateway cannot parse (QEMU sends integers above 2^63,
+     * which jansson cannot hold) must not end the link: without OOB the
+     * back end answers in order, so it is the reply to the oldest command
+     * written, which gets a GenericError; the others are unaffected. */
     struct gw_backend *be = opaque;
-    be_die(be, "the back end sent malformed QMP (%s)", err->msg);
-    return false;
+    if (be->phase != BE_READY)
+        return true;
+    for (struct be_pending **pp = &be->pending; *pp; pp = &(*pp)->next) {
+        struct be_pending *p = *pp;
+        if (p->gen != be->gen)
+            continue;
+        *pp = p->next;
+        if (be->pending_tail == &p->next)
+            be->pending_tail = pp;
+        char desc[sizeof err->msg + 64];
+        snprintf(desc, sizeof desc, "the back end sent a reply the gateway cannot parse (%s)",
+                 err->msg);
+        json_t *r = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
+        p->cb(p->opaque, r);
+        json_decref(r);
+        free(p);
+        break;
+    }
+    return be->phase == BE_READY;
 }
 
-static const struct sg_qmp_decoder_ops dec_ops = { on_message, on_invalid };
+static const struct sg_qmp_decoder_ops dec_ops = { on_message, on_invalid, NULL };
 
 static bool be_readable(void *opaque, struct sg_gw_fd *f)
 {

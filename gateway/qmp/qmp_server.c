@@ -392,7 +392,7 @@ static bool dec_invalid(void *opaque, const struct sg_error *err)
     return !s->closing && !s->dead;
 }
 
-static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid};
+static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid, NULL};
 
 void sg_qmp_session_feed(struct sg_qmp_session *s, const void *data, size_t len)
 {
