@@ -67,6 +67,21 @@ static bool utf8(struct cur *c)
     return true;
 }
 
+/* The 4 hex digits at i as a number, -1 if they are not there. */
+static long u4(const struct cur *c, size_t i)
+{
+    if (i + 4 > c->n)
+        return -1;
+    long v = 0;
+    for (size_t k = 0; k < 4; k++) {
+        unsigned char ch = c->p[i + k];
+        if (!hex(ch))
+            return -1;
+        v = v * 16 + (ch <= '9' ? ch - '0' : (ch | 0x20) - 'a' + 10);
+    }
+    return v;
+}
+
 static bool string(struct cur *c)
 {
     c->i++; /* the opening quote */
@@ -83,12 +98,19 @@ static bool string(struct cur *c)
                 return false;
             ch = c->p[c->i];
             if (ch == 'u') {
-                if (c->i + 4 >= c->n)
+                /* As jansson and QEMU: no \u0000, surrogates only in pairs. */
+                long cp = u4(c, c->i + 1);
+                if (cp <= 0 || (cp >= 0xdc00 && cp <= 0xdfff))
                     return false;
-                for (int k = 1; k <= 4; k++)
-                    if (!hex(c->p[c->i + k]))
-                        return false;
                 c->i += 5;
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    if (c->i + 1 >= c->n || c->p[c->i] != '\\' || c->p[c->i + 1] != 'u')
+                        return false;
+                    long lo = u4(c, c->i + 2);
+                    if (lo < 0xdc00 || lo > 0xdfff)
+                        return false;
+                    c->i += 6;
+                }
             } else if (strchr("\"\\/bfnrt", ch) && ch) {
                 c->i++;
             } else {
@@ -163,6 +185,10 @@ static bool container(struct cur *c, int depth, struct sg_qmp_top *top)
     }
     size_t prev_end = c->i; /* where a member's cut starts when it is not the first */
     struct sg_qmp_span *last = NULL;
+    /* other top-level keys, for the duplicate check (QEMU and jansson
+     * reject duplicate keys; a proxy must know which "id" it replaces) */
+    size_t others[32][2];
+    size_t n_others = 0;
     for (;;) {
         size_t key = c->i;
         int which = -1;
@@ -174,8 +200,19 @@ static bool container(struct cur *c, int depth, struct sg_qmp_top *top)
                 for (int k = 0; k < SG_TOP_NKEYS; k++)
                     if (strlen(key_names[k]) == kl && !memcmp(c->p + key + 1, key_names[k], kl))
                         which = k;
-                if (which < 0)
+                if (which >= 0 && top->m[which].present)
+                    return false;
+                if (which < 0) {
                     top->other_keys = true;
+                    for (size_t k = 0; k < n_others; k++)
+                        if (others[k][1] == kl + 2 && !memcmp(c->p + others[k][0], c->p + key,
+                                                             kl + 2))
+                            return false;
+                    if (n_others < 32) {
+                        others[n_others][0] = key;
+                        others[n_others++][1] = kl + 2;
+                    }
+                }
             }
             ws(c);
             if (c->i >= c->n || c->p[c->i] != ':')
@@ -195,7 +232,6 @@ static bool container(struct cur *c, int depth, struct sg_qmp_top *top)
             }
             if (which >= 0) {
                 struct sg_qmp_span *sp = &top->m[which];
-                /* a repeated key: jansson and QEMU keep the last one */
                 *sp = (struct sg_qmp_span){ true, key, voff, vend - voff, 0, 0 };
                 if (top->members == 1) {
                     sp->cut_off = key;
