@@ -48,7 +48,7 @@ def build_guest(build, quiet):
     try:
         t = os.path.getmtime(stamp)
         if all(os.path.getmtime(f) < t for f in (maker, run_script)) and \
-                os.path.exists(os.path.join(gdir, "initrd.img")):
+                os.path.exists(os.path.join(gdir, "vmlinux")):
             return gdir, None
     except OSError:
         pass
@@ -56,6 +56,7 @@ def build_guest(build, quiet):
         return None, "no apt-get/dpkg-deb to build the level-1 guest from Debian packages"
     argv = [maker, gdir, "--add-modules", MODULES, "--module-param", PARAMS,
             "--run", run_script, "--ready-marker", "sg-bed: guest ready",
+            "--vmlinux", "--compress", "none",     # nothing to decompress under TCG
             "--cache", os.path.join(build, "kvm-bed", "debs")]
     if quiet:
         argv.append("-q")
@@ -163,7 +164,7 @@ class Attempt:
         append = "console=ttyS0 quiet loglevel=4 panic=-1 " + o.append
         argv = [o.qemu, "-accel", "tcg,thread=multi", "-cpu", o.cpu, "-smp", str(o.smp),
                 "-m", o.mem, "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
-                "-kernel", os.path.join(self.gdir, "vmlinuz"),
+                "-kernel", os.path.join(self.gdir, "vmlinux"),
                 "-initrd", os.path.join(self.gdir, "initrd.img"), "-append", append,
                 "-serial", "stdio",
                 "-chardev", f"socket,id=hb,path={self.ctl}/hb.sock", "-serial", "chardev:hb",
