@@ -81,9 +81,17 @@ struct sg_block *sg_block_open(const char *path, const char *format, unsigned fl
         }
     }
     bool ro = flags & SG_BLOCK_RDONLY;
+    if ((flags & SG_BLOCK_FORCE_SHARE) && !ro) {
+        sg_error_set(err, "force-share=on can only be used with read-only images");
+        return NULL;
+    }
     int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
         sg_error_set_errno(err, errno, "Could not open '%s'", path);
+        return NULL;
+    }
+    if (!sg_block_lock(fd, path, ro, flags & SG_BLOCK_FORCE_SHARE, err)) {
+        close(fd);
         return NULL;
     }
     struct sg_block *bs = calloc(1, sizeof *bs);

@@ -19,9 +19,14 @@ struct sg_block;
 
 enum sg_block_open_flags {
     SG_BLOCK_RDONLY = 1 << 0,
+    /* Share every permission with other users (qemu-img -U): read-only only. */
+    SG_BLOCK_FORCE_SHARE = 1 << 1,
 };
 
-/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw). */
+/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw).
+ * Takes QEMU's image locks (block_lock.c): fails with QEMU's
+ * 'Failed to get "write" lock' when another process (QEMU, qemu-img,
+ * snapgate) holds a permission this open needs or refuses to share. */
 struct sg_block *sg_block_open(const char *path, const char *format,
                                unsigned flags, struct sg_error *err);
 void sg_block_close(struct sg_block *bs);
