@@ -112,11 +112,9 @@ int img_info(int argc, char **argv)
         return 1;
     }
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, NULL, SG_BLOCK_RDONLY, &err);
-    if (!bs) {
-        img_error("Could not open '%s': %s", file, err.msg);
+    struct sg_block *bs = img_open(file, false);
+    if (!bs)
         return 1;
-    }
     struct sg_snapshot_info *l;
     int n = sg_block_snapshot_list(bs, &l, &err);
     if (n < 0) {

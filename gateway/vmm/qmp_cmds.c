@@ -1,6 +1,7 @@
 /* qmp_cmds.c: snapgate-vmm's QMP commands of the machine and its block
  * devices, with QEMU 7.2's schemas (the job/snapshot commands are in
  * jobs.c and snapshot_*.c). */
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -24,10 +25,41 @@ struct sg_drive *sg_vmm_find_device(struct sg_vmm *vmm, const char *device)
     return NULL;
 }
 
+/* A tag as JSON text whatever its bytes: as QEMU's JSON writer, each byte
+ * that is not part of valid UTF-8 becomes U+FFFD (a Latin-1 tag made by
+ * qemu-img, "caf\xe9", reads "caf\ufffd"); control characters are escaped
+ * by jansson.  Without this json_pack fails and the snapshot vanishes
+ * from every list (issue 17). */
+static json_t *json_text(const char *s)
+{
+    if (sg_utf8_valid(s))
+        return json_string(s);
+    size_t len = strlen(s), o = 0;
+    char *t = malloc(len * 3 + 1);
+    if (!t)
+        return NULL;
+    while (*s) {
+        size_t n = sg_utf8_seq(s);
+        if (n) {
+            memcpy(t + o, s, n);
+            o += n;
+            s += n;
+        } else {
+            memcpy(t + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            s++;
+        }
+    }
+    t[o] = 0;
+    json_t *j = json_string(t);
+    free(t);
+    return j;
+}
+
 json_t *sg_vmm_snapshot_info_json(const struct sg_snapshot_info *si)
 {
-    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
-                          "id", si->id, "name", si->name ? si->name : "",
+    json_t *o = json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I}",
+                          "id", si->id, "name", json_text(si->name ? si->name : ""),
                           "vm-state-size", (json_int_t)si->vm_state_size,
                           "date-sec", (json_int_t)si->date_sec,
                           "date-nsec", (json_int_t)si->date_nsec,

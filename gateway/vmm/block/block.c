@@ -196,6 +196,58 @@ bool sg_block_flush(struct sg_block *bs, struct sg_error *err)
 
 /* ---- snapshots: qcow2 only ---------------------------------------------- */
 
+size_t sg_utf8_seq(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    unsigned c = s[0], n;
+    uint32_t cp;
+    if (c < 0x80)
+        return c ? 1 : 0;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 1, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 2, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 3, cp = c & 0x07;
+    else
+        return 0;
+    for (unsigned i = 1; i <= n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n + 1;
+}
+
+bool sg_utf8_valid(const char *s)
+{
+    while (*s) {
+        size_t n = sg_utf8_seq(s);
+        if (!n)
+            return false;
+        s += n;
+    }
+    return true;
+}
+
+bool sg_snapshot_tag_check(const char *tag, struct sg_error *err)
+{
+    size_t n = tag ? strlen(tag) : 0;
+    if (n > SG_SNAPSHOT_TAG_MAX) {
+        sg_error_set(err, "Snapshot name is too long (%zu bytes; at most %d bytes)", n,
+                     SG_SNAPSHOT_TAG_MAX);
+        return false;
+    }
+    if (tag && !sg_utf8_valid(tag)) {
+        sg_error_set(err, "Snapshot name is not valid UTF-8");
+        return false;
+    }
+    return true;
+}
+
 static bool need_qcow2(const struct sg_block *bs, struct sg_error *err)
 {
     if (bs->drv != &sg_qcow2_driver) {

@@ -62,6 +62,18 @@ struct sg_snapshot_info {
     int64_t icount;          /* -1 */
 };
 
+/* A snapshot tag is at most 255 bytes of valid UTF-8 (QEMU keeps 255 bytes
+ * of a name in memory; the qcow2 field would hold 65535).  Longer or
+ * non-UTF-8 tags are refused before anything is written, never cut.
+ * Tags already in an image (e.g. Latin-1 ones made by qemu-img, or longer
+ * ones) are listed and matched as they are. */
+#define SG_SNAPSHOT_TAG_MAX 255
+bool sg_snapshot_tag_check(const char *tag, struct sg_error *err);
+/* Whether s is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool sg_utf8_valid(const char *s);
+/* Length of the valid UTF-8 sequence at s, 0 if none (or at the NUL). */
+size_t sg_utf8_seq(const char *s);
+
 /* Returns the number of snapshots (table order) and a malloc'ed array in *out,
  * or -1.  Free with sg_snapshot_info_free_list. */
 int sg_block_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,

@@ -371,10 +371,8 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
         sg_error_set(err, "qcow2: too many snapshots");
         return false;
     }
-    if (info->name && strlen(info->name) > 65535) {
-        sg_error_set(err, "qcow2: snapshot name too long");
+    if (!sg_snapshot_tag_check(info->name, err))
         return false;
-    }
     unsigned long max = 0;
     for (int i = 0; i < s->nb_snapshots; i++) {
         unsigned long v = strtoul(s->snaps[i].id, NULL, 10);
