@@ -45,7 +45,9 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
                 json_object_set_new(s, "icount", json_integer(l[i].icount));
             json_object_set_new(s, "vm-clock-nsec",
                                 json_integer((json_int_t)(l[i].vm_clock_nsec % 1000000000ULL)));
-            json_object_set_new(s, "name", json_string(l[i].name));
+            char *name = sg_utf8_lossy(l[i].name);   /* as qemu-img: U+FFFD */
+            json_object_set_new(s, "name", json_string(name ? name : ""));
+            free(name);
             json_object_set_new(s, "date-sec", json_integer((json_int_t)l[i].date_sec));
             json_object_set_new(s, "date-nsec", json_integer((json_int_t)l[i].date_nsec));
             json_object_set_new(s, "vm-clock-sec",

@@ -32,26 +32,8 @@ struct sg_drive *sg_vmm_find_device(struct sg_vmm *vmm, const char *device)
  * from every list (issue 17). */
 static json_t *json_text(const char *s)
 {
-    if (sg_utf8_valid(s))
-        return json_string(s);
-    size_t len = strlen(s), o = 0;
-    char *t = malloc(len * 3 + 1);
-    if (!t)
-        return NULL;
-    while (*s) {
-        size_t n = sg_utf8_seq(s);
-        if (n) {
-            memcpy(t + o, s, n);
-            o += n;
-            s += n;
-        } else {
-            memcpy(t + o, "\xef\xbf\xbd", 3);
-            o += 3;
-            s++;
-        }
-    }
-    t[o] = 0;
-    json_t *j = json_string(t);
+    char *t = sg_utf8_lossy(s);
+    json_t *j = t ? json_string(t) : NULL;
     free(t);
     return j;
 }

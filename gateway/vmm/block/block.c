@@ -233,6 +233,28 @@ bool sg_utf8_valid(const char *s)
     return true;
 }
 
+char *sg_utf8_lossy(const char *s)
+{
+    size_t o = 0;
+    char *t = malloc(strlen(s) * 3 + 1);
+    if (!t)
+        return NULL;
+    while (*s) {
+        size_t n = sg_utf8_seq(s);
+        if (n) {
+            memcpy(t + o, s, n);
+            o += n;
+            s += n;
+        } else {
+            memcpy(t + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            s++;
+        }
+    }
+    t[o] = 0;
+    return t;
+}
+
 bool sg_snapshot_tag_check(const char *tag, struct sg_error *err)
 {
     size_t n = tag ? strlen(tag) : 0;

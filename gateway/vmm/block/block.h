@@ -73,6 +73,10 @@ bool sg_snapshot_tag_check(const char *tag, struct sg_error *err);
 bool sg_utf8_valid(const char *s);
 /* Length of the valid UTF-8 sequence at s, 0 if none (or at the NUL). */
 size_t sg_utf8_seq(const char *s);
+/* A malloc'ed copy of s in which each byte that is not part of valid UTF-8
+ * is U+FFFD, as QEMU's JSON writer shows such a tag; NULL when out of
+ * memory. */
+char *sg_utf8_lossy(const char *s);
 
 /* Returns the number of snapshots (table order) and a malloc'ed array in *out,
  * or -1.  Free with sg_snapshot_info_free_list. */
