@@ -194,6 +194,11 @@ bool sg_block_flush(struct sg_block *bs, struct sg_error *err)
     return bs->drv->flush(bs, err);
 }
 
+int sg_block_io_error(const struct sg_block *bs)
+{
+    return bs->drv == &sg_qcow2_driver ? qcow2_state(bs)->broken : 0;
+}
+
 /* ---- snapshots: qcow2 only ---------------------------------------------- */
 
 size_t sg_utf8_seq(const char *str)

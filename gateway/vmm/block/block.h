@@ -48,6 +48,10 @@ bool sg_block_write(struct sg_block *bs, uint64_t off, const void *buf,
 bool sg_block_discard(struct sg_block *bs, uint64_t off, uint64_t len,
                       struct sg_error *err);
 bool sg_block_flush(struct sg_block *bs, struct sg_error *err);
+/* The errno that put the image into its error state (a failed metadata
+ * write or flush, or a refused overlapping write: EIO), else 0.  In that
+ * state every write and flush fails; reopen the image to recover. */
+int sg_block_io_error(const struct sg_block *bs);
 
 /* ---- Internal snapshots (qcow2) ---------------------------------------- */
 
