@@ -403,12 +403,18 @@ static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size
         src = full;
     }
     uint64_t target = own ? host : 0;   /* an owned zero cluster is reused */
-    if (!target)
+    bool fresh = !target;
+    if (fresh)
         target = qcow2_alloc_clusters(s, 1, err);
     bool ok = target && (n != cs && !cow
                              ? write_new(s, target, in, buf, n, err)
                              : qcow2_pwrite_data(s, src, cs, target, err));
     free(full);
+    if (!ok && fresh && target) {
+        /* Nothing points at it yet: give it back, so a write retried after
+         * ENOSPC (werror=enospc) does not leak the cluster. */
+        qcow2_dec_refcount_now(s, target >> s->cluster_bits, NULL);
+    }
     if (!ok)
         return false;
     s->data_dirty = true;

@@ -12,6 +12,10 @@
   sector 0 points at a snapshot's L1 table; the guest's writes are refused
   ("Preventing invalid write on metadata"), the image is marked corrupt, the
   snapshot's L1 is untouched and qemu-img check finds no more errors.
+- werror=enospc (QEMU's virtio-blk default): a guest write that finds the
+  disk full emits BLOCK_IO_ERROR (action stop, nospace), the VM goes to
+  "io-error", and cont after the operator made room retries the write: the
+  guest never sees an error, the image checks clean.
 """
 import json
 import os
@@ -134,4 +138,44 @@ sgtest.check(c1 <= c0, f"corruptions grew {c0} -> {c1}")
 rc, err = run_vmm_fail(VM_ARGS + ["-drive", f"file={bad}"], cwd=work)
 sgtest.check(rc != 0 and "Image is corrupt" in err, f"writable open of a corrupt image: {err}")
 print(f"metadata write refused: snapshot L1 intact, qemu-img corruptions {c0} -> {c1}")
+
+# ---- werror=enospc: a full disk stops the VM, cont retries -------------------
+mnt = os.path.join(work, "tmpfs")
+os.makedirs(mnt)
+r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "sg-rl-safety", mnt],
+                   capture_output=True, text=True)
+if r.returncode != 0:
+    print(f"werror phase skipped: cannot mount tmpfs ({r.stderr.strip()})")
+else:
+    try:
+        full = os.path.join(mnt, "full.qcow2")
+        sgtest.run([QIMG, "create", "-q", "-f", "qcow2", full, "16M"])
+        ballast = os.path.join(mnt, "ballast")
+        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT)   # fill it to the last byte
+        for size in (1 << 20, 4096, 1):
+            try:
+                while True:
+                    os.write(fd, b"\xaa" * size)
+            except OSError:
+                pass
+        os.close(fd)
+        vm = VMM(work, VM_ARGS + ["-drive", f"file={full}"], name="full")
+        ev = vm.qmp.wait_event("BLOCK_IO_ERROR", 30)
+        sgtest.check_eq({k: ev["data"].get(k) for k in ("device", "operation", "action", "nospace")},
+                        {"device": "drive0", "operation": "write", "action": "stop",
+                         "nospace": True}, "BLOCK_IO_ERROR on a full disk")
+        vm.qmp.wait_event("STOP", 10)
+        st = vm.qmp.cmd("query-status")["return"]
+        sgtest.check_eq((st["status"], st["running"]), ("io-error", False), "status after ENOSPC")
+        n = len(vm.snapshot_lines())
+        os.unlink(ballast)   # the operator makes room
+        vm.qmp.cmd("cont")
+        vm.wait_line(r"^tick 3$", 30, start=0)
+        bad = [l for l in vm.snapshot_lines()[n:] if "disk write" in l]
+        sgtest.check(not bad, f"the guest saw an error for the held write: {bad}")
+        vm.quit()
+        sgtest.qemu_img_check(full)
+        print(f"werror=enospc: BLOCK_IO_ERROR {ev['data']}, io-error, cont retried the write")
+    finally:
+        subprocess.run(["umount", "-l", mnt], capture_output=True)
 print("PASS")
