@@ -139,6 +139,46 @@ rc, err = run_vmm_fail(VM_ARGS + ["-drive", f"file={bad}"], cwd=work)
 sgtest.check(rc != 0 and "Image is corrupt" in err, f"writable open of a corrupt image: {err}")
 print(f"metadata write refused: snapshot L1 intact, qemu-img corruptions {c0} -> {c1}")
 
+# ---- save / replace / delete / cancel cycles leave the file as it was ----------
+cyc = os.path.join(work, "cycles.qcow2")
+sgtest.run([QIMG, "create", "-q", "-f", "qcow2", cyc, "64M"])
+vm = VMM(work, ["-m", "96M", "-append", "dirty=48M", "-drive", f"file={cyc}"], name="cycles")
+vm.wait_line(r"^tick 3$", 30)
+SAVE = {"vmstate": "disk0", "devices": ["disk0"]}
+
+
+def job(cmd, jid, **args):
+    r = vm.qmp.cmd(cmd, dict(args, **{"job-id": jid}))
+    sgtest.check(r.get("return") == {}, f"{cmd} {jid}: {r}")
+    return jid
+
+
+def used():
+    return os.stat(cyc).st_blocks * 512
+
+
+before = used()
+peak = 0
+for i in range(3):
+    sgtest.check("error" not in vm.qmp.wait_job(job("snapshot-save", f"s{i}", tag="c", **SAVE)),
+                 "save")
+    sgtest.check("error" not in vm.qmp.wait_job(job("snapshot-save", f"r{i}", tag="c",
+                                                     **{"x-replace": True}, **SAVE)), "replace")
+    peak = max(peak, used())
+    sgtest.check("error" not in vm.qmp.wait_job(job("snapshot-delete", f"d{i}", tag="c",
+                                                     devices=["disk0"])), "delete")
+    jid = job("snapshot-save", f"x{i}", tag="cancelled", **SAVE)
+    vm.qmp.cmd("job-cancel", {"id": jid})
+    info = vm.qmp.wait_job(jid)
+    if "error" not in info:   # finished before the cancel arrived
+        vm.qmp.wait_job(job("snapshot-delete", f"y{i}", tag="cancelled", devices=["disk0"]))
+after = used()
+vm.quit()
+sgtest.qemu_img_check(cyc)
+print(f"cycles: {before >> 10} KiB before, peak {peak >> 10} KiB, {after >> 10} KiB after")
+sgtest.check(after <= before * 1.1 + (256 << 10),
+             f"save/replace/delete/cancel cycles kept space: {before >> 10} -> {after >> 10} KiB")
+
 # ---- werror=enospc: a full disk stops the VM, cont retries -------------------
 mnt = os.path.join(work, "tmpfs")
 os.makedirs(mnt)
