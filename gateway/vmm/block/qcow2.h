@@ -92,6 +92,10 @@ struct qcow2 {
     uint64_t rt_size;           /* entries */
     uint64_t *rt;
     bool rt_dirty;
+    /* No refcount-table entry at or above this index is nonzero (only ever
+     * raised, so the overlap checks never miss a refcount block; keeps
+     * them from walking an 8 MiB table of zeros on every write). */
+    uint64_t rt_hi;
 
     uint64_t snapshots_offset;
     uint64_t snapshots_bytes;

@@ -71,7 +71,7 @@ unsigned qcow2_overlap(const struct qcow2 *s, unsigned ign, uint64_t off, uint64
                 return QOL_ACTIVE_L2;
         }
     if (!(ign & QOL_REFCOUNT_BLOCK))
-        for (uint64_t i = 0; i < s->rt_size; i++) {
+        for (uint64_t i = 0; i < s->rt_hi && i < s->rt_size; i++) {
             uint64_t rb = s->rt[i] & ~QCOW2_REFT_RESERVED;
             if (rb && hits(s, off, len, rb, s->cluster_size))
                 return QOL_REFCOUNT_BLOCK;

@@ -64,6 +64,8 @@ bool qcow2_rc_load(struct qcow2 *s, struct sg_error *err)
     }
     for (uint64_t i = 0; i < s->rt_size; i++) {
         s->rt[i] = sg_be64(raw + 8 * i);
+        if (s->rt[i])
+            s->rt_hi = i + 1;
         if (s->rt[i] & QCOW2_REFT_RESERVED) {
             free(raw);
             sg_error_set(err, "qcow2: refcount table entry %llu has reserved bits set",
@@ -232,6 +234,8 @@ static bool grow_rt(struct qcow2 *s, uint64_t need, struct sg_error *err)
     free(s->rt);
     s->rt = nrt;
     s->rt_size = new_size;
+    if (first_ri + k > s->rt_hi)
+        s->rt_hi = first_ri + k;
     s->rt_offset = (base + k) * cs;
     s->rt_clusters = (uint32_t)t;
     s->rt_dirty = false;
@@ -288,6 +292,8 @@ uint64_t qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, struct sg_error *err)
                     return 0;
                 rc_set(s, b, c & ((1ULL << s->rb_bits) - 1), 1);
                 s->rt[r] = c * cs;
+                if (r + 1 > s->rt_hi)
+                    s->rt_hi = r + 1;
                 s->rt_dirty = true;
                 if ((c + 1) * cs > s->host_end)
                     s->host_end = (c + 1) * cs;
