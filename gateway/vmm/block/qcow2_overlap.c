@@ -8,8 +8,8 @@
  *   data cluster or a table is also some other table): the write is
  *   refused with EIO, the image is marked corrupt (incompatible bit 1, as
  *   QEMU) and goes into the error state, so the damage never grows.
- * - The error state: after a failed metadata write or fdatasync the bytes
- *   on disk are unknown (Linux may drop the dirty pages of a failed
+ * - The error state: after a failed metadata write (other than for a full
+ *   disk, see qcow2_pwrite_meta) or fdatasync the bytes on disk are unknown (Linux may drop the dirty pages of a failed
  *   fsync and report success on the next one), so, like SQLite's pager,
  *   we write nothing more; the handle only reads.  Reopening the image
  *   goes through the usual path (leaks at worst, see qcow2_refcount.c).
@@ -134,8 +134,12 @@ bool qcow2_pwrite_meta(struct qcow2 *s, unsigned self, const void *buf, size_t l
     struct sg_error e = {0};
     if (!sg_pwrite_full(s->fd, buf, len, off, what, &e)) {
         /* In a transaction the target is a new cluster nothing reaches
-         * (qcow2_txn.c); the abort restores the state, no damage is done. */
-        if (!s->txn)
+         * (qcow2_txn.c); the abort restores the state, no damage is done.
+         * A full disk (ENOSPC, EDQUOT) put nothing into the page cache that
+         * a later sync could lose: the table stays dirty and is written
+         * again once there is room (as QEMU's cache does; werror=enospc
+         * relies on it).  Any other failure, and any failed sync, breaks. */
+        if (!s->txn && e.errnum != ENOSPC && e.errnum != EDQUOT)
             qcow2_set_broken(s, e.errnum);
         if (err && !err->set)
             *err = e;

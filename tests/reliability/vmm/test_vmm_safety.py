@@ -207,12 +207,19 @@ else:
         vm.qmp.wait_event("STOP", 10)
         st = vm.qmp.cmd("query-status")["return"]
         sgtest.check_eq((st["status"], st["running"]), ("io-error", False), "status after ENOSPC")
+        # The cause is kept, as QEMU 7.2 appends it.
+        r = vm.qmp.cmd("blockdev-snapshot-internal-sync", {"device": "drive0", "name": "after"})
+        sgtest.check("error" in r and r["error"]["desc"] ==
+                     "Failed to create snapshot 'after' on device 'drive0': No space left on device",
+                     f"internal snapshot on a full disk: {r}")
         n = len(vm.snapshot_lines())
         os.unlink(ballast)   # the operator makes room
         vm.qmp.cmd("cont")
         vm.wait_line(r"^tick 3$", 30, start=0)
         bad = [l for l in vm.snapshot_lines()[n:] if "disk write" in l]
         sgtest.check(not bad, f"the guest saw an error for the held write: {bad}")
+        r = vm.qmp.cmd("blockdev-snapshot-internal-sync", {"device": "drive0", "name": "after"})
+        sgtest.check(r.get("return") == {}, f"internal snapshot once there is room: {r}")
         vm.quit()
         sgtest.qemu_img_check(full)
         print(f"werror=enospc: BLOCK_IO_ERROR {ev['data']}, io-error, cont retried the write")
