@@ -1,6 +1,7 @@
 /* qmp_cmds.c: snapgate-vmm's QMP commands of the machine and its block
  * devices, with QEMU 7.2's schemas (the job/snapshot commands are in
  * jobs.c and snapshot_*.c). */
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,7 +119,8 @@ static void cmd_query_block(struct sg_qmp_req *req, json_t *args, void *opaque)
         snprintf(qdev, sizeof(qdev), "/machine/peripheral-anon/device[%d]/virtio-backend", i);
         json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:s}", "device", d->device_name,
                               "qdev", qdev, "locked", 0, "removable", 0, "type", "unknown",
-                              "io-status", "ok");
+                              "io-status", !d->iostatus ? "ok"
+                                           : d->iostatus == ENOSPC ? "nospace" : "failed");
         json_object_set_new(o, "inserted", block_device_info(d));
         json_array_append_new(arr, o);
     }

@@ -35,6 +35,7 @@ struct sg_drive {
      * BLOCK_IO_ERROR, and stops the VM for werror=enospc): the errno, 0 none. */
     atomic_int io_error;
     atomic_bool io_error_write, io_error_stop;
+    int iostatus;           /* main loop: errno of the error that stopped the VM, 0 ok */
 };
 
 struct sg_vm;

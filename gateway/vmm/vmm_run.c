@@ -43,6 +43,8 @@ void sg_vmm_cont(struct sg_vmm *vmm, bool emit_event)
         if (vmm->io_error_stopped) {
             /* QEMU retries the requests werror=stop held (the vCPU is parked). */
             vmm->io_error_stopped = false;
+            for (int i = 0; i < vmm->vm.nr_drives; i++)
+                vmm->vm.drives[i].iostatus = 0;
             pthread_mutex_lock(&vmm->vm.io_lock);
             for (int i = 0; i < vmm->vm.nr_devices; i++)
                 sg_virtio_blk_restart(vmm->vm.devices[i]);
@@ -73,6 +75,7 @@ void sg_vmm_block_io_errors(struct sg_vmm *vmm)
         else
             json_decref(ev);
         if (stop && vmm->run_started_ns) {
+            d->iostatus = e;
             vmm->running = false;
             vmm->io_error_stopped = true;
             sg_vmm_stop(vmm, true);

@@ -207,6 +207,8 @@ else:
         vm.qmp.wait_event("STOP", 10)
         st = vm.qmp.cmd("query-status")["return"]
         sgtest.check_eq((st["status"], st["running"]), ("io-error", False), "status after ENOSPC")
+        blk = vm.qmp.cmd("query-block")["return"][0]
+        sgtest.check_eq(blk["io-status"], "nospace", "query-block io-status after ENOSPC")
         # The cause is kept, as QEMU 7.2 appends it.
         r = vm.qmp.cmd("blockdev-snapshot-internal-sync", {"device": "drive0", "name": "after"})
         sgtest.check("error" in r and r["error"]["desc"] ==
@@ -216,6 +218,7 @@ else:
         os.unlink(ballast)   # the operator makes room
         vm.qmp.cmd("cont")
         vm.wait_line(r"^tick 3$", 30, start=0)
+        sgtest.check_eq(vm.qmp.cmd("query-block")["return"][0]["io-status"], "ok", "io-status")
         bad = [l for l in vm.snapshot_lines()[n:] if "disk write" in l]
         sgtest.check(not bad, f"the guest saw an error for the held write: {bad}")
         r = vm.qmp.cmd("blockdev-snapshot-internal-sync", {"device": "drive0", "name": "after"})
