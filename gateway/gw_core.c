@@ -64,6 +64,7 @@ void gw_on_backend_event(struct sg_gw *gw, json_t *event)
             json_string_value(json_object_get(json_object_get(event, "data"), "reason"));
         snprintf(gw->shutdown_reason, sizeof gw->shutdown_reason, "%s", reason ? reason : "");
     }
+    gw_current_on_event(gw, event);
     gw_qmp_clients_event(gw, event);
     if (gw->hmp) {
         sg_hmp_on_event(gw->hmp, event);

@@ -325,6 +325,12 @@ void sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, json_t *msg)
         human_monitor_command(c, &req);
         return;
     }
+    json_t *xret;
+    if (gw_xsnapgate_command(c->gw, req.command, req.args, &xret, &err)) {
+        client_send(c, xret ? sg_qmp_return_reply(xret, req.id) : sg_qmp_error_reply_err(req.id, &err));
+        return;
+    }
+    gw_current_on_command(c->gw, req.command, req.args);
     forward(c, &req);
 }
 
