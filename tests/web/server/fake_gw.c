@@ -319,6 +319,19 @@ static void hmp_finish(struct sg_gw_hmp_req *r, const char *text, bool quit)
     free(r);
 }
 
+/* QEMU's state machine: a failed job passes through "aborting". */
+static void job_end(struct sg_gw *gw, const char *msg, bool ok)
+{
+    static const char *const good[] = { "waiting", "pending", "concluded", "null" };
+    static const char *const bad[] = { "aborting", "concluded", "null" };
+    for (size_t i = 0; i < (ok ? 4u : 3u); i++)
+        job_event(gw, ok ? good[i] : bad[i]);
+    gw->job_id[0] = '\0';
+    struct sg_gw_hmp_req *r = gw->job_req;
+    gw->job_req = NULL;
+    hmp_finish(r, msg, false);
+}
+
 static void job_step(lws_sorted_usec_list_t *sul)
 {
     struct sg_gw *gw = lws_container_of(sul, struct sg_gw, job_sul);
@@ -338,13 +351,7 @@ static void job_step(lws_sorted_usec_list_t *sul)
                      "so that the page's error banner can be checked with a long message that must "
                      "not be cut\n", gw->job_tag);
         gw->job_cancelled = false;
-        job_event(gw, "aborting");
-        job_event(gw, "concluded");
-        job_event(gw, "null");
-        gw->job_id[0] = '\0';
-        struct sg_gw_hmp_req *r = gw->job_req;
-        gw->job_req = NULL;
-        hmp_finish(r, msg, false);
+        job_end(gw, msg, false);
         return;
     }
     if (!strcmp(gw->job_type, "snapshot-save") || !strcmp(gw->job_type, "snapshot-load")) {
@@ -382,14 +389,7 @@ static void job_step(lws_sorted_usec_list_t *sul)
             gw->nsnaps--;
         }
     }
-    job_event(gw, "waiting");
-    job_event(gw, "pending");
-    job_event(gw, "concluded");
-    job_event(gw, "null");
-    gw->job_id[0] = '\0';
-    struct sg_gw_hmp_req *r = gw->job_req;
-    gw->job_req = NULL;
-    hmp_finish(r, msg, false);
+    job_end(gw, msg, true);
 }
 
 static bool start_job(struct sg_gw *gw, struct sg_gw_hmp_req *r, const char *type,
