@@ -119,10 +119,19 @@ function button(text, action, label, onclick) {
   return b;
 }
 
+// Rows are rebuilt only when something shown changed, so that a polled job
+// does not take the keyboard focus away from a button every 200 ms.
+let shownKey = '';
 function renderSnapshots() {
-  const body = $('snap-body');
-  body.replaceChildren();
   const busy = jobRunning() || !state.hmp;
+  const key = JSON.stringify([state.rows, state.current, busy, state.disks.map((d) => [d.device, d.ro])]);
+  $('btn-take').disabled = busy;
+  if (key === shownKey) return;
+  shownKey = key;
+  const body = $('snap-body');
+  const focused = document.activeElement && body.contains(document.activeElement)
+    ? [document.activeElement.closest('tr').dataset.tag, document.activeElement.dataset.action] : null;
+  body.replaceChildren();
   for (const r of state.rows) {
     const tr = document.createElement('tr');
     tr.dataset.tag = r.tag;
@@ -169,7 +178,15 @@ function renderSnapshots() {
     const size = td(r.withRam ? humanSize(r.vmSize) : '', 'num size', 'VM size');
     size.title = r.withRam ? 'with RAM: the VM state is saved' : 'disk only: no VM state';
     if (!r.withRam) size.append(chip('disk only', ''));
-    td(formatDate(r.date), 'num date', 'Date');
+    // Day and time wrap as wholes (never inside "2026-12-01").
+    const date = document.createElement('span');
+    for (const [i, part] of formatDate(r.date).split(' ').entries()) {
+      const w = document.createElement('span');
+      w.className = 'nowrap';
+      w.textContent = part;
+      date.append(...(i ? [' ', w] : [w]));
+    }
+    td(date, 'num date', 'Date');
     td(formatClock(r.clockNs), 'num clock', 'VM clock');
     const act = td('', 'actions');
     const load = button('Load', 'load', `Load snapshot ${r.tag}`, () => confirmThen('Load snapshot',
@@ -192,7 +209,11 @@ function renderSnapshots() {
     : '';
   const tagInput = $('take-tag');
   if (!tagInput.dataset.edited) tagInput.value = defaultTag(new Set(state.rows.map((r) => r.tag)));
-  $('btn-take').disabled = busy;
+  if (focused) {
+    const tr = [...body.rows].find((x) => x.dataset.tag === focused[0]);
+    const el = tr && (focused[1] ? tr.querySelector(`[data-action="${focused[1]}"]`) : tr.querySelector('.tag-text'));
+    if (el && !el.disabled) el.focus();
+  }
 }
 
 $('take-tag').addEventListener('input', (ev) => { ev.target.dataset.edited = ev.target.value ? '1' : ''; });

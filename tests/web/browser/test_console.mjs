@@ -165,11 +165,12 @@ const waitCurrent = (tag, timeout = JOB_TIMEOUT) => page.waitForFunction((t) => 
   const tr = document.querySelector('#snap-body tr.current');
   return (tr ? tr.dataset.tag : null) === t;
 }, tag, { timeout });
+// A CSS string for an attribute selector (locators re-resolve if a row is rebuilt).
+const cssStr = (t) => `"${t.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+const rowLocator = (tag) => page.locator(`#snap-body tr[data-tag=${cssStr(tag)}]`);
 async function clickAction(tag, action) {
-  const tr = await rowHandle(tag);
-  check(await tr.evaluate((x) => !!x), `row for ${JSON.stringify(tag)} exists`);
-  const b = await tr.$(`button[data-action="${action}"]`);
-  await b.click();
+  check(await hasRow(tag), `row for ${JSON.stringify(tag)} exists`);
+  await rowLocator(tag).locator(`button[data-action="${action}"]`).click();
 }
 const noJobRunning = () => page.waitForFunction(() => !document.querySelector('.job[data-state="running"]') &&
   !document.getElementById('btn-take').disabled, null, { timeout: JOB_TIMEOUT });
@@ -434,8 +435,7 @@ try {
   await page.setViewportSize({ width: 1280, height: 800 });
 
   step('delete the snapshots with confirmation (keyboard for the first)');
-  const tr = await rowHandle(tagA);
-  await (await tr.$('button[data-action="delete"]')).focus();
+  await rowLocator(tagA).locator('button[data-action="delete"]').focus();
   await page.keyboard.press('Enter');
   await page.waitForSelector('#confirm[open]');
   check(await page.evaluate(() => document.activeElement.id) === 'confirm-cancel', 'Cancel has the focus in the dialog');
