@@ -64,8 +64,8 @@ function renderStatus() {
   const job = jobs.activeJob();
   const label = job && st !== 'running' && st !== 'paused' ? (STATUS_LABEL[st] || st)
     : job && st === 'paused' && /save|load/.test(job.type || '') ? `paused · ${job.type}` : (STATUS_LABEL[st] || st);
-  b.textContent = label;
-  b.className = `badge ${st === 'running' ? 'running' : st === 'paused' ? 'paused' : 'busy'}`;
+  b.textContent = state.status === null ? 'not connected' : label;
+  b.className = `badge ${st === 'running' ? 'running' : st === 'paused' ? 'paused' : state.status === null ? '' : 'busy'}`;
   const ok = !!state.qmp && state.status !== null;
   const busy = jobRunning();
   const stop = $('btn-stop'), cont = $('btn-cont');
@@ -344,5 +344,6 @@ async function connect() {
 }
 
 renderStatus();
+renderSnapshots();
 window.sgSerial = startSerial(wsUrl('/serial'), $('serial-term'), $('serial-note'), !!token);
 connect();

@@ -29,9 +29,7 @@ export function startSerial(url, el, note, haveToken) {
         // Refused at upgrade (the browser does not say why): without a token
         // every socket is refused; with one, /serial exists only when the back
         // end is the bundled VMM.
-        note.textContent = haveToken
-          ? 'No serial console: the back end is not the bundled VMM (or the token was refused).'
-          : 'No serial console: this page was opened without the token. Open the address snapgate printed ("web console: …/?token=…").';
+        note.textContent = 'No serial console: the back end is not the bundled VMM (or the token was refused).';
         note.hidden = false;
         return;
       }
@@ -43,6 +41,12 @@ export function startSerial(url, el, note, haveToken) {
     ws.onerror = () => {};
   };
   term.onData((d) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
-  connect();
+  if (haveToken) {
+    connect();
+  } else {
+    // Every socket would be refused: say why instead of trying.
+    note.textContent = 'No serial console: this page was opened without the token. Open the address snapgate printed ("web console: …/?token=…").';
+    note.hidden = false;
+  }
   return term;
 }

@@ -317,6 +317,7 @@ try {
   }
 
   step('cancel a running save: Resume disabled and no "paused" badge meanwhile');
+  const curBeforeCancel = await currentTag();
   await page.fill('#take-tag', `cancelled ${stamp}`);
   await page.click('#btn-take');
   await page.waitForSelector('.job[data-state="running"] .job-cancel:not([disabled])', { timeout: 10000 });
@@ -333,6 +334,7 @@ try {
   await noJobRunning();
   check(await errorText() === '', `a cancel is no error: ${await errorText()}`);
   check(!(await hasRow(`cancelled ${stamp}`)), 'the cancelled snapshot is not listed');
+  check(await currentTag() === curBeforeCancel, `a cancelled save moves no marker (${await currentTag()})`);
   const status = await page.textContent('#vm-status');
   check(status === 'running', `the VM runs again after the cancel: ${status}`);
   await shot('08-cancelled');
