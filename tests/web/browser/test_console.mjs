@@ -69,10 +69,10 @@ if (!real) {
     skip('/dev/kvm not usable');
   }
   const port = await freePort();
-  // 512 MiB of real (dirty) guest RAM: a save runs long enough (about a second)
+  // 768 MiB of real (dirty) guest RAM: a save runs long enough (a second or two)
   // to watch it and to cancel it; with mostly-zero RAM it is over in milliseconds.
   argv = [bin, '--web', `127.0.0.1:${port}`, '--no-monitor', '--qmp', `unix:${qmpSock}`,
-          '--state-dir', path.join(tmp, 'state'), '--vmm', '-m', '640M', '-append', 'dirty=512M', '--'];
+          '--state-dir', path.join(tmp, 'state'), '--vmm', '-m', '1G', '-append', 'dirty=768M', '--'];
 }
 server = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmp });
 const serverLog = [];
@@ -320,16 +320,29 @@ try {
   const curBeforeCancel = await currentTag();
   await page.fill('#take-tag', `cancelled ${stamp}`);
   await page.click('#btn-take');
-  await page.waitForSelector('.job[data-state="running"] .job-cancel:not([disabled])', { timeout: 10000 });
-  const during = await page.evaluate(() => ({
-    badge: document.getElementById('vm-status').textContent,
-    cont: document.getElementById('btn-cont').disabled,
-    stop: document.getElementById('btn-stop').disabled,
+  // Seen and clicked inside the page, as soon as the bar has a Cancel button
+  // and the VM has left "running": a real save lasts about a second.
+  const during = await page.evaluate(() => new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const look = () => {
+      const b = document.querySelector('.job[data-state="running"] .job-cancel:not([disabled])');
+      const badge = document.getElementById('vm-status').textContent;
+      if (b && badge !== 'running') {
+        const seen = { badge, cont: document.getElementById('btn-cont').disabled,
+                       stop: document.getElementById('btn-stop').disabled };
+        b.click();
+        resolve(seen);
+      } else if (performance.now() - t0 > 20000) {
+        reject(new Error('no running save with a Cancel button within 20 s'));
+      } else {
+        requestAnimationFrame(look);
+      }
+    };
+    look();
   }));
   check(during.cont && during.stop, `Pause and Resume are disabled during a save: ${JSON.stringify(during)}`);
   check(during.badge !== 'paused', `the badge does not say "paused" during a save: ${during.badge}`);
-  await shot('07-saving');
-  await page.click('.job[data-state="running"] .job-cancel');
+  await shot('07-cancelling');
   await page.waitForSelector('.job[data-state="cancelled"]', { timeout: JOB_TIMEOUT });
   await noJobRunning();
   check(await errorText() === '', `a cancel is no error: ${await errorText()}`);

@@ -169,9 +169,14 @@ static json_t *fake_complete(struct sg_gw *gw, const char *line)
 
 static json_t *qmp_command(struct sg_gw *gw, const char *cmd, json_t *args, json_t **err)
 {
-    if (!strcmp(cmd, "query-status"))
-        return json_pack("{s:s,s:b,s:b}", "status", gw->running ? "running" : "paused",
-                         "running", gw->running, "singlestep", 0);
+    if (!strcmp(cmd, "query-status")) {
+        /* As QEMU: the VM is stopped in save-vm / restore-vm while the job runs. */
+        bool save = gw->job_id[0] && !strcmp(gw->job_type, "snapshot-save");
+        bool load = gw->job_id[0] && !strcmp(gw->job_type, "snapshot-load");
+        return json_pack("{s:s,s:b,s:b}", "status",
+                         save ? "save-vm" : load ? "restore-vm" : gw->running ? "running" : "paused",
+                         "running", gw->running && !save && !load, "singlestep", 0);
+    }
     if (!strcmp(cmd, "stop") || !strcmp(cmd, "cont")) {
         bool run = !strcmp(cmd, "cont");
         if (run != gw->running) {
