@@ -46,12 +46,20 @@ json_t *gw_current_json(const struct sg_gw *gw)
                      (json_int_t)c->when);
 }
 
+/* The HMP engine names it in `info snapshots` (snapgate profile). */
+void gw_current_publish(struct sg_gw *gw)
+{
+    if (gw->hmp)
+        sg_hmp_set_current(gw->hmp, gw->current.how != GW_CUR_NONE ? gw->current.tag : NULL);
+}
+
 /* Written to a temporary file and renamed, so a crash leaves the old or the
  * new record, never half of one.  A failure is reported, not fatal: the
  * marker is a convenience, the snapshots themselves are in the images. */
 static void persist(struct sg_gw *gw)
 {
     char path[4096], tmp[4096];
+    gw_current_publish(gw);
     if (!file_path(gw, path, sizeof path, "") || !file_path(gw, tmp, sizeof tmp, ".tmp"))
         return;
     json_t *j = gw_current_json(gw);
@@ -84,6 +92,7 @@ void gw_current_load(struct sg_gw *gw)
         c->when = (time_t)json_integer_value(json_object_get(j, "time"));
     }
     json_decref(j);
+    gw_current_publish(gw);
 }
 
 void gw_current_on_command(struct sg_gw *gw, const char *execute, const json_t *args)

@@ -43,6 +43,8 @@ struct gw_current {
 
 /* Reads STATE-DIR/current-snapshot.json (missing file: no current). */
 void gw_current_load(struct sg_gw *gw);
+/* Tells the (new) HMP engine the current snapshot. */
+void gw_current_publish(struct sg_gw *gw);
 /* A command on its way to the back end (hook: every sender).  Remembers the
  * job id and tag of snapshot-save/-load/-delete. */
 void gw_current_on_command(struct sg_gw *gw, const char *execute, const json_t *args);

@@ -136,6 +136,7 @@ bool gw_hmp_renew(struct sg_gw *gw, struct sg_error *err)
     }
     struct sg_hmp *old = gw->hmp;
     gw->hmp = fresh;
+    gw_current_publish(gw);
     /* Lines started during the outage belong to the old engine, which is
      * freed without calling them back: they are ended here. */
     gw_hmp_abort_all(gw, "Error: the back end connection changed while the command ran; "

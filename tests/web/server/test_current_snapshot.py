@@ -4,7 +4,8 @@ the last snapshot saved or loaded whose job concluded without error, whoever
 started it (human-monitor-command, a raw QMP snapshot-save job), unchanged by
 a failed load (resolution error, or a job that aborts), cleared by deleting
 it, kept in STATE-DIR/current-snapshot.json across a restart of the gateway;
-and x-snapgate-hmp-complete, the HMP engine's completion over QMP."""
+`info snapshots` naming it in the snapgate profile only; and
+x-snapgate-hmp-complete, the HMP engine's completion over QMP."""
 import json
 import os
 import signal
@@ -21,11 +22,11 @@ sock = os.path.join(d, "gw.sock")
 CUR = "x-snapgate-query-current-snapshot"
 
 
-def start():
+def start(*extra):
     if os.path.exists(sock):
         os.unlink(sock)
     p = sgtest.spawn([gw_bin, "--no-monitor", "--qmp", "unix:" + sock, "--state-dir", state,
-                      "--vmm", "-m", "64M", "--"],
+                      *extra, "--vmm", "-m", "64M", "--"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                      text=True)
     sgtest.wait_for(lambda: os.path.exists(sock), 30, "--qmp socket")
@@ -85,6 +86,8 @@ hmp_ok(q, "delvm raw")
 check_eq(current(q), {}, "deleting the current snapshot clears it")
 hmp_ok(q, "savevm keep")
 
+check("Current snapshot" not in q.hmp("info snapshots"),
+      "the qemu-7.2 profile (human-monitor-command's default) prints no such line")
 with open(os.path.join(state, "current-snapshot.json")) as f:
     rec = json.load(f)
 check_eq((rec.get("tag"), rec.get("how")), ("keep", "saved"), "persisted record")
@@ -101,9 +104,14 @@ r = q.cmd(CUR, {"x": 1})
 check_eq(r.get("error", {}).get("class"), "GenericError", "unexpected argument is an error")
 stop(p, q)
 
-# A new gateway on the same state dir knows it.
-p, q = start()
+# A new gateway on the same state dir knows it, and its HMP engine names it
+# in `info snapshots` (snapgate profile).
+p, q = start("--compat-profile", "snapgate")
 check_eq(current(q).get("tag"), "keep", "current snapshot survives a restart")
+out = q.hmp("info snapshots")
+check("Current snapshot: 'keep'" in out, f"info snapshots names the current snapshot: {out!r}")
+hmp_ok(q, "loadvm second")
+check("Current snapshot: 'second'" in q.hmp("info snapshots"), "the line follows a loadvm")
 stop(p, q)
 sgtest.qemu_img_check(os.path.join(state, "disk0.qcow2"))
 print("current_snapshot: all checks passed")
