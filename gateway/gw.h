@@ -74,6 +74,12 @@ struct sg_gw_hmp_req *sg_gw_hmp_exec(struct sg_gw *gw, const char *line, enum sg
 void sg_gw_hmp_cancel(struct sg_gw_hmp_req *req);
 /* The requester went away: `done`/`progress` will not be called any more. */
 void sg_gw_hmp_detach(struct sg_gw_hmp_req *req);
+/* Notes on name resolution as soon as they are known, before the job runs
+ * (they are then left out of `done`'s text); see sg_hmp_set_note. */
+typedef void (*sg_gw_hmp_note_fn)(void *opaque, const char *text);
+void sg_gw_hmp_set_note(struct sg_gw_hmp_req *req, sg_gw_hmp_note_fn note);
+/* Only inside `done`: true when the line failed (see sg_hmp_done_failed). */
+bool sg_gw_hmp_done_failed(const struct sg_gw *gw);
 
 /* ---- Guest serial console (bundled VMM only) ---------------------------- */
 

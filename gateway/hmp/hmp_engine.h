@@ -15,6 +15,8 @@ struct sg_hmp {
     void *now_opaque;
     bool backend_replaces;
     bool backend_exact_tags;
+    bool no_forward;
+    bool done_failed;         /* valid inside a `done` callback */
     unsigned job_counter;
     unsigned outstanding;     /* back-end requests not answered yet */
     bool dead;                /* sg_hmp_free ran; freed when outstanding == 0 */
