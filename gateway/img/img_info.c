@@ -3,6 +3,7 @@
 #include "img.h"
 #include "sg_q72.h"
 
+#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -91,28 +92,41 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
 
 int img_info(int argc, char **argv)
 {
-    bool json = false;
-    const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--output=json"))
-            json = true;
-        else if (!strcmp(argv[i], "--output=human"))
-            json = false;
-        else if (!strcmp(argv[i], "--output") && i + 1 < argc)
-            json = !strcmp(argv[++i], "json");
-        else if (!file && argv[i][0] != '-')
-            file = argv[i];
-        else {
-            img_error("usage: snapgate-img info [--output=json] FILE");
+    bool json = false, force_share = false;
+    const char *fmt = NULL;
+    enum { OPT_OUTPUT = 256, OPT_CHAIN, OPT_IMAGE_OPTS };
+    static const struct option longopts[] = {
+        {"help", no_argument, 0, 'h'},
+        {"output", required_argument, 0, OPT_OUTPUT},
+        {"force-share", no_argument, 0, 'U'},
+        {"backing-chain", no_argument, 0, OPT_CHAIN},
+        {"image-opts", no_argument, 0, OPT_IMAGE_OPTS},
+        {0, 0, 0, 0},
+    };
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1;) {
+        switch (c) {
+        case 'f': fmt = optarg; break;
+        case 'U': force_share = true; break;
+        case OPT_OUTPUT:
+            if (!img_output_format(optarg, &json))
+                return 1;
+            break;
+        case OPT_CHAIN: break;   /* snapgate images have no backing files */
+        case OPT_IMAGE_OPTS:
+            img_error("--image-opts is not supported by snapgate-img");
             return 1;
+        case 'h': return img_usage_error("info [-f FMT] [-U] [--output=human|json] FILE");
+        default: return img_getopt_error(c, argv);
         }
     }
-    if (!file) {
-        img_error("usage: snapgate-img info [--output=json] FILE");
+    if (optind != argc - 1)
+        return img_usage_error("Expecting one image file name");
+    const char *file = argv[optind];
+    if (!img_check_format(file, fmt))
         return 1;
-    }
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, NULL, SG_BLOCK_RDONLY, &err);
+    struct sg_block *bs = sg_block_open(file, fmt, img_open_flags(true, force_share), &err);
     if (!bs) {
         img_error("Could not open '%s': %s", file, err.msg);
         return 1;

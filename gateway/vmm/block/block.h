@@ -55,6 +55,9 @@ struct sg_snapshot_info {
     uint64_t vm_clock_nsec;  /* guest clock when taken */
     uint64_t disk_size;      /* virtual disk size when taken */
     int64_t icount;          /* -1 */
+    /* create: record `icount` (qemu-img snapshot -c writes 0); false
+     * records -1, as savevm does. */
+    bool has_icount;
 };
 
 /* Returns the number of snapshots (table order) and a malloc'ed array in *out,
