@@ -83,6 +83,9 @@ bool sg_hmp_resolve(const struct sg_hmp_disks *d, int vmstate, const char *name,
         if (how == SG_HMP_MATCH_ANY)
             snprintf(res->note, sizeof res->note, "(matched snapshot ID %s, tag '%s')", name,
                      by_id->tag);
+        else   /* -i: say which snapshot that is */
+            snprintf(res->note, sizeof res->note, "(snapshot ID %s, tag '%s')", name,
+                     by_id->tag);
     } else if (tag_hits) {
         /* Rules 1 (-t), 2 and 3. */
         snprintf(res->tag, sizeof res->tag, "%s", name);
