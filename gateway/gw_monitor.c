@@ -111,7 +111,9 @@ static void show_bar(struct gw_monitor *m)
     if (!m->raw)
         return;
     char line[sizeof m->bar + 64 + sizeof m->partial];
-    int n = snprintf(line, sizeof line, "%s", m->bar);
+    /* The hint makes room for what is typed ahead. */
+    int n = snprintf(line, sizeof line, "%s%s", m->bar,
+                     m->bar[0] && !m->nqueue && !m->partial_len ? ", Ctrl-C cancels" : "");
     if (m->nqueue)
         n += snprintf(line + n, sizeof line - (size_t)n, "%s%zu queued", n ? " | " : "",
                       m->nqueue);
@@ -199,8 +201,8 @@ static void on_progress(void *opaque, const char *job_id, unsigned long long don
     memset(fill, '#', n);
     memset(fill + n, ' ', WIDTH - n);
     fill[WIDTH] = '\0';
-    snprintf(m->bar, sizeof m->bar, "%s [%s] %3u%% %.1f/%.1f MiB, Ctrl-C cancels", job_id,
-             fill, pct, (double)done / 1048576.0, (double)total / 1048576.0);
+    snprintf(m->bar, sizeof m->bar, "%s [%s] %3u%% %.1f/%.1f MiB", job_id, fill, pct,
+             (double)done / 1048576.0, (double)total / 1048576.0);
     show_bar(m);
 }
 
