@@ -14,6 +14,8 @@ int img_snapshot(int argc, char **argv);
 
 /* qemu_strtosz's size syntax ("1.5G", "64k", "512"). */
 bool img_parse_size(const char *s, uint64_t *out);
+/* The same, telling a bad syntax (-EINVAL) from a size above 2^64 (-ERANGE). */
+int img_parse_size_err(const char *s, uint64_t *out);
 /* qemu's size_to_str(): "0 B", "1.5 KiB", "451 KiB", "1 GiB". */
 void img_size_str(char *buf, size_t n, unsigned long long v);
 /* One snapshot table as qemu-img prints it (header line included). */

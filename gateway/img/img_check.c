@@ -104,7 +104,8 @@ int img_check(int argc, char **argv)
     if (!img_check_format(file, fmt))
         return 1;
     if (repair && force_share) {
-        img_error("force-share=on can only be used with read-only images");
+        img_error("Could not open '%s': force-share=on can only be used with read-only images",
+                  file);
         return 1;
     }
     struct sg_error err = {0};
@@ -116,6 +117,11 @@ int img_check(int argc, char **argv)
     /* Problems found go to stderr, the verdict to stdout, as qemu-img. */
     FILE *report = stderr;
     const char *format = sg_block_format(bs);
+    if (strcmp(format, "qcow2") != 0) {
+        sg_block_close(bs);
+        img_error("This image format does not support checks");
+        return 63;   /* qemu-img's exit code for ENOTSUP */
+    }
     if (!repair) {
         struct sg_block_check_result r;
         if (!sg_block_check(bs, &r, report, &err)) {

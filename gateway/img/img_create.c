@@ -23,19 +23,24 @@
  * suffix above B.  False for anything else. */
 bool img_parse_size(const char *s, uint64_t *out)
 {
+    return img_parse_size_err(s, out) == 0;
+}
+
+int img_parse_size_err(const char *s, uint64_t *out)
+{
     if (!isdigit((unsigned char)s[0]) && !(s[0] == '.' && isdigit((unsigned char)s[1])))
-        return false;
+        return -EINVAL;
     errno = 0;
     char *end;
     unsigned long long v = strtoull(s, &end, 10);
     if (errno)
-        return false;
+        return -ERANGE;
     double frac = 0;
     if (*end == '.') {
         const char *f = end;
         frac = strtod(f, &end);
         if (end == f + 1)
-            return false;   /* "1." */
+            return -EINVAL;   /* "1." */
     }
     unsigned shift = 0;
     switch (*end) {
@@ -47,20 +52,20 @@ bool img_parse_size(const char *s, uint64_t *out)
     case 't': case 'T': shift = 40; end++; break;
     case 'p': case 'P': shift = 50; end++; break;
     case 'e': case 'E': shift = 60; end++; break;
-    default: return false;
+    default: return -EINVAL;
     }
     if (shift && *end == 'i')
         end++;
     if (shift && (*end == 'B' || *end == 'b'))
         end++;
     if (*end || (frac != 0 && !shift))
-        return false;
+        return -EINVAL;
     uint64_t mul = 1ULL << shift;
     uint64_t extra = (uint64_t)(frac * (double)mul);
     if (v > (UINT64_MAX - extra) / mul)
-        return false;
+        return -ERANGE;
     *out = v * mul + extra;
-    return true;
+    return 0;
 }
 
 struct create_opts {
@@ -116,8 +121,8 @@ static bool create_option(struct create_opts *o, const char *key, const char *va
         if (strcmp(key, fixed[i].key) != 0)
             continue;
         if (val && (!strcmp(val, fixed[i].ok1) || (fixed[i].ok2 && !strcmp(val, fixed[i].ok2)))) {
-            if (!strcmp(key, "compat"))
-                o->compat = val;
+            if (!strcmp(key, "compat"))   /* `val` lives in a copy freed later */
+                o->compat = !strcmp(val, "v3") ? "v3" : "1.1";
             return true;
         }
         img_error("%s: snapgate-img creates qcow2 v3 images with 16-bit refcounts, no lazy "
@@ -204,7 +209,10 @@ int img_create(int argc, char **argv)
         if (!create_options(&o, olist[i]))
             return 1;
     if (optind < argc) {
-        if (!img_parse_size(argv[optind], &o.size)) {
+        int e = img_parse_size_err(argv[optind], &o.size);
+        if (e == -ERANGE)
+            o.size = UINT64_MAX;   /* reported as out of range below */
+        else if (e) {
             img_error("Invalid image size specified. " SIZE_HINT);
             return 1;
         }

@@ -35,6 +35,14 @@ void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n)
     }
 }
 
+/* The virtual size as QEMU reports it: its block layer counts whole 512-byte
+ * sectors, so a raw file's odd tail rounds up. */
+static unsigned long long virtual_size(struct sg_block *bs)
+{
+    unsigned long long v = sg_block_size(bs);
+    return strcmp(sg_block_format(bs), "raw") == 0 ? (v + 511) / 512 * 512 : v;
+}
+
 static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_info *l, int n)
 {
     json_t *o = json_object();
@@ -57,7 +65,7 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
         }
         json_object_set_new(o, "snapshots", a);
     }
-    json_object_set_new(o, "virtual-size", json_integer((json_int_t)sg_block_size(bs)));
+    json_object_set_new(o, "virtual-size", json_integer((json_int_t)virtual_size(bs)));
     json_object_set_new(o, "filename", json_string(file));
     if (sg_block_cluster_size(bs))
         json_object_set_new(o, "cluster-size", json_integer((json_int_t)sg_block_cluster_size(bs)));
@@ -143,11 +151,11 @@ int img_info(int argc, char **argv)
         rc = info_json(bs, file, l, n);
     } else {
         char vs[32], ds[32];
-        img_size_str(vs, sizeof vs, sg_block_size(bs));
+        img_size_str(vs, sizeof vs, virtual_size(bs));
         int64_t act = sg_block_actual_size(bs);
         img_size_str(ds, sizeof ds, act < 0 ? 0 : (unsigned long long)act);
         printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
-               file, sg_block_format(bs), vs, (unsigned long long)sg_block_size(bs), ds);
+               file, sg_block_format(bs), vs, virtual_size(bs), ds);
         if (sg_block_cluster_size(bs))
             printf("cluster_size: %llu\n", (unsigned long long)sg_block_cluster_size(bs));
         if (n > 0) {

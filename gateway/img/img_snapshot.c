@@ -1,11 +1,12 @@
 /* img_snapshot.c: snapgate-img snapshot [-q] [-f FMT] [-U]
  *                 -l | -c TAG | -a [-i|-t] NAME | -d [-i|-t] NAME  FILE
  *
- * The command line is qemu-img's (listing is the default action, the
- * actions exclude each other, the same messages); -i/-t are ours.  A bare
+ * The command line is qemu-img's (no action opens the image and does
+ * nothing, the actions exclude each other, the same messages); -i/-t are ours.  A bare
  * NAME follows INTERFACES.md section 3 (a tag first, then an ID), except
- * when NAME is one snapshot's tag and another's ID: qemu-img would take
- * the ID, so the operator must say which with -t or -i. */
+ * when NAME is one snapshot's tag and another's ID: qemu-img 7.2 would
+ * apply the ID but delete the tag, so the operator must say which with -t
+ * or -i. */
 #include "img.h"
 
 #include <getopt.h>
@@ -13,7 +14,7 @@
 #include <string.h>
 #include <sys/time.h>
 
-#define SNAPSHOT_USAGE "snapshot [-q] [-f FMT] [-U] -l | -c TAG | -a [-i|-t] NAME | " \
+#define SNAPSHOT_USAGE "snapshot [-q] [-U] -l | -c TAG | -a [-i|-t] NAME | " \
                        "-d [-i|-t] NAME  FILE"
 
 /* NAME is the tag of one snapshot and the ID of another: names both. */
@@ -35,8 +36,9 @@ static bool tag_id_clash(struct sg_block *bs, const char *name, const char *verb
     if (clash)
         img_error("Could not %s snapshot '%s': '%s' is the tag of snapshot ID %s and the ID of "
                   "snapshot '%s'; say which with -t %s (the tag) or -i %s (the ID; qemu-img "
-                  "takes the ID)",
-                  verb, name, name, by_tag->id, by_id->name ? by_id->name : "", name, name);
+                  "takes the %s)",
+                  verb, name, name, by_tag->id, by_id->name ? by_id->name : "", name, name,
+                  strcmp(verb, "apply") == 0 ? "ID" : "tag");
     sg_snapshot_info_free_list(l, n);
     return clash;
 }
@@ -53,8 +55,8 @@ static void not_found(char action, const char *name, const struct sg_error *err)
 int img_snapshot(int argc, char **argv)
 {
     char action = 0;
-    const char *name = NULL, *fmt = NULL;
-    bool quiet = false, force_share = false;
+    const char *name = NULL, *fmt = NULL;   /* qemu-img snapshot has no -f: probed */
+    bool force_share = false;
     enum sg_snapshot_match how = SG_SNAPSHOT_BY_NAME;
     enum { OPT_IMAGE_OPTS = 256 };
     static const struct option longopts[] = {
@@ -64,7 +66,7 @@ int img_snapshot(int argc, char **argv)
         {0, 0, 0, 0},
     };
     optind = 1;
-    for (int c; (c = getopt_long(argc, argv, ":la:c:d:f:hqUit", longopts, NULL)) != -1;) {
+    for (int c; (c = getopt_long(argc, argv, ":la:c:d:hqUit", longopts, NULL)) != -1;) {
         switch (c) {
         case 'l': case 'a': case 'c': case 'd':
             if (action)
@@ -81,8 +83,7 @@ int img_snapshot(int argc, char **argv)
             break;
         case 'i': how = SG_SNAPSHOT_BY_ID; break;
         case 't': how = SG_SNAPSHOT_BY_TAG; break;
-        case 'f': fmt = optarg; break;
-        case 'q': quiet = true; break;
+        case 'q': break;   /* qemu-img -q: its snapshot commands print nothing else */
         case 'U': force_share = true; break;
         case OPT_IMAGE_OPTS:
             img_error("--image-opts is not supported by snapgate-img");
@@ -94,36 +95,39 @@ int img_snapshot(int argc, char **argv)
     if (optind != argc - 1)
         return img_usage_error("Expecting one image file name");
     const char *file = argv[optind];
-    if (!action)
-        action = 'l';   /* as qemu-img */
+    /* Without an action qemu-img opens the image and does nothing. */
     if (!img_check_format(file, fmt))
         return 1;
-    if (force_share && action != 'l') {
-        img_error("force-share=on can only be used with read-only images");
+    if (force_share && action && action != 'l') {
+        img_error("Could not open '%s': force-share=on can only be used with read-only images",
+                  file);
         return 1;
     }
 
     struct sg_error err = {0};
     struct sg_block *bs =
-        sg_block_open(file, fmt, img_open_flags(action == 'l', force_share), &err);
+        sg_block_open(file, fmt, img_open_flags(action == 'l' || !action, force_share), &err);
     if (!bs) {
         img_error("Could not open '%s': %s", file, err.msg);
         return 1;
     }
-    if (!sg_block_can_snapshot(bs)) {
+    /* Listing a raw image's snapshots shows none, as qemu-img does. */
+    if (!sg_block_can_snapshot(bs) && action && action != 'l') {
         img_error("Could not open '%s': format '%s' does not support snapshots", file,
                   sg_block_format(bs));
         sg_block_close(bs);
         return 1;
     }
     int rc = 0;
-    if (action == 'l') {
+    if (!action || !sg_block_can_snapshot(bs)) {
+        /* nothing to do */
+    } else if (action == 'l') {
         struct sg_snapshot_info *l;
         int n = sg_block_snapshot_list(bs, &l, &err);
         if (n < 0) {
             img_error("%s", err.msg);
             rc = 1;
-        } else if (n > 0 && !quiet) {
+        } else if (n > 0) {   /* -q does not silence the list, as qemu-img */
             /* qemu-img prints nothing at all for an image without snapshots. */
             printf("Snapshot list:\n");
             img_print_snapshots(stdout, l, n);
@@ -157,7 +161,7 @@ int img_snapshot(int argc, char **argv)
             rc = 1;
         }
     }
-    if (rc == 0 && action != 'l' && !sg_block_flush(bs, &err)) {
+    if (rc == 0 && action && action != 'l' && !sg_block_flush(bs, &err)) {
         img_error("%s", err.msg);
         rc = 1;
     }

@@ -19,7 +19,7 @@ static const char usage_text[] =
     "                                    check consistency (exit 0 clean,\n"
     "                                    2 corruption, 3 leaks only); -r\n"
     "                                    repairs leaked clusters\n"
-    "  snapshot [-q] [-f FMT] [-U] -l FILE             list internal snapshots\n"
+    "  snapshot [-q] [-U] -l FILE                      list internal snapshots\n"
     "  snapshot [-q] -c TAG FILE                       create a snapshot\n"
     "  snapshot [-q] -a [-i|-t] NAME FILE              apply (revert the disk to) a snapshot\n"
     "  snapshot [-q] -d [-i|-t] NAME FILE              delete a snapshot\n"

@@ -78,13 +78,13 @@ run([QIMG, "snapshot", "-c", "dup", n])     # ID 2
 run([QIO, "-c", "write -P 3 0 4k", n])
 run([QIMG, "snapshot", "-c", "dup", n])     # ID 3 (QEMU allows duplicate tags)
 run([QIO, "-c", "write -P 4 0 4k", n])
-# "2" is snapshot 1's tag and snapshot 2's ID: qemu-img takes the ID, rule 2
-# the tag; snapgate-img refuses and names both.
-for act, verb in (("-a", "apply"), ("-d", "delete")):
+# "2" is snapshot 1's tag and snapshot 2's ID: qemu-img -a takes the ID, -d
+# the tag, rule 2 the tag; snapgate-img refuses and names both.
+for act, verb, qemu in (("-a", "apply", "ID"), ("-d", "delete", "tag")):
     r = run([IMG, "snapshot", act, "2", n], rc=1)
     sgtest.check_eq(r.stderr, f"snapgate-img: Could not {verb} snapshot '2': '2' is the tag of "
                     "snapshot ID 1 and the ID of snapshot 'dup'; say which with -t 2 (the tag) "
-                    "or -i 2 (the ID; qemu-img takes the ID)\n", f"snapshot {act} 2")
+                    f"or -i 2 (the ID; qemu-img takes the {qemu})\n", f"snapshot {act} 2")
 run([QIO, "-c", "read -P 4 0 4k", n])       # nothing was applied
 run([IMG, "snapshot", "-a", "-t", "2", n])  # -t: the tag
 run([QIO, "-c", "read -P 1 0 4k", n])
@@ -162,7 +162,9 @@ run([QIMG, "check", cz])
 # raw images: no snapshots
 with open(raw, "r+b"):
     pass
-r = run([IMG, "snapshot", "-l", raw], rc=1)
+r = run([IMG, "snapshot", "-l", raw])      # as qemu-img: no snapshots to list
+sgtest.check_eq((r.stdout, r.stderr), ("", ""), "snapshot -l of a raw image")
+r = run([IMG, "snapshot", "-c", "x", raw], rc=1)
 sgtest.check("does not support snapshots" in r.stderr, r.stderr)
 r = run([IMG, "info", raw])
 sgtest.check("file format: raw" in r.stdout, r.stdout)
