@@ -357,6 +357,15 @@ static void h_job_reply(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
     check_job(c);
 }
 
+static void h_sync_step(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
+{
+    if (reply_failed(c, reply))
+        return;
+    refresh(h);
+    c->step++;
+    run_step(c);
+}
+
 static void run_step(struct sg_hmp_cmd *c)
 {
     if (c->step >= c->plan.njobs) {
@@ -368,7 +377,10 @@ static void run_step(struct sg_hmp_cmd *c)
         finish_error(c, "cancelled");
         return;
     }
-    send_qmp(c->h, c, json_incref(c->plan.jobs[c->step].cmd), h_job_reply);
+    /* A step without a job id is a plain command (delvm -i on a duplicated
+     * tag), done when it replies. */
+    send_qmp(c->h, c, json_incref(c->plan.jobs[c->step].cmd),
+             c->plan.jobs[c->step].job_id[0] ? h_job_reply : h_sync_step);
 }
 
 /* ---- gathering the disks ------------------------------------------------ */
@@ -525,6 +537,24 @@ static void after_delvm_q72(struct sg_hmp_cmd *c)
         run_step(c);
 }
 
+/* The tag of snapshot ID `id` on the vmstate disk is carried twice on some
+ * disk of the VM. */
+static bool tag_duplicated(const struct sg_hmp_disks *d, int vs, const char *id)
+{
+    if (vs < 0)
+        return false;
+    const struct sg_hmp_disk *v = &d->disk[vs];
+    for (size_t j = 0; j < v->nsnaps; j++) {
+        if (strcmp(v->snaps[j].id, id) != 0)
+            continue;
+        for (size_t i = 0; i < d->n; i++)
+            if (sg_hmp_disk_in_snapshot(&d->disk[i]) && d->disk[i].can_snapshot &&
+                sg_hmp_tag_count(&d->disk[i], v->snaps[j].tag, NULL) > 1)
+                return true;
+    }
+    return false;
+}
+
 static void after_load_or_del(struct sg_hmp_cmd *c)
 {
     bool load = c->p.def->op == SG_HMP_OP_LOADVM;
@@ -540,6 +570,18 @@ static void after_load_or_del(struct sg_hmp_cmd *c)
         return;
     }
     sg_error_clear(&err);   /* delvm needs no vmstate disk (only -i reads one) */
+    if (!load && c->p.flag == 'i' && tag_duplicated(&c->disks, vs, c->p.name)) {
+        if (!sg_hmp_plan_delete_by_id(&c->plan, &c->disks, vs, c->p.name, &err)) {
+            finish_error(c, err.msg);
+            return;
+        }
+        char msg[SG_HMP_NAME_MAX + 128];
+        snprintf(msg, sizeof msg, "(snapshot ID %s; its tag is carried by others too: deleted "
+                 "by ID disk by disk)\n", c->p.name);
+        note(c, msg);
+        run_step(c);
+        return;
+    }
     struct sg_hmp_resolved res;
     struct sg_strbuf res_text = {0};
     if (!sg_hmp_resolve(&c->disks, vs, c->p.name, (enum sg_hmp_match)c->p.flag, load, verb,

@@ -149,7 +149,7 @@ static const struct ecase cases[] = {
     {"single", SG, "info registers",
      "Error: 'info registers' needs a back end with its own human monitor; this back end has "
      "none ('help' lists the commands snapgate runs itself)\n", ""},
-    {"dup", SG, "loadvm dup", "Error: Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'loadvm -i ID'\n", ""},
+    {"dup", SG, "loadvm dup", "Error: Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; delete the ones you do not want with 'delvm -i ID', then 'loadvm dup'\n", ""},
     {"dup", SG, "info snapshots",
      "List of snapshots present on all disks:\n"
      "ID        TAG               VM SIZE                DATE     VM CLOCK\n"
@@ -162,10 +162,14 @@ static const struct ecase cases[] = {
     /* QEMU's qcow2 would restore ID 1 for tag "1": refused unless the back end matches tags exactly */
     {"collide", SG, "loadvm 1", "(note: '1' is also the ID of snapshot 'alpha' on 'drive0'; use 'loadvm -i 1' for that one)\n"
      "Error: Snapshot tag '1' is also the ID of snapshot 'alpha' on 'drive0'; this back end would restore that one "
-     "(it looks names up as IDs first), so loadvm refuses\n", ""},
+     "(it looks names up as IDs first), so loadvm refuses. 'loadvm -i 1' loads 'alpha'; to load '1' itself, "
+     "delete 'alpha' first ('delvm -i 1'), or revert the disks offline with 'snapgate-img snapshot -a -t 1 FILE' "
+     "(without the VM state)\n", ""},
     {"collide", SG, "loadvm 2", "(matched snapshot ID 2, tag '1')\n"
      "Error: Snapshot tag '1' is also the ID of snapshot 'alpha' on 'drive0'; this back end would restore that one "
-     "(it looks names up as IDs first), so loadvm refuses\n", ""},
+     "(it looks names up as IDs first), so loadvm refuses. 'loadvm -i 1' loads 'alpha'; to load '1' itself, "
+     "delete 'alpha' first ('delvm -i 1'), or revert the disks offline with 'snapgate-img snapshot -a -t 1 FILE' "
+     "(without the VM state)\n", ""},
     {"collide", SG, "loadvm -i 1", "(snapshot ID 1, tag 'alpha')\n", LOAD(1, "alpha", "disk0", "disk0")},
     {"collide", SG, "delvm 1", "(note: '1' is also the ID of snapshot 'alpha' on 'drive0'; use 'delvm -i 1' for that one)\n",
      DEL("delvm", 1, "1", "disk0")},

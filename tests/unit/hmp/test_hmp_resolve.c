@@ -36,12 +36,13 @@ static const struct rcase cases[] = {
     {"empty", NULL, "x", 0, false, NULL, "Snapshot 'x' does not exist"},
     /* rule 3: duplicate tags on one disk (qemu-img made) */
     {"dup", NULL, "dup", 0, true, NULL,
-     "Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'loadvm -i ID'"},
+     "Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; delete the ones you do not want with 'delvm -i ID', then 'loadvm dup'"},
     {"dup", NULL, "dup", 't', false, NULL,
      "Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'delvm -i ID'"},
     {"dupvm", NULL, "3", 'i', true, NULL,
-     "Snapshot ID 3 cannot be chosen alone: its tag 'dup' is shared by IDs 1, 3 on 'drive0', "
-     "and snapshot jobs address snapshots by tag"},
+     "Snapshot ID 3 cannot be loaded alone: its tag 'dup' is shared by IDs 1, 3 on 'drive0', "
+     "and snapshot-load addresses snapshots by tag; delete the other ones first ('delvm -i ID'), "
+     "then 'loadvm dup'"},
     {"dupvm", NULL, "ok", 0, true, "ok", ""},
     /* disk-only snapshots cannot be loaded */
     {"dup", NULL, "x", 0, true, NULL,
