@@ -864,6 +864,17 @@ void sg_hmp_tick(struct sg_hmp *h)
 
 /* ---- snapshot cache ----------------------------------------------------- */
 
+/* A refresh asked for while one was in flight runs now: the lists that
+ * one read may predate the job that asked. */
+static void refresh_done(struct sg_hmp *h)
+{
+    h->refreshing = false;
+    if (h->refresh_again) {
+        h->refresh_again = false;
+        refresh(h);
+    }
+}
+
 static void h_refresh_named(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t *reply)
 {
     struct sg_hmp_disks d;
@@ -874,14 +885,14 @@ static void h_refresh_named(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t 
     }
     json_decref(h->refresh_qblock);
     h->refresh_qblock = NULL;
-    h->refreshing = false;
+    refresh_done(h);
 }
 
 static void h_refresh_qblock(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t *reply)
 {
     json_t *ret = json_object_get(reply, "return");
     if (!ret) {
-        h->refreshing = false;
+        refresh_done(h);
         return;
     }
     h->refresh_qblock = json_incref(ret);
@@ -890,8 +901,12 @@ static void h_refresh_qblock(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t
 
 static void refresh(struct sg_hmp *h)
 {
-    if (h->refreshing || h->dead)
+    if (h->dead)
         return;
+    if (h->refreshing) {
+        h->refresh_again = true;
+        return;
+    }
     h->refreshing = true;
     send_qmp(h, NULL, mkcmd("query-block", NULL), h_refresh_qblock);
 }

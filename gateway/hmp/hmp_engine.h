@@ -24,6 +24,7 @@ struct sg_hmp {
     int hmc;                  /* back end has human-monitor-command: -1 unknown */
     bool polling;             /* tick's query-jobs in flight */
     bool refreshing;
+    bool refresh_again;       /* asked for while one ran: its answer may be stale */
     json_t *refresh_qblock;   /* query-block answer while the refresh runs */
     char **tags, **ids;       /* completion cache (NULL-terminated) */
 };

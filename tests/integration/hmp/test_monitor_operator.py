@@ -19,6 +19,7 @@ import os
 import re
 import struct
 import termios
+import time
 
 import sg_gateway_util as U
 import sgtest
@@ -95,6 +96,7 @@ sgtest.check("keep" in out and "big2" in out, f"delvm keep must not have run: {o
 # ---- Tab completes a tag with a space without its quote ----------------------
 out = command('savevm "with space"')
 sgtest.check("Error" not in out, f"savevm with space: {out!r}")
+time.sleep(0.5)   # the completion cache is refreshed when the job's event arrives
 t.send("delvm with sp\t")
 t.expect(rb'delvm "with space" ', 10)
 t.send("\r")
