@@ -107,5 +107,7 @@ void sg_gw_serial_write(struct sg_gw *gw, const void *bytes, size_t len);
 struct lws_context *sg_gw_lws_context(struct sg_gw *gw);
 /* Back-end description for the page: "snapgate-vmm" or "qemu". */
 const char *sg_gw_backend_kind(const struct sg_gw *gw);
+/* "snapgate-vmm 0.1.0, answering QMP as QEMU 7.2.0" or "QEMU 7.2.0". */
+void sg_gw_backend_describe(const struct sg_gw *gw, char *buf, size_t n);
 
 #endif

@@ -595,23 +595,11 @@ struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
             if (read_history(m->history_path) != 0)
                 write_history(m->history_path); /* append_history needs the file */
         }
-        /* Like QEMU's monitor banner, plus what we are talking to.  The
-         * bundled VMM answers query-version as the QEMU it imitates; its
-         * own version is in "package" ("snapgate-vmm 0.1.0"). */
-        const json_t *q = json_object_get(gw->backend_version, "qemu");
-        const char *pkg = json_string_value(json_object_get(gw->backend_version, "package"));
-        char qv[64];
-        snprintf(qv, sizeof qv, "%lld.%lld.%lld",
-                 (long long)json_integer_value(json_object_get(q, "major")),
-                 (long long)json_integer_value(json_object_get(q, "minor")),
-                 (long long)json_integer_value(json_object_get(q, "micro")));
-        if (gw->backend_is_vmm)
-            printf("snapgate %s monitor (back end: %s, answering QMP as QEMU %s) - type 'help' "
-                   "for more information\n",
-                   SNAPGATE_VERSION, pkg && *pkg ? pkg : "snapgate-vmm", qv);
-        else
-            printf("snapgate %s monitor (back end: QEMU %s) - type 'help' for more "
-                   "information\n", SNAPGATE_VERSION, qv);
+        /* Like QEMU's monitor banner, plus what we are talking to. */
+        char be[256];
+        sg_gw_backend_describe(gw, be, sizeof be);
+        printf("snapgate %s monitor (back end: %s) - type 'help' for more information\n",
+               SNAPGATE_VERSION, be);
         fflush(stdout);
         install_readline(m);
     }
