@@ -64,6 +64,9 @@ struct sg_snapshot_info {
     uint64_t vm_clock_nsec;  /* guest clock when taken */
     uint64_t disk_size;      /* virtual disk size when taken */
     int64_t icount;          /* -1 */
+    /* create: record `icount` (qemu-img snapshot -c writes 0); false
+     * records -1, as savevm does. */
+    bool has_icount;
 };
 
 /* A snapshot tag is at most 255 bytes of valid UTF-8 (QEMU keeps 255 bytes

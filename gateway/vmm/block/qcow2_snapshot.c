@@ -391,7 +391,7 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
         .vm_clock_nsec = info->vm_clock_nsec,
         .vm_state_size = info->vm_state_size,
         .disk_size = s->size,
-        .icount = -1,
+        .icount = info->has_icount ? info->icount : -1,
     };
     int nb;
     struct qsnap *v = new_table(s, -1, &sn, &nb, err);
@@ -420,7 +420,7 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
     install_table(s, v, nb);
     snprintf(info->id, sizeof info->id, "%s", id);
     info->disk_size = s->size;
-    info->icount = -1;
+    info->icount = sn.icount;
     return true;
 }
 
