@@ -363,7 +363,11 @@ void sg_gw_fd_pause_input(struct sg_gw_fd *f, bool pause)
     if (f->paused == pause || !f->wsi)
         return;
     f->paused = pause;
-    lws_rx_flow_control(f->wsi, pause ? 0 : 1);
+    /* Applied now: the change is often made from another fd's callback. */
+    lws_rx_flow_control(f->wsi, (pause ? LWS_RXFLOW_REASON_APPLIES_DISABLE
+                                       : LWS_RXFLOW_REASON_APPLIES_ENABLE) |
+                                    LWS_RXFLOW_REASON_USER_BOOL |
+                                    LWS_RXFLOW_REASON_FLAG_PROCESS_NOW);
 }
 
 void sg_gw_fd_close(struct sg_gw_fd *f)
