@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gw_unix.h"
+#include "qmp_unix.h"
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 #include "qmp_top.h"
@@ -454,7 +454,7 @@ static void try_connect(void *opaque)
     }
     sg_qmp_decoder_free(be->dec);
     be->dec = dec;
-    int fd = gw_unix_connect(be->gw->opt->connect_path, &err);
+    int fd = sg_unix_connect(be->gw->opt->connect_path, &err);
     if (fd < 0 || !attach_fd(be, fd, &err)) {
         snprintf(be->attempt_err, sizeof be->attempt_err, "%s", err.msg);
         schedule_retry(be);

@@ -28,7 +28,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gw_unix.h"
+#include "qmp_unix.h"
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 
@@ -347,7 +347,7 @@ struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path
     ep->gw = gw;
     ep->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (path)
-        fd = gw_unix_listen(path, err);
+        fd = sg_unix_listen(path, 16, false, err);
     if (fd < 0) {
         sg_error_prefix(err, "--qmp");
         goto fail;

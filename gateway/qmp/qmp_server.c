@@ -1,4 +1,5 @@
 #include "qmp_server.h"
+#include "qmp_unix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -631,36 +632,19 @@ static bool unix_path(const char *addr, char *out, size_t outlen, struct sg_erro
 
 bool sg_qmp_server_listen(struct sg_qmp_server *srv, const char *addr, struct sg_error *err)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
+    char path[sizeof ((struct sockaddr_un *)0)->sun_path];
     if (srv->listen_fd >= 0) {
         sg_error_set(err, "QMP server already listening");
         return false;
     }
-    if (!unix_path(addr, sa.sun_path, sizeof sa.sun_path, err))
+    if (!unix_path(addr, path, sizeof path, err))
         return false;
-    /* Only a leftover socket is replaced: never delete a regular file. */
-    if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(sa.sun_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = sg_unix_listen(path, 16, true, err);
     if (fd < 0) {
-        sg_error_set_errno(err, errno, "QMP socket");
+        sg_error_prefix(err, "QMP socket");
         return false;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        sg_error_set_errno(err, errno, "cannot bind QMP socket %s", sa.sun_path);
-        close(fd);
-        return false;
-    }
-    /* chmod before listen(): until then every connect() is refused, so
-     * nobody can slip in through the umask's wider mode. */
-    if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 16) < 0) {
-        sg_error_set_errno(err, errno, "cannot listen on QMP socket %s", sa.sun_path);
-        close(fd);
-        unlink(sa.sun_path);
-        return false;
-    }
-    srv->listen_path = strdup(sa.sun_path);
+    srv->listen_path = strdup(path);
     srv->listen_fd = fd;
     return true;
 }
