@@ -101,7 +101,7 @@ static void conn_send(void *opaque, const char *json_text, size_t len)
     struct ep_conn *c = opaque;
     if (c->dropping)
         return;
-    if (!sg_gw_fd_write(c->fd, json_text, len) || !sg_gw_fd_write(c->fd, "\r\n", 2)) {
+    if (!sg_gw_fd_write_line(c->fd, json_text, len)) {
         /* A client that does not read its replies or events would make us
          * hold unbounded memory: it is dropped. */
         drop(c);
