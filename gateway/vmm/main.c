@@ -22,6 +22,7 @@
 #include "hmp_link.h"
 #endif
 #include "qmp_server.h"
+#include "qmp_unix.h"
 #include "vmm.h"
 #include "vmstate.h"
 
@@ -41,16 +42,9 @@ static int unix_socket(const char *path, bool listen_, struct sg_error *err)
         return -1;
     }
     if (listen_) {
-        unlink(path);
-        mode_t old = umask(0077);
-        int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old);
-        if (r < 0 || listen(fd, 1) < 0) {
-            sg_error_set_errno(err, errno, "%s", path);
-            close(fd);
-            return -1;
-        }
-        fcntl(fd, F_SETFL, O_NONBLOCK);
+        /* The shared helper: replaces only a stale socket, never a file. */
+        close(fd);
+        return sg_unix_listen(path, 1, true, err);
     } else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         sg_error_set_errno(err, errno, "%s", path);
         close(fd);
