@@ -55,8 +55,10 @@ struct sg_vm {
     uint64_t ram_size;
     int nr_vcpus;
     char name[128];
-    char cmdline[256];
-    const char *guest_kind;     /* "snapgate-demo" */
+    char cmdline[2048];         /* -append */
+    char kernel[512];           /* -kernel: "" = the demo guest */
+    char initrd[512];
+    const char *guest_kind;     /* "snapgate-demo" or "linux" */
 
     /* KVM */
     int kvm_fd, vm_fd;
