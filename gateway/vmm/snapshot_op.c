@@ -41,6 +41,10 @@ void sg_snap_op_free(void *p)
             atomic_store(&op->cancel, true);
             pthread_join(op->worker, NULL);
         }
+        sg_ram_child_end(&op->child);
+        if (op->sem_ready)
+            sem_destroy(&op->frozen);
+        free(op->dirty);
         free(op->blob);
     }
     free(op);

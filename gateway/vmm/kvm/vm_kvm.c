@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "guest/boot_info.h"
+#include "ram_dirty.h"
 #include "vm.h"
 
 extern const char sg_demo_guest_start[], sg_demo_guest_end[];
@@ -70,6 +71,8 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         return false;
     }
     madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+    /* Huge pages keep fork() (a live save's instant, ram_live.c) cheap. */
+    madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
     /* One host mapping, two slots: RAM index = host offset on both sides
      * of the hole, so vmstate and dirty tracking see one flat RAM. */
     struct kvm_userspace_memory_region mr[2] = {
@@ -93,13 +96,18 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
 
 void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len)
 {
-    if (gpa <= vm->ram_low && len <= vm->ram_low - gpa)
-        return (char *)vm->ram + gpa;
-    uint64_t high = vm->ram_size - vm->ram_low;
-    if (gpa < SG_RAM_HIGH_BASE || gpa - SG_RAM_HIGH_BASE > high ||
-        len > high - (gpa - SG_RAM_HIGH_BASE))
-        return NULL;
-    return (char *)vm->ram + vm->ram_low + (gpa - SG_RAM_HIGH_BASE);
+    uint64_t idx;
+    if (gpa <= vm->ram_low && len <= vm->ram_low - gpa) {
+        idx = gpa;
+    } else {
+        uint64_t high = vm->ram_size - vm->ram_low;
+        if (gpa < SG_RAM_HIGH_BASE || gpa - SG_RAM_HIGH_BASE > high ||
+            len > high - (gpa - SG_RAM_HIGH_BASE))
+            return NULL;
+        idx = vm->ram_low + (gpa - SG_RAM_HIGH_BASE);
+    }
+    sg_ram_dirty_mark(vm, idx, len);   /* devices may write what they get */
+    return (char *)vm->ram + idx;
 }
 
 static void put64(struct sg_vm *vm, uint64_t gpa, uint64_t v)
@@ -180,6 +188,7 @@ bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
         sg_error_set_errno(err, errno, "guest RAM reset");
         return false;
     }
+    sg_ram_dirty_all(vm);
     pthread_mutex_lock(&vm->io_lock);
     for (int i = 0; i < vm->nr_devices; i++)
         if (vm->devices[i]->ops->reset)
@@ -205,6 +214,8 @@ void sg_vm_destroy(struct sg_vm *vm)
         if (vm->vcpus[i].fd >= 0)
             close(vm->vcpus[i].fd);
     }
+    sg_ram_dirty_free(vm->dirty);
+    vm->dirty = NULL;
     if (vm->ram)
         munmap(vm->ram, vm->ram_size);
     if (vm->vm_fd >= 0)

@@ -201,7 +201,10 @@ else:
         vm.wait_line(r"^tick 2$", 30)
         complete(vm, "snapshot-save", "small")   # disk-only state fits; RAM is mostly zero
         failed = None
-        for i in range(4):
+        # Saves after the first write only what changed (incremental): give
+        # the guest time to rewrite its 8 MiB between them.
+        for i in range(12):
+            time.sleep(1)
             jid = submit(vm, "snapshot-save", f"big{i}")
             info = vm.qmp.wait_job(jid, 60)
             if "error" in info:
