@@ -17,7 +17,6 @@
 #include <sys/ioctl.h>
 #include <unistd.h>
 
-#include "guest/boot_info.h"
 #include "ram_dirty.h"
 #include "vm.h"
 
@@ -29,24 +28,6 @@ struct sg_ram_dirty {
     uint64_t *kvm;            /* one slot's bitmap */
     bool logging;
 };
-
-static bool set_logging(struct sg_vm *vm, bool on, struct sg_error *err)
-{
-    struct kvm_userspace_memory_region mr[2] = {
-        { .slot = 0, .guest_phys_addr = 0, .memory_size = vm->ram_low,
-          .userspace_addr = (uint64_t)(uintptr_t)vm->ram },
-        { .slot = 1, .guest_phys_addr = SG_RAM_HIGH_BASE, .memory_size = vm->ram_size - vm->ram_low,
-          .userspace_addr = (uint64_t)(uintptr_t)vm->ram + vm->ram_low },
-    };
-    for (int i = 0; i < 2 && mr[i].memory_size; i++) {
-        mr[i].flags = on ? KVM_MEM_LOG_DIRTY_PAGES : 0;
-        if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &mr[i]) < 0) {
-            sg_error_set_errno(err, errno, "KVM dirty logging (slot %d)", i);
-            return false;
-        }
-    }
-    return true;
-}
 
 bool sg_ram_dirty_start(struct sg_vm *vm, struct sg_error *err)
 {
@@ -70,7 +51,7 @@ bool sg_ram_dirty_start(struct sg_vm *vm, struct sg_error *err)
         return false;
     }
     memset(d->acc, 0xff, d->words * sizeof(uint64_t));   /* no base yet: all changed */
-    if (!set_logging(vm, true, err)) {
+    if (!sg_vm_set_ram_slots(vm, KVM_MEM_LOG_DIRTY_PAGES, err)) {
         sg_ram_dirty_free(d);
         return false;
     }

@@ -73,8 +73,10 @@ struct snap_op {
     uint64_t unsynced;        /* written since the last unlocked fdatasync */
     struct sg_snap_pos parent;   /* recorded in the header */
 
-    /* Lazy load (ram_lazy.c) */
+    /* Lazy load (ram_lazy.c); eager: read all RAM before resuming */
     struct sg_ram_lazy *lazy;
+    bool eager;
+    bool disks_reverted;
 };
 
 bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);

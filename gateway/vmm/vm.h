@@ -105,6 +105,7 @@ struct sg_vm {
 
 /* ---- kvm/vm_kvm.c ----------------------------------------------------- */
 bool sg_vm_init(struct sg_vm *vm, struct sg_error *err);
+bool sg_vm_set_ram_slots(struct sg_vm *vm, uint32_t flags, struct sg_error *err);
 bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err);
 bool sg_vm_add_device(struct sg_vm *vm, struct sg_device *dev, struct sg_error *err);
 void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level);

@@ -73,12 +73,25 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
     madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
     /* Huge pages keep fork() (a live save's instant, ram_live.c) cheap. */
     madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
-    /* One host mapping, two slots: RAM index = host offset on both sides
-     * of the hole, so vmstate and dirty tracking see one flat RAM. */
+    if (!sg_vm_set_ram_slots(vm, 0, err))
+        return false;
+    int khz = ioctl(vm->vm_fd, KVM_GET_TSC_KHZ, 0);
+    if (khz <= 0)
+        khz = ioctl(vm->kvm_fd, KVM_GET_TSC_KHZ, 0);
+    vm->tsc_khz = khz > 0 ? (uint64_t)khz : 0;
+    return true;
+}
+
+/* One host mapping, two slots: RAM index = host offset on both sides of
+ * the hole, so vmstate and dirty tracking see one flat RAM.  `flags`:
+ * KVM_MEM_LOG_DIRTY_PAGES turns KVM's dirty log on (ram_dirty.c). */
+bool sg_vm_set_ram_slots(struct sg_vm *vm, uint32_t flags, struct sg_error *err)
+{
     struct kvm_userspace_memory_region mr[2] = {
-        { .slot = 0, .guest_phys_addr = 0, .memory_size = vm->ram_low,
+        { .slot = 0, .flags = flags, .guest_phys_addr = 0, .memory_size = vm->ram_low,
           .userspace_addr = (uint64_t)(uintptr_t)vm->ram },
-        { .slot = 1, .guest_phys_addr = SG_RAM_HIGH_BASE, .memory_size = vm->ram_size - vm->ram_low,
+        { .slot = 1, .flags = flags, .guest_phys_addr = SG_RAM_HIGH_BASE,
+          .memory_size = vm->ram_size - vm->ram_low,
           .userspace_addr = (uint64_t)(uintptr_t)vm->ram + vm->ram_low },
     };
     for (int i = 0; i < 2 && mr[i].memory_size; i++) {
@@ -87,10 +100,6 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
             return false;
         }
     }
-    int khz = ioctl(vm->vm_fd, KVM_GET_TSC_KHZ, 0);
-    if (khz <= 0)
-        khz = ioctl(vm->kvm_fd, KVM_GET_TSC_KHZ, 0);
-    vm->tsc_khz = khz > 0 ? (uint64_t)khz : 0;
     return true;
 }
 
