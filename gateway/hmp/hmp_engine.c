@@ -358,8 +358,23 @@ static void gather(struct sg_hmp_cmd *c, void (*after)(struct sg_hmp_cmd *c))
     send_qmp(c->h, c, mkcmd("query-block", NULL), h_qblock);
 }
 
+/* snapgate profile: the tree and the current position follow the table
+ * when the back end knows them (snapgate-vmm); QEMU answers CommandNotFound. */
+static void h_tree(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
+{
+    (void)h;
+    sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
+    sg_hmp_format_snapshot_tree(json_object_get(reply, "return"), &c->out);
+    finish(c, false);
+}
+
 static void after_info_snapshots(struct sg_hmp_cmd *c)
 {
+    if (c->profile != SG_HMP_PROFILE_QEMU72) {
+        json_t *a = c->h->vmstate_node ? json_pack("{s:s}", "vmstate", c->h->vmstate_node) : NULL;
+        send_qmp(c->h, c, mkcmd("x-snapgate-query-snapshot-tree", a), h_tree);
+        return;
+    }
     sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
     finish(c, false);
 }

@@ -93,6 +93,9 @@ bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
 void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
 void sg_snap_resume_vm(struct snap_op *op);
 
+/* snapshot_tree.c: x-snapgate-query-snapshot-tree, x-snapgate-ram-checksum. */
+bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err);
+
 /* The jobs, in snapshot_save.c, snapshot_load.c and snapshot_delete.c. */
 extern const struct sg_job_driver sg_snap_save_drv;
 extern const struct sg_job_driver sg_snap_load_drv;
