@@ -197,7 +197,7 @@ class QMP:
         self.queue.clear()
         t0 = time.monotonic()
         mid = self.send(name, dict(args, **{"job-id": job_id}))
-        stop_ts = resume_ts = None
+        stop_ts = resume_ts = self.resume_after = None
         concluded = None
         replied = False
         while concluded is None or not replied:
@@ -208,6 +208,7 @@ class QMP:
                     stop_ts = ts
                 elif m["event"] == "RESUME" and stop_ts is not None:
                     resume_ts = ts
+                    self.resume_after = t - t0   # command sent -> guest running
                 elif (m["event"] == "JOB_STATUS_CHANGE" and m["data"]["id"] == job_id
                       and m["data"]["status"] == "concluded"):
                     concluded = t

@@ -11,35 +11,11 @@ import bench as B
 
 
 def job(vm, name, args, job_id):
-    """(wall s, pause s, cmd sent -> RESUME event arrived s, error)."""
-    q = vm.qmp
-    q.queue.clear()
-    t0 = time.monotonic()
-    mid = q.send(name, dict(args, **{"job-id": job_id}))
-    stop_ts = resume_ts = resume_at = concluded = None
-    replied = False
-    while concluded is None or not replied:
-        t, m = q.next()
-        if "event" in m:
-            ts = m["timestamp"]["seconds"] + m["timestamp"]["microseconds"] / 1e6
-            if m["event"] == "STOP" and stop_ts is None:
-                stop_ts = ts
-            elif m["event"] == "RESUME" and stop_ts is not None and resume_ts is None:
-                resume_ts, resume_at = ts, t
-            elif (m["event"] == "JOB_STATUS_CHANGE" and m["data"]["id"] == job_id
-                  and m["data"]["status"] == "concluded"):
-                concluded = t
-        elif m.get("id") == mid:
-            replied = True
-            if "error" in m:
-                raise B.Unavailable(f"{name}: {m['error'].get('desc')}")
-    jobs = q.cmd("query-jobs").get("return", [])
-    err = next((j.get("error") for j in jobs if j["id"] == job_id), None)
-    q.cmd("job-dismiss", {"id": job_id})
+    """(wall s, pause s, cmd sent -> RESUME event arrived s)."""
+    wall, pause, err = vm.qmp.run_job(name, args, job_id)
     if err:
         raise B.Unavailable(f"{name}: {err}")
-    pause = resume_ts - stop_ts if stop_ts and resume_ts else None
-    return concluded - t0, pause, (resume_at - t0) if resume_at else None
+    return wall, pause, vm.qmp.resume_after
 
 
 SAVE = {"vmstate": "disk0", "devices": ["disk0"]}
