@@ -188,42 +188,16 @@ bool sg_web_json_depth_ok(const char *text, size_t len, int max_depth)
     return true;
 }
 
-/* Built and printed by the QMP library, like the unix endpoint's errors, so
- * a script sees the same bytes on either transport. */
-static void qmp_error(struct sg_web_conn *c, const char *desc)
-{
-    json_t *e = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
-    size_t len;
-    char *s = e ? sg_qmp_dumps(e, &len) : NULL;
-    if (s)
-        conn_enqueue(c, s, len, false);
-    free(s);
-    json_decref(e);
-}
-
-/* One frame is one QMP message, parsed by the same function as every
- * message of the unix endpoint's stream (limits checked before jansson sees
- * the text).  Returns -1 to close. */
+/* One frame is one QMP message, handed to the gateway's proxy as it came
+ * (the same code as every message of the unix endpoint's stream, limits
+ * and malformed JSON included).  Returns -1 to close. */
 static int qmp_message(struct sg_web_conn *c)
 {
-    struct sg_error err = { 0 };
-    json_t *msg = NULL;
-    switch (sg_qmp_parse_message(c->rx.buf, c->rx.len, &msg, &err)) {
-    case SG_QMP_PARSE_OK:
-        break;
-    case SG_QMP_PARSE_INVALID:
-        /* Same as QEMU: malformed input is answered and the link stays up. */
-        qmp_error(c, err.msg);
-        return 0;
-    case SG_QMP_PARSE_FATAL:
-        qmp_error(c, err.msg);
+    if (c->qmp && !sg_gw_qmp_client_input(c->qmp, (const char *)c->rx.buf, c->rx.len, NULL, 0)) {
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
                          (unsigned char *)"QMP limit exceeded", 18);
         return -1;
     }
-    if (c->qmp)
-        sg_gw_qmp_client_input(c->qmp, msg);
-    json_decref(msg);
     return 0;
 }
 

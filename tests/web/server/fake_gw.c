@@ -11,6 +11,7 @@
 #include <libwebsockets.h>
 
 #include "fake_gw.h"
+#include "qmp_msg.h"
 
 #define MAX_SNAPS 32
 #define MAX_CLIENTS 64
@@ -215,7 +216,7 @@ struct sg_gw_qmp_client *sg_gw_qmp_client_new(struct sg_gw *gw, enum sg_hmp_styl
     return NULL;
 }
 
-void sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, json_t *msg)
+static void client_input_json(struct sg_gw_qmp_client *c, json_t *msg)
 {
     json_t *id = json_object_get(msg, "id");
     const char *cmd = json_string_value(json_object_get(msg, "execute"));
@@ -237,6 +238,33 @@ void sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, json_t *msg)
         json_object_set(reply, "id", id);
     send_json(c, reply);
     json_decref(reply);
+}
+
+/* The gateway's proxy takes each message's bytes (it forwards them
+ * unchanged); this fake decodes them, answering bad JSON as the gateway does. */
+bool sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, const char *bytes, size_t len, int *fds,
+                            size_t nfds)
+{
+    (void)fds;
+    (void)nfds;
+    json_t *msg = NULL;
+    struct sg_error err = { 0 };
+    enum sg_qmp_parse r = sg_qmp_parse_message(bytes, len, &msg, &err);
+    if (r != SG_QMP_PARSE_OK) {
+        json_t *e = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, err.msg);
+        send_json(c, e);
+        json_decref(e);
+        return r != SG_QMP_PARSE_FATAL;
+    }
+    client_input_json(c, msg);
+    json_decref(msg);
+    return true;
+}
+
+size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c)
+{
+    (void)c;
+    return 0;
 }
 
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c)
