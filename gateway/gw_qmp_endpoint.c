@@ -57,6 +57,7 @@ struct ep_conn {
 struct gw_qmp_endpoint {
     struct sg_gw *gw;
     char *path;                 /* NULL: an inherited socket (not ours to unlink) */
+    struct sg_unix_name name;   /* what we made at path: only that is removed */
     struct sg_gw_fd *listen;
     struct ep_conn *conns;
     size_t partial_total;
@@ -346,8 +347,10 @@ struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path
     }
     ep->gw = gw;
     ep->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (path)
+    if (path) {
         fd = sg_unix_listen(path, 16, false, err);
+        sg_unix_name_get(path, &ep->name);
+    }
     if (fd < 0) {
         sg_error_prefix(err, "--qmp");
         goto fail;
@@ -356,7 +359,7 @@ struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path
     if (!ep->listen) {
         close(fd);
         if (path)
-            unlink(path);
+            sg_unix_name_remove(path, &ep->name);
         goto fail;
     }
     return ep;
@@ -381,7 +384,7 @@ void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep)
         sg_gw_fd_detach(ep->listen);
     /* An inherited socket (no path) belongs to whoever made it. */
     if (ep->path)
-        unlink(ep->path);
+        sg_unix_name_remove(ep->path, &ep->name);
     if (ep->spare_fd >= 0)
         close(ep->spare_fd);
     free(ep->path);

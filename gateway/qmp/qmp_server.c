@@ -21,6 +21,7 @@ struct sg_qmp_server {
     size_t ncmds, capcmds;
     int listen_fd;
     char *listen_path;
+    struct sg_unix_name listen_name;
     struct sg_qmp_session *sessions;  /* doubly linked, newest first */
     size_t nsessions;
     size_t partial_total;   /* bytes of half-received messages, all sessions */
@@ -143,7 +144,7 @@ void sg_qmp_server_free(struct sg_qmp_server *srv)
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     if (srv->listen_path)
-        unlink(srv->listen_path);
+        sg_unix_name_remove(srv->listen_path, &srv->listen_name);
     if (srv->spare_fd >= 0)
         close(srv->spare_fd);
     free(srv->listen_path);
@@ -675,6 +676,7 @@ bool sg_qmp_server_listen(struct sg_qmp_server *srv, const char *addr, struct sg
         return false;
     }
     srv->listen_path = strdup(path);
+    sg_unix_name_get(path, &srv->listen_name);
     srv->listen_fd = fd;
     return true;
 }

@@ -153,3 +153,20 @@ bool sg_unix_inherited_listener(int fd, struct sg_error *err)
     }
     return true;
 }
+
+void sg_unix_name_get(const char *path, struct sg_unix_name *n)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        *n = (struct sg_unix_name){ (unsigned long long)st.st_dev, (unsigned long long)st.st_ino };
+    else
+        *n = (struct sg_unix_name){ 0, 0 };
+}
+
+void sg_unix_name_remove(const char *path, const struct sg_unix_name *n)
+{
+    struct stat st;
+    if (n->ino && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        (unsigned long long)st.st_dev == n->dev && (unsigned long long)st.st_ino == n->ino)
+        unlink(path);
+}

@@ -13,12 +13,22 @@
 #define SG_QMP_UNIX_H
 
 #include <stdbool.h>
+#include <sys/types.h>
 
 #include "sg_error.h"
 
 /* Listening socket at `path` (close-on-exec, non-blocking when asked), or
  * -1 with `err` set. */
 int sg_unix_listen(const char *path, int backlog, bool nonblock, struct sg_error *err);
+/* The file a listener made, so that only that one is removed at exit (a
+ * socket or file put at the path since then is left alone). */
+struct sg_unix_name {
+    unsigned long long dev, ino;
+};
+/* Records what is at `path` now (right after sg_unix_listen). */
+void sg_unix_name_get(const char *path, struct sg_unix_name *n);
+/* Unlinks `path` only if it still is that socket. */
+void sg_unix_name_remove(const char *path, const struct sg_unix_name *n);
 /* Blocking connect; the fd (close-on-exec) or -1 with `err` set (may be NULL). */
 int sg_unix_connect(const char *path, struct sg_error *err);
 /* Checks that inherited descriptor `fd` is a listening stream socket and

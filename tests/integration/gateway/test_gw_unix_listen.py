@@ -4,7 +4,8 @@ gateway's --qmp, snapgate-vmm's -qmp and -serial unix:PATH,server=on.
 It replaces only a stale socket: a regular file at the path is an error and
 stays as it was (snapgate-vmm -serial unix:FILE,server=on used to delete
 it), a socket somebody listens on is refused, a stale one is replaced; the
-new socket is mode 0600 and accepts connections as soon as its name exists."""
+new socket is mode 0600 and accepts connections as soon as its name exists;
+at exit only the socket made is removed, never what replaced it."""
 import os
 import socket
 import stat
@@ -72,8 +73,20 @@ sgtest.check_eq(stat.S_IMODE(os.stat(stale).st_mode), 0o600, "socket mode")
 q = sgtest.QMP(stale)
 sgtest.check_eq(q.cmd("query-status")["return"]["status"], "running", "served")
 sgtest.check_eq(sorted(n for n in os.listdir(d) if n.startswith(".sg-")), [], "no temporary name left")
+# At exit only the socket the gateway made is removed: a file someone put at
+# the path meanwhile stays.
+os.unlink(stale)
+with open(stale, "w") as f:
+    f.write("mine now\n")
 gw.terminate()
 gw.wait(10)
+sgtest.check_eq(open(stale).read(), "mine now\n", "a file put at the --qmp path survives the exit")
+gw = sgtest.spawn([gw_bin, "--connect", "unix:" + be_sock, "--qmp", "unix:" + os.path.join(d, "own.sock"),
+                   "--no-monitor"], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
+sgtest.wait_for(lambda: accepts(os.path.join(d, "own.sock")), 10, "--qmp own.sock")
+gw.terminate()
+gw.wait(10)
+sgtest.check(not os.path.exists(os.path.join(d, "own.sock")), "its own socket is removed at exit")
 
 # snapgate-vmm -serial unix:FILE,server=on and -qmp on a regular file.
 vmm = sgtest.binary("snapgate-vmm")
