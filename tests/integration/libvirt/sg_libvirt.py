@@ -183,3 +183,41 @@ def domain_xml(name, emulator, kernel, initrd, disk, serial_log, mem_mib=128):
   </devices>
 </domain>
 """
+
+
+def build_guest(guest_dir):
+    """The test guest: scripts/make-linux-guest.sh with counter.sh as its workload (cached)."""
+    script = os.path.join(sgtest.SRC, "scripts", "make-linux-guest.sh")
+    check(os.path.exists(script), f"{script} missing")
+    run_file = os.path.join(os.path.dirname(os.path.abspath(__file__)), "counter.sh")
+    r = subprocess.run([script, guest_dir, "--flavour", "cloud-amd64", "--modules",
+                        "virtio_pci,virtio_blk", "--run", run_file, "-q"],
+                       capture_output=True, text=True, timeout=600)
+    if r.returncode != 0:
+        skip(f"cannot build the test guest (make-linux-guest.sh: {r.stderr.strip()[-300:]})")
+    return os.path.join(guest_dir, "vmlinuz"), os.path.join(guest_dir, "initrd.img")
+
+
+def ticks(path):
+    """Counter values the guest printed, in order."""
+    try:
+        with open(path, errors="replace") as f:
+            return [int(l.split()[1]) for l in f.read().splitlines()
+                    if l.startswith("tick ") and l.split()[1:2] and l.split()[1].isdigit()]
+    except OSError:
+        return []
+
+
+def disk_counter(image):
+    """The counter in the image's first sector (read shared: the domain may hold it)."""
+    r = subprocess.run(["qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -v 0 16", image],
+                       capture_output=True, text=True)
+    text = "".join(l[60:76] for l in r.stdout.splitlines() if l[:8].isalnum() and ":" in l[:10])
+    if "count " not in text:
+        return None
+    return int(text.split("count ")[1][:8])
+
+
+def img_check(image):
+    r = subprocess.run(["qemu-img", "check", "-U", image], capture_output=True, text=True)
+    check(r.returncode == 0, f"qemu-img check {image}: {r.returncode}\n{r.stdout}{r.stderr}")
