@@ -25,6 +25,7 @@ struct sg_gw;
 enum sg_hmp_style {
     SG_HMP_STYLE_SNAPGATE,   /* for people: notes, IDs where unambiguous */
     SG_HMP_STYLE_QEMU72,     /* byte-identical to QEMU 7.2, "\r\n" line ends */
+    SG_HMP_STYLE_LIBVIRT_SAFE, /* QEMU 7.2's replies, refusing where it would pick another snapshot */
 };
 
 /* ---- Front-end QMP clients (QMP unix endpoint, /qmp WebSocket) ---------

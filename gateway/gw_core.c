@@ -84,6 +84,13 @@ void gw_on_backend_lost(struct sg_gw *gw, const char *why)
         gw_exit(gw, SG_GW_EXIT_OK);
         return;
     }
+    if (gw->opt->exit_with_backend) {
+        /* snapgate-qemu: QEMU's end (destroy, shutdown, a crash) is ours too. */
+        gw_print(gw, "snapgate: the back end ended (%s%s%s); leaving\n", why,
+                 gw->shutdown_reason[0] ? ", SHUTDOWN reason " : "", gw->shutdown_reason);
+        gw_exit(gw, SG_GW_EXIT_OK);
+        return;
+    }
     /* The guest powered off (or someone quit the back end over QMP): the
      * back end ending afterwards is an orderly end, not a death. */
     if (strncmp(gw->shutdown_reason, "guest-", 6) == 0 ||

@@ -216,7 +216,9 @@ struct sg_gw_hmp_req *sg_gw_hmp_exec(struct sg_gw *gw, const char *line, enum sg
     r->opaque = opaque;
     r->in_exec = true;
     req_link(&gw->hmp_reqs, r);
-    int profile = style == SG_HMP_STYLE_QEMU72 ? SG_HMP_PROFILE_QEMU72 : SG_HMP_PROFILE_SNAPGATE;
+    int profile = style == SG_HMP_STYLE_QEMU72         ? SG_HMP_PROFILE_QEMU72
+                  : style == SG_HMP_STYLE_LIBVIRT_SAFE ? SG_HMP_PROFILE_LIBVIRT_SAFE
+                                                       : SG_HMP_PROFILE_SNAPGATE;
     struct sg_hmp_cmd *cmd = sg_hmp_exec(gw->hmp, line, profile, req_done, req_progress, r);
     r->in_exec = false;
     if (r->finished || !cmd) {

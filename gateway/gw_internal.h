@@ -177,6 +177,9 @@ void gw_hmp_abort_all(struct sg_gw *gw, const char *text);
 bool gw_hmp_renew(struct sg_gw *gw, struct sg_error *err);
 /* Quits the back end, then the gateway (exit 0). */
 void gw_quit(struct sg_gw *gw);
+/* gw_loadvm.c: --loadvm NAME on the stopped back end (and --cont); false with `err` set
+ * after quitting the back end when the engine refuses or the load fails. */
+bool gw_loadvm_run(struct sg_gw *gw, struct sg_error *err);
 
 /* Event fan-out to every negotiated front-end QMP client (gw_qmp_client.c),
  * and dismissal of jobs whose client went away. */

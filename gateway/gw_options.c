@@ -11,8 +11,9 @@ static const char usage_text[] =
     "                [--qmp unix:PATH|fd:N] [--web [ADDR:]PORT] [--web-cert PEM --web-key PEM]\n"
     "                [--web-token-file FILE] [--web-insecure] [--no-monitor]\n"
     "                [--serial-to-terminal]\n"
-    "                [--hmp-profile snapgate|qemu-7.2] [--compat-profile snapgate|qemu-7.2]\n"
+    "                [--hmp-profile P] [--compat-profile P]   (P: snapgate|qemu-7.2|libvirt-safe)\n"
     "                [--vmstate-node NODE] [--reconnect SECONDS]\n"
+    "                [--loadvm NAME [--cont]] [--exit-with-backend]\n"
     "\n"
     "The snapshot gateway: an HMP monitor whose savevm/loadvm/delvm become QMP jobs.\n"
     "\n"
@@ -36,6 +37,11 @@ static const char usage_text[] =
     "  --hmp-profile P         output style of the monitor and web HMP (default snapgate)\n"
     "  --compat-profile P      style of human-monitor-command on --qmp (default qemu-7.2)\n"
     "  --vmstate-node NODE     disk that receives the VM state\n"
+    "  --loadvm NAME           once connected, run 'loadvm NAME' (--compat-profile) on the\n"
+    "                          stopped back end before serving anyone; failure: quit it, exit 1\n"
+    "  --cont                  after --loadvm, resume the VM (cont)\n"
+    "  --exit-with-backend     the back end ending is an orderly end (exit 0), as for\n"
+    "                          a supervisor that runs both (snapgate-qemu)\n"
     "  --help, --version       print this text or the version and exit\n"
     "\n"
     "Exit status: 0 after quit or end of input, 1 on usage or start-up errors,\n"
@@ -58,7 +64,12 @@ static bool parse_profile(const char *opt, const char *v, enum sg_hmp_style *out
         *out = SG_HMP_STYLE_QEMU72;
         return true;
     }
-    sg_error_set(err, "%s: unknown profile '%s' (expected snapgate or qemu-7.2)", opt, v);
+    if (strcmp(v, "libvirt-safe") == 0) {
+        *out = SG_HMP_STYLE_LIBVIRT_SAFE;
+        return true;
+    }
+    sg_error_set(err, "%s: unknown profile '%s' (expected snapgate, qemu-7.2 or libvirt-safe)",
+                 opt, v);
     return false;
 }
 
@@ -145,7 +156,7 @@ static bool parse_seconds(const char *opt, const char *v, unsigned *out, struct 
 static const char *const valued[] = {
     "--connect", "--state-dir", "--qmp", "--web", "--web-cert", "--web-key",
     "--web-token-file", "--hmp-profile", "--compat-profile", "--vmstate-node", "--reconnect",
-    NULL,
+    "--loadvm", NULL,
 };
 
 static bool takes_value(const char *name)
@@ -257,6 +268,8 @@ enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, c
             o->no_monitor = true;
         } else if (strcmp(name, "--serial-to-terminal") == 0) {
             o->serial_to_terminal = true;
+        } else if (gw_loadvm_option(o, name, val, &ok, err)) {
+            /* --loadvm, --cont, --exit-with-backend (gw_loadvm.c) */
         } else {
             sg_error_set(err, "unknown option '%s' (see --help)", name);
             ok = false;

@@ -42,6 +42,9 @@ struct sg_gw_options {
     /* --reconnect SECONDS: how long a lost --connect back end is waited
      * for (0: the gateway exits 2 at once). */
     unsigned reconnect_s;
+    const char *loadvm;         /* --loadvm NAME or NULL */
+    bool cont;                  /* --cont: resume after --loadvm */
+    bool exit_with_backend;     /* --exit-with-backend */
     char web_addr_buf[256];
 };
 
@@ -53,6 +56,9 @@ static inline bool sg_gw_options_has_qmp(const struct sg_gw_options *o)
 {
     return o->qmp_path || o->qmp_fd >= 0;
 }
+/* gw_loadvm.c: parses --loadvm/--cont/--exit-with-backend; false when `name` is none of them. */
+bool gw_loadvm_option(struct sg_gw_options *o, const char *name, const char *val, bool *ok,
+                      struct sg_error *err);
 /* The --help text. */
 const char *sg_gw_usage(void);
 

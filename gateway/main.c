@@ -149,6 +149,8 @@ int main(int argc, char **argv)
     }
     if (!gw_hmp_init(&gw, &err))
         goto out;
+    if (opt.loadvm && !gw_loadvm_run(&gw, &err))   /* before anyone is served */
+        goto out;
     if (sg_gw_options_has_qmp(&opt) &&
         !(gw.qmp_ep = gw_qmp_endpoint_start(&gw, opt.qmp_path, opt.qmp_fd, &err)))
         goto out;

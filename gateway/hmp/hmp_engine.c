@@ -8,6 +8,7 @@
 
 #include "hmp_engine.h"
 #include "sg_q72.h"
+#include "sg_q72_safe.h"
 
 struct sg_hmp_cmd {
     struct sg_hmp *h;
@@ -21,6 +22,7 @@ struct sg_hmp_cmd {
     sg_hmp_progress_fn progress;
     void *opaque;
     int profile;
+    const struct sg_q72_safety *safety;   /* the profile's safety table, or NULL */
     char *line;
     struct sg_hmp_parsed p;
     void (*after)(struct sg_hmp_cmd *c);   /* continuation of a gather / hmc probe */
@@ -489,6 +491,10 @@ static void after_savevm(struct sg_hmp_cmd *c)
             note(c, msg);
         }
     }
+    if (sg_hmp_safety_refuses(c->safety, "savevm", &c->disks, tag, &err)) {
+        finish_error(c, err.msg);
+        return;
+    }
     size_t dups = 0;
     for (size_t i = 0; i < c->disks.n; i++)
         if (sg_hmp_disk_in_snapshot(&c->disks.disk[i]) && c->disks.disk[i].can_snapshot) {
@@ -543,7 +549,7 @@ static void after_loadvm_q72(struct sg_hmp_cmd *c)
             c->disks.disk[vs].snaps[first].vm_state_size == 0)
             sg_error_set(&err, SG_Q72_DISK_ONLY);
     }
-    if (err.set) {
+    if (err.set || sg_hmp_safety_refuses(c->safety, "loadvm", &c->disks, tag, &err)) {
         finish_error(c, err.msg);
         return;
     }
@@ -567,6 +573,10 @@ static void after_delvm_q72(struct sg_hmp_cmd *c)
      * starting a job. */
     if (!present) {
         finish(c, false);
+        return;
+    }
+    if (sg_hmp_safety_refuses(c->safety, "delvm", &c->disks, c->p.name, &err)) {
+        finish_error(c, err.msg);
         return;
     }
     if (add_job(c, -1, "delete", c->p.name, "delvm"))
@@ -786,8 +796,10 @@ struct sg_hmp_cmd *sg_hmp_exec(struct sg_hmp *h, const char *line, int profile,
     c->done = done;
     c->progress = progress;
     c->opaque = opaque;
-    c->profile = profile == SG_HMP_PROFILE_QEMU72 ? SG_HMP_PROFILE_QEMU72
-                                                  : SG_HMP_PROFILE_SNAPGATE;
+    c->profile = profile == SG_HMP_PROFILE_QEMU72 || profile == SG_HMP_PROFILE_LIBVIRT_SAFE
+                     ? SG_HMP_PROFILE_QEMU72
+                     : SG_HMP_PROFILE_SNAPGATE;
+    c->safety = profile == SG_HMP_PROFILE_LIBVIRT_SAFE ? &sg_q72_libvirt_safe : NULL;
     c->next = h->cmds;
     h->cmds = c;
     start(c);

@@ -143,22 +143,33 @@ bool sg_hmp_resolve(const struct sg_hmp_disks *d, int vmstate, const char *name,
     return true;
 }
 
-bool sg_hmp_tag_shadowed(const struct sg_hmp_disks *d, const char *tag, struct sg_error *err)
+const struct sg_hmp_snap *sg_hmp_id_shadow(const struct sg_hmp_disks *d, const char *tag,
+                                           size_t *disk)
 {
     for (size_t i = 0; i < d->n; i++) {
         if (!in_vm(&d->disk[i]))
             continue;
         const struct sg_hmp_snap *s = find_id(&d->disk[i], tag);
         if (s && strcmp(s->tag, tag) != 0) {
-            sg_error_set(err,
-                         "Snapshot tag '%s' is also the ID of snapshot '%s' on '%s'; this back "
-                         "end would restore that one (it looks names up as IDs first), so "
-                         "loadvm refuses. 'loadvm -i %s' loads '%s'; to load '%s' itself, "
-                         "delete '%s' first ('delvm -i %s'), or revert the disks offline "
-                         "with 'snapgate-img snapshot -a -t %s FILE' (without the VM state)",
-                         tag, s->tag, d->disk[i].device, tag, s->tag, tag, s->tag, tag, tag);
-            return true;
+            if (disk)
+                *disk = i;
+            return s;
         }
     }
-    return false;
+    return NULL;
+}
+
+bool sg_hmp_tag_shadowed(const struct sg_hmp_disks *d, const char *tag, struct sg_error *err)
+{
+    size_t i;
+    const struct sg_hmp_snap *s = sg_hmp_id_shadow(d, tag, &i);
+    if (s)
+        sg_error_set(err,
+                     "Snapshot tag '%s' is also the ID of snapshot '%s' on '%s'; this back "
+                     "end would restore that one (it looks names up as IDs first), so "
+                     "loadvm refuses. 'loadvm -i %s' loads '%s'; to load '%s' itself, "
+                     "delete '%s' first ('delvm -i %s'), or revert the disks offline "
+                     "with 'snapgate-img snapshot -a -t %s FILE' (without the VM state)",
+                     tag, s->tag, d->disk[i].device, tag, s->tag, tag, s->tag, tag, tag);
+    return s != NULL;
 }

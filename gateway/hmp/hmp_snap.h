@@ -83,6 +83,15 @@ bool sg_hmp_resolve(const struct sg_hmp_disks *d, int vmstate, const char *name,
 /* True (with `err` set) when `tag` is the ID of a different snapshot on
  * some disk of the VM: a back end that looks names up as IDs first (QEMU's
  * qcow2 snapshot goto) would restore that other snapshot. */
+/* The snapshot whose ID is `tag` but whose tag is not, on the first disk of the VM that has
+ * one (its index in *disk), or NULL. */
+const struct sg_hmp_snap *sg_hmp_id_shadow(const struct sg_hmp_disks *d, const char *tag,
+                                           size_t *disk);
+/* Whether a profile's safety table (compat/sg_q72_safe.h) refuses `command` on `tag`: true
+ * with `err` set to the table's refusal text. */
+struct sg_q72_safety;
+bool sg_hmp_safety_refuses(const struct sg_q72_safety *profile, const char *command,
+                           const struct sg_hmp_disks *d, const char *tag, struct sg_error *err);
 bool sg_hmp_tag_shadowed(const struct sg_hmp_disks *d, const char *tag, struct sg_error *err);
 
 /* Default savevm tag: vm-%Y%m%d%H%M%S of `now` in local time, with "-2",

@@ -26,6 +26,9 @@
 enum sg_hmp_profile {
     SG_HMP_PROFILE_SNAPGATE = 0, /* for people: notes, IDs where unambiguous */
     SG_HMP_PROFILE_QEMU72 = 1,   /* byte-identical to QEMU 7.2, "\r\n" ends */
+    /* QEMU 7.2's replies, except an "Error: " reply where QEMU 7.2 would act on another
+     * snapshot than the name says (the table in compat/sg_q72_safe.h) */
+    SG_HMP_PROFILE_LIBVIRT_SAFE = 2,
 };
 
 /* Reply to one QMP command: {"return": ...} or {"error": {"class", "desc"}},
