@@ -58,6 +58,9 @@ static void show_event(struct sg_gw *gw, json_t *event)
 
 void gw_on_backend_event(struct sg_gw *gw, json_t *event, const char *bytes, size_t len)
 {
+    /* Before the fan-out: a client reacting to "concluded" sees the new
+     * current snapshot. */
+    gw_current_on_event(gw, event);
     gw_qmp_clients_event(gw, event, bytes, len);
     if (!event)
         return;

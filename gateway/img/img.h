@@ -20,6 +20,14 @@ int img_parse_size_err(const char *s, uint64_t *out);
 void img_size_str(char *buf, size_t n, unsigned long long v);
 /* One snapshot table as qemu-img prints it (header line included). */
 void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n);
+/* img_open.c: takes -U/--force-share out of argv (returns the new argc). */
+int img_take_global_options(int argc, char **argv);
+/* Opens FILE as FMT (NULL: probed; locks, -U; a writable open refuses a
+ * corrupt image); prints
+ * the error and returns NULL on failure. */
+struct sg_block *img_open(const char *file, const char *fmt, bool writable);
+/* SG_BLOCK_FORCE_SHARE when -U was given, else 0. */
+unsigned img_share(void);
 /* "snapgate-img: MSG" on stderr. */
 void img_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A usage error as qemu-img words them: MSG, then "Try 'snapgate-img
@@ -27,8 +35,6 @@ void img_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int img_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* getopt returned ':' (missing argument) or '?' (unknown option). */
 int img_getopt_error(int c, char **argv);
-/* sg_block_open flags for a read-only open and -U (--force-share). */
-unsigned img_open_flags(bool read_only, bool force_share);
 /* -f FMT: true for qcow2/raw (or none); else an error naming FILE. */
 bool img_check_format(const char *file, const char *fmt);
 /* --output=human|json: true and *json set, or qemu-img's error. */

@@ -1,6 +1,7 @@
 /* img_cli.c: what every subcommand shares to behave like qemu-img on the
  * command line: its usage errors (and their "Try ... --help" line), the
- * getopt loop's error cases, and how -U reaches the open. */
+ * getopt loop's error cases, -f and --output checks (img_open.c opens the
+ * image: locks, -U, corrupt refusal). */
 #include "img.h"
 
 #include <getopt.h>
@@ -35,15 +36,6 @@ int img_getopt_error(int c, char **argv)
     if (c == ':')
         return img_usage_error("missing argument for option '%s'", argv[optind - 1]);
     return img_usage_error("unrecognized option '%s'", argv[optind - 1]);
-}
-
-unsigned img_open_flags(bool read_only, bool force_share)
-{
-    /* -U is parsed here for every subcommand qemu-img accepts it on; the
-     * image locks that it relaxes belong to the block layer, which maps it
-     * to its own flag when it takes locks. */
-    (void)force_share;
-    return read_only ? SG_BLOCK_RDONLY : 0;
 }
 
 bool img_check_format(const char *file, const char *fmt)

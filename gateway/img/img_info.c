@@ -54,7 +54,9 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
                 json_object_set_new(s, "icount", json_integer(l[i].icount));
             json_object_set_new(s, "vm-clock-nsec",
                                 json_integer((json_int_t)(l[i].vm_clock_nsec % 1000000000ULL)));
-            json_object_set_new(s, "name", json_string(l[i].name));
+            char *name = sg_utf8_lossy(l[i].name);   /* as qemu-img: U+FFFD */
+            json_object_set_new(s, "name", json_string(name ? name : ""));
+            free(name);
             json_object_set_new(s, "date-sec", json_integer((json_int_t)l[i].date_sec));
             json_object_set_new(s, "date-nsec", json_integer((json_int_t)l[i].date_nsec));
             json_object_set_new(s, "vm-clock-sec",
@@ -100,7 +102,7 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
 
 int img_info(int argc, char **argv)
 {
-    bool json = false, force_share = false;
+    bool json = false;
     const char *fmt = NULL;
     enum { OPT_OUTPUT = 256, OPT_CHAIN, OPT_IMAGE_OPTS };
     static const struct option longopts[] = {
@@ -115,7 +117,7 @@ int img_info(int argc, char **argv)
     for (int c; (c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1;) {
         switch (c) {
         case 'f': fmt = optarg; break;
-        case 'U': force_share = true; break;
+        case 'U': break;   /* img_take_global_options already took it */
         case OPT_OUTPUT:
             if (!img_output_format(optarg, &json))
                 return 1;
@@ -134,11 +136,9 @@ int img_info(int argc, char **argv)
     if (!img_check_format(file, fmt))
         return 1;
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, fmt, img_open_flags(true, force_share), &err);
-    if (!bs) {
-        img_error("Could not open '%s': %s", file, err.msg);
+    struct sg_block *bs = img_open(file, fmt, false);
+    if (!bs)
         return 1;
-    }
     struct sg_snapshot_info *l;
     int n = sg_block_snapshot_list(bs, &l, &err);
     if (n < 0) {

@@ -55,8 +55,7 @@ static void not_found(char action, const char *name, const struct sg_error *err)
 int img_snapshot(int argc, char **argv)
 {
     char action = 0;
-    const char *name = NULL, *fmt = NULL;   /* qemu-img snapshot has no -f: probed */
-    bool force_share = false;
+    const char *name = NULL;   /* qemu-img snapshot has no -f: the format is probed */
     enum sg_snapshot_match how = SG_SNAPSHOT_BY_NAME;
     enum { OPT_IMAGE_OPTS = 256 };
     static const struct option longopts[] = {
@@ -84,7 +83,7 @@ int img_snapshot(int argc, char **argv)
         case 'i': how = SG_SNAPSHOT_BY_ID; break;
         case 't': how = SG_SNAPSHOT_BY_TAG; break;
         case 'q': break;   /* qemu-img -q: its snapshot commands print nothing else */
-        case 'U': force_share = true; break;
+        case 'U': break;   /* img_take_global_options already took it */
         case OPT_IMAGE_OPTS:
             img_error("--image-opts is not supported by snapgate-img");
             return 1;
@@ -96,21 +95,10 @@ int img_snapshot(int argc, char **argv)
         return img_usage_error("Expecting one image file name");
     const char *file = argv[optind];
     /* Without an action qemu-img opens the image and does nothing. */
-    if (!img_check_format(file, fmt))
-        return 1;
-    if (force_share && action && action != 'l') {
-        img_error("Could not open '%s': force-share=on can only be used with read-only images",
-                  file);
-        return 1;
-    }
-
     struct sg_error err = {0};
-    struct sg_block *bs =
-        sg_block_open(file, fmt, img_open_flags(action == 'l' || !action, force_share), &err);
-    if (!bs) {
-        img_error("Could not open '%s': %s", file, err.msg);
+    struct sg_block *bs = img_open(file, NULL, action && action != 'l');
+    if (!bs)
         return 1;
-    }
     /* Listing a raw image's snapshots shows none, as qemu-img does. */
     if (!sg_block_can_snapshot(bs) && action && action != 'l') {
         img_error("Could not open '%s': format '%s' does not support snapshots", file,
