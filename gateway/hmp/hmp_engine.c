@@ -422,18 +422,38 @@ void sg_hmp_set_current(struct sg_hmp *h, const char *tag)
     h->current = tag ? strdup(tag) : NULL;
 }
 
-static void after_info_snapshots(struct sg_hmp_cmd *c)
+/* QEMU has no notion of a current snapshot: only the snapgate profile names
+ * it, and only while a disk still holds it. */
+static void format_current(struct sg_hmp_cmd *c)
 {
-    sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
-    /* QEMU has no such notion: only the snapgate profile names it, and only
-     * while a disk still holds it. */
     bool listed = false;
     for (size_t i = 0; c->h->current && i < c->disks.n && !listed; i++)
         for (size_t j = 0; j < c->disks.disk[i].nsnaps && !listed; j++)
             listed = strcmp(c->disks.disk[i].snaps[j].tag, c->h->current) == 0;
-    if (listed && c->profile != SG_HMP_PROFILE_QEMU72)
+    if (listed)
         sg_sb_printf(&c->out, "Current snapshot: '%s' (the last one saved or loaded)\n",
                      c->h->current);
+}
+
+/* snapgate profile: the tree and the current position follow the table
+ * when the back end knows them (snapgate-vmm); QEMU answers CommandNotFound. */
+static void h_tree(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
+{
+    (void)h;
+    sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
+    sg_hmp_format_snapshot_tree(json_object_get(reply, "return"), &c->out);
+    format_current(c);
+    finish(c, false);
+}
+
+static void after_info_snapshots(struct sg_hmp_cmd *c)
+{
+    if (c->profile != SG_HMP_PROFILE_QEMU72) {
+        json_t *a = c->h->vmstate_node ? json_pack("{s:s}", "vmstate", c->h->vmstate_node) : NULL;
+        send_qmp(c->h, c, mkcmd("x-snapgate-query-snapshot-tree", a), h_tree);
+        return;
+    }
+    sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
     finish(c, false);
 }
 

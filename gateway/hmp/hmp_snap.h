@@ -120,6 +120,10 @@ bool sg_hmp_plan_delete_by_id(struct sg_hmp_plan *p, const struct sg_hmp_disks *
 
 /* ---- Formatting -------------------------------------------------------- */
 /* info snapshots for a profile ("\n" ends). */
+/* The snapshot tree of x-snapgate-query-snapshot-tree's reply (nothing
+ * when `tree` is NULL or has fewer than one snapshot): each snapshot under
+ * its parent, "NOW" under the current one (hmp_tree.c). */
+void sg_hmp_format_snapshot_tree(json_t *tree, struct sg_strbuf *out);
 void sg_hmp_format_snapshots(const struct sg_hmp_disks *d, const char *vmstate_override,
                              int profile, struct sg_strbuf *out);
 void sg_hmp_format_status(json_t *query_status, struct sg_strbuf *out);

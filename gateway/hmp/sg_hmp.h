@@ -137,6 +137,10 @@ bool sg_hmp_busy(const struct sg_hmp *h);
  * malloc'd strings (free with sg_hmp_strv_free), or NULL when none match. */
 char **sg_hmp_complete(struct sg_hmp *h, const char *buf, size_t start, const char *word);
 void sg_hmp_strv_free(char **v);
+/* The owner's current snapshot (the gateway's: last saved or loaded), or
+ * NULL; `info snapshots` names it after the table in the snapgate profile.
+ * The string is copied. */
+void sg_hmp_set_current(struct sg_hmp *h, const char *tag);
 /* Completion of a snapshot name typed without quotes and with spaces in it
  * ("loadvm with sp" -> "loadvm \"with space\"").  When `buf[0..point)`
  * ends inside the NAME argument of savevm/loadvm/delvm [-t|-i], returns
@@ -148,10 +152,6 @@ char **sg_hmp_complete_name(struct sg_hmp *h, const char *buf, size_t point, siz
  * `open` leaves the closing quote off (a prefix still being typed).
  * malloc'd; NULL when out of memory. */
 char *sg_hmp_quote_name(const char *name, bool open);
-/* The owner's current snapshot (the gateway's: last saved or loaded), or
- * NULL; `info snapshots` names it after the table in the snapgate profile.
- * The string is copied. */
-void sg_hmp_set_current(struct sg_hmp *h, const char *tag);
 /* Asks the back end for the snapshot lists now (e.g. right after connect). */
 void sg_hmp_refresh_snapshots(struct sg_hmp *h);
 

@@ -20,14 +20,11 @@ int img_parse_size_err(const char *s, uint64_t *out);
 void img_size_str(char *buf, size_t n, unsigned long long v);
 /* One snapshot table as qemu-img prints it (header line included). */
 void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n);
-/* img_open.c: takes -U/--force-share out of argv (returns the new argc). */
-int img_take_global_options(int argc, char **argv);
-/* Opens FILE as FMT (NULL: probed; locks, -U; a writable open refuses a
- * corrupt image); prints
- * the error and returns NULL on failure. */
-struct sg_block *img_open(const char *file, const char *fmt, bool writable);
-/* SG_BLOCK_FORCE_SHARE when -U was given, else 0. */
-unsigned img_share(void);
+/* Opens FILE as format FMT (NULL: probed) with QEMU's image locks;
+ * `force_share` (-U) shares everything and is refused on a writable open,
+ * as qemu-img does; a writable open refuses a corrupt image.  Prints the
+ * error and returns NULL on failure. */
+struct sg_block *img_open(const char *file, const char *fmt, bool writable, bool force_share);
 /* "snapgate-img: MSG" on stderr. */
 void img_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A usage error as qemu-img words them: MSG, then "Try 'snapgate-img

@@ -59,7 +59,7 @@ static void print_json(const char *file, const char *format, const struct sg_blo
 int img_check(int argc, char **argv)
 {
     unsigned fix = 0;
-    bool repair = false, json = false, quiet = false;
+    bool repair = false, json = false, quiet = false, force_share = false;
     const char *fmt = NULL;
     enum { OPT_OUTPUT = 256, OPT_IMAGE_OPTS };
     static const struct option longopts[] = {
@@ -75,7 +75,7 @@ int img_check(int argc, char **argv)
         switch (c) {
         case 'f': fmt = optarg; break;
         case 'q': quiet = true; break;
-        case 'U': break;   /* img_take_global_options already took it */
+        case 'U': force_share = true; break;
         case 'T': break;   /* cache mode: the engine has one */
         case 'r':
             /* Leaks are the only inconsistency we repair; "all" names the
@@ -103,15 +103,16 @@ int img_check(int argc, char **argv)
     const char *file = argv[optind];
     if (!img_check_format(file, fmt))
         return 1;
-    if (repair && img_share()) {
+    if (repair && force_share) {
         img_error("Could not open '%s': force-share=on can only be used with read-only images",
                   file);
         return 1;
     }
     struct sg_error err = {0};
-    /* Not img_open(.., true): the repair does its own check and refuses
-     * corruption itself, with the report. */
-    struct sg_block *bs = sg_block_open(file, fmt, repair ? 0 : SG_BLOCK_RDONLY | img_share(), &err);
+    /* A repair does its own check and refuses corruption itself, with the
+     * report: no img_open(.., writable) here. */
+    struct sg_block *bs = sg_block_open(
+        file, fmt, repair ? 0 : SG_BLOCK_RDONLY | (force_share ? SG_BLOCK_FORCE_SHARE : 0), &err);
     if (!bs) {
         img_error("Could not open '%s': %s", file, err.msg);
         return 1;

@@ -102,7 +102,7 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
 
 int img_info(int argc, char **argv)
 {
-    bool json = false;
+    bool json = false, force_share = false;
     const char *fmt = NULL;
     enum { OPT_OUTPUT = 256, OPT_CHAIN, OPT_IMAGE_OPTS };
     static const struct option longopts[] = {
@@ -117,7 +117,7 @@ int img_info(int argc, char **argv)
     for (int c; (c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1;) {
         switch (c) {
         case 'f': fmt = optarg; break;
-        case 'U': break;   /* img_take_global_options already took it */
+        case 'U': force_share = true; break;
         case OPT_OUTPUT:
             if (!img_output_format(optarg, &json))
                 return 1;
@@ -136,7 +136,7 @@ int img_info(int argc, char **argv)
     if (!img_check_format(file, fmt))
         return 1;
     struct sg_error err = {0};
-    struct sg_block *bs = img_open(file, fmt, false);
+    struct sg_block *bs = img_open(file, fmt, false, force_share);
     if (!bs)
         return 1;
     struct sg_snapshot_info *l;

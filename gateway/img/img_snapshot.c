@@ -55,7 +55,8 @@ static void not_found(char action, const char *name, const struct sg_error *err)
 int img_snapshot(int argc, char **argv)
 {
     char action = 0;
-    const char *name = NULL;   /* qemu-img snapshot has no -f: the format is probed */
+    const char *name = NULL, *fmt = NULL;   /* qemu-img snapshot has no -f: probed */
+    bool force_share = false;
     enum sg_snapshot_match how = SG_SNAPSHOT_BY_NAME;
     enum { OPT_IMAGE_OPTS = 256 };
     static const struct option longopts[] = {
@@ -83,7 +84,7 @@ int img_snapshot(int argc, char **argv)
         case 'i': how = SG_SNAPSHOT_BY_ID; break;
         case 't': how = SG_SNAPSHOT_BY_TAG; break;
         case 'q': break;   /* qemu-img -q: its snapshot commands print nothing else */
-        case 'U': break;   /* img_take_global_options already took it */
+        case 'U': force_share = true; break;
         case OPT_IMAGE_OPTS:
             img_error("--image-opts is not supported by snapgate-img");
             return 1;
@@ -95,8 +96,11 @@ int img_snapshot(int argc, char **argv)
         return img_usage_error("Expecting one image file name");
     const char *file = argv[optind];
     /* Without an action qemu-img opens the image and does nothing. */
+    if (!img_check_format(file, fmt))
+        return 1;
+
     struct sg_error err = {0};
-    struct sg_block *bs = img_open(file, NULL, action && action != 'l');
+    struct sg_block *bs = img_open(file, fmt, action && action != 'l', force_share);
     if (!bs)
         return 1;
     /* Listing a raw image's snapshots shows none, as qemu-img does. */

@@ -30,7 +30,6 @@ static const char usage_text[] =
 
 int main(int argc, char **argv)
 {
-    argc = img_take_global_options(argc, argv);
     if (argc < 2)
         return img_usage_error("Not enough arguments");
     const char *cmd = argv[1];

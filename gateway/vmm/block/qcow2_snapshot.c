@@ -676,3 +676,21 @@ bool sg_qcow2_vmstate_discard(struct sg_block *bs, struct sg_error *err)
 {
     return drop_vmstate(qcow2_state(bs), err);
 }
+
+/* For qcow2_vmstate_share.c: a copy of the snapshot table to change (with
+ * `add` appended unless NULL), and installing or freeing it. */
+struct qsnap *qcow2_snaps_copy(struct qcow2 *s, const struct qsnap *add, int *nb,
+                               struct sg_error *err)
+{
+    return new_table(s, -1, add, nb, err);
+}
+
+void qcow2_snaps_install(struct qcow2 *s, struct qsnap *v, int nb)
+{
+    install_table(s, v, nb);
+}
+
+void qcow2_snaps_free_array(struct qsnap *v, int nb)
+{
+    free_snaps(v, nb);
+}
