@@ -615,6 +615,7 @@ void gw_monitor_free(struct gw_monitor *m)
         return;
     if (m->req)
         sg_gw_hmp_detach(m->req);
+    leave_raw(m);   /* leaving while a line runs: the terminal gets its echo back */
     if (m->tty) {
         remove_readline(m);
         if (m->history_path[0])

@@ -1,6 +1,7 @@
 /* img_cli.c: what every subcommand shares to behave like qemu-img on the
  * command line: its usage errors (and their "Try ... --help" line), the
- * getopt loop's error cases, and how -U reaches the open. */
+ * getopt loop's error cases, -f and --output checks (img_open.c opens the
+ * image: locks, -U, corrupt refusal). */
 #include "img.h"
 
 #include <getopt.h>

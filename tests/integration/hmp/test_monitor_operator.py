@@ -13,10 +13,13 @@ bundled VMM on a pseudo-terminal:
 - `help` and an unknown command in the snapgate profile are clear;
 - over --qmp (qemu-7.2 profile), `help`, `?`, `help savevm`, `help nosuch`,
   `info`, `info nosuch`, `nosuch` are byte for byte what the live QEMU 7.2
-  answers (when qemu-system-x86_64 is installed)."""
+  answers (when qemu-system-x86_64 is installed);
+- a gateway that leaves while a line runs (the VMM killed during a save)
+  exits 2 and gives the terminal its echo back."""
 import fcntl
 import os
 import re
+import signal
 import struct
 import termios
 import time
@@ -145,6 +148,15 @@ if os.path.exists("/usr/bin/qemu-system-x86_64"):
 else:
     print("qemu-system-x86_64 not installed: not compared with the live QEMU")
 
-t.send("quit\r")
-sgtest.check_eq(t.wait(60), 0, "exit code after quit")
+# ---- the gateway leaving while a line runs gives the terminal back ---------
+t.send("savevm last\r")
+t.expect(BAR, 60)
+lflag = termios.tcgetattr(t.fd)[3]
+sgtest.check(not lflag & termios.ECHO, "no tty echo while a line runs (typed text is ours to show)")
+for kid in open(f"/proc/{t.pid}/task/{t.pid}/children").read().split():
+    os.kill(int(kid), signal.SIGKILL)   # the VMM dies in the middle of the save
+sgtest.check_eq(t.wait(60), 2, "exit code when the back end dies")
+lflag = termios.tcgetattr(t.fd)[3]
+sgtest.check(lflag & termios.ECHO and lflag & termios.ICANON,
+             "the terminal has its echo and line editing back after the gateway left")
 print("monitor: typed-ahead lines shown and dropped, completion, notes, help all as designed")

@@ -215,13 +215,33 @@ static void test_bad_json(void **s)
     json_decref(odd);
 }
 
+/* info jobs: progress in binary units, errors named. */
+static void test_format_jobs(void **state)
+{
+    json_t *l = json_loads("[{\"id\": \"hmp-savevm-1\", \"type\": \"snapshot-save\", "
+                           "\"status\": \"running\", \"current-progress\": 214958080, "
+                           "\"total-progress\": 537919488},"
+                           "{\"id\": \"j2\", \"type\": \"snapshot-load\", \"status\": "
+                           "\"concluded\", \"current-progress\": 0, \"total-progress\": 0, "
+                           "\"error\": \"Snapshot 'x' does not exist\"}]",
+                           0, NULL);
+    assert_non_null(l);
+    struct sg_strbuf b = {0};
+    sg_hmp_format_jobs(l, &b);
+    assert_string_equal(sg_sb_str(&b),
+                        "hmp-savevm-1: snapshot-save, running, 39% (205 MiB of 513 MiB)\n"
+                        "j2: snapshot-load, concluded, error: Snapshot 'x' does not exist\n");
+    sg_sb_free(&b);
+    json_decref(l);
+}
+
 int main(void)
 {
     setenv("TZ", "UTC", 1);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),        cmocka_unit_test(test_devices_and_vmstate),
         cmocka_unit_test(test_plan_devices), cmocka_unit_test(test_default_tag),
-        cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_bad_json),    cmocka_unit_test(test_format_jobs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
