@@ -31,9 +31,11 @@ enum sg_hmp_style {
  * A front-end client is a virtual QMP connection: it gets the greeting (with
  * the back end's version), must negotiate, and then every command is either
  * answered by the gateway (human-monitor-command for the snapshot commands,
- * qmp_capabilities) or forwarded to the back end with its id rewritten so that
- * clients cannot collide; the reply comes back with the client's own id.
- * Events from the back end fan out to every negotiated client. */
+ * qmp_capabilities) or forwarded to the back end byte for byte except its
+ * id, which the link replaces so that clients cannot collide; the reply
+ * comes back as the back end sent it with the client's own id bytes.
+ * Replies keep the order of the client's commands.  Events from the back end
+ * fan out, as sent, to every negotiated client. */
 struct sg_gw_qmp_client;
 
 /* Called with each message for the client, as one line of JSON text without
@@ -47,9 +49,16 @@ typedef void (*sg_gw_send_fn)(void *opaque, const char *json_text, size_t len);
  * (--compat-profile, default qemu-7.2). */
 struct sg_gw_qmp_client *sg_gw_qmp_client_new(struct sg_gw *gw, enum sg_hmp_style hmp_style,
                                               sg_gw_send_fn send, void *opaque);
-/* One complete message received from the client (already parsed; the
- * transport answers malformed JSON itself with the QMP stream library). */
-void sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, json_t *msg);
+/* One complete message as received (one framed span, one WebSocket frame;
+ * malformed JSON is answered here with QEMU's GenericError), with the
+ * descriptors that arrived with it (owned: forwarded with the command or
+ * closed).  Returns false when the transport must be closed (nesting over
+ * the limit; the error has been sent). */
+bool sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, const char *msg, size_t len, int *fds,
+                            size_t nfds);
+/* Messages received and not answered yet (a transport stops reading above
+ * a bound: pipelining is fine, an unbounded backlog is not). */
+size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c);
 /* The transport went away.  Pending replies are dropped; jobs it started go on
  * and are dismissed by the gateway when they conclude. */
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c);

@@ -28,6 +28,7 @@
 #include "gw_unix.h"
 #include "qmp_msg.h"
 #include "qmp_stream.h"
+#include "qmp_top.h"
 
 #define GW_GREETING_TIMEOUT_MS 10000
 /* Pause between reconnection attempts: starts small (a restarting back end
@@ -40,7 +41,8 @@ enum be_phase { BE_GREETING, BE_NEGOTIATING, BE_READY, BE_DOWN };
 struct be_pending {
     struct be_pending *next;
     json_int_t id;
-    gw_reply_fn cb;
+    gw_reply_fn cb;            /* the gateway's own commands: decoded reply */
+    gw_raw_reply_fn raw;       /* forwarded commands: the reply's bytes */
     void *opaque;
     unsigned gen;      /* connection it was written to; 0: never written */
 };
@@ -69,6 +71,7 @@ struct gw_backend {
 
 static void be_die(struct gw_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void schedule_retry(struct gw_backend *be);
+static bool on_message(struct gw_backend *be, json_t *msg);
 
 static int64_t now_ms(void)
 {
@@ -88,6 +91,37 @@ static json_t *not_connected_reply(const struct gw_backend *be)
         snprintf(desc, sizeof desc, "back end not connected (%s)",
                  be->why[0] ? be->why : "not connected yet");
     return sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
+}
+
+/* Hands a reply (or, with `bytes` NULL, the reason there is none) to its
+ * owner and frees the entry.  A lost connection gives the gateway's own
+ * commands NULL (their owners word the loss), a reply that cannot be decoded
+ * gives them a GenericError. */
+static void finish(struct be_pending *p, const char *bytes, size_t len, const char *why)
+{
+    if (p->raw) {
+        struct sg_qmp_top top;
+        if (bytes)
+            sg_qmp_top_scan(bytes, len, &top);
+        p->raw(p->opaque, bytes, len, bytes ? &top : NULL, why);
+    } else if (!bytes && why && strncmp(why, "back end connection lost", 24) == 0) {
+        p->cb(p->opaque, NULL);
+    } else {
+        json_t *msg = NULL;
+        struct sg_error e = { 0 };
+        if (bytes && sg_qmp_parse_message(bytes, len, &msg, &e) == SG_QMP_PARSE_OK) {
+            p->cb(p->opaque, msg);
+        } else {
+            char desc[sizeof e.msg + 64];
+            snprintf(desc, sizeof desc, "the back end sent a reply the gateway cannot parse (%s)",
+                     bytes ? e.msg : why);
+            json_t *r = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
+            p->cb(p->opaque, r);
+            json_decref(r);
+        }
+        json_decref(msg);
+    }
+    free(p);
 }
 
 static void fail_pending(void *opaque)
@@ -112,13 +146,21 @@ static void fail_pending(void *opaque)
             continue;
         }
         if (p->gen) {
-            p->cb(p->opaque, NULL);
+            char desc[400];
+            snprintf(desc, sizeof desc, "back end connection lost before the reply (%s)",
+                     be->why);
+            finish(p, NULL, 0, desc);
         } else {
             json_t *r = not_connected_reply(be);
-            p->cb(p->opaque, r);
+            const char *desc = json_string_value(
+                json_object_get(json_object_get(r, "error"), "desc"));
+            if (p->raw)
+                p->raw(p->opaque, NULL, 0, NULL, desc ? desc : "back end not connected");
+            else
+                p->cb(p->opaque, r);
             json_decref(r);
+            free(p);
         }
-        free(p);
     }
 }
 
@@ -168,28 +210,94 @@ static bool send_msg(struct gw_backend *be, json_t *msg)
     return ok;
 }
 
-static void on_reply(struct gw_backend *be, json_t *msg)
+/* Takes the pending entry a reply belongs to: the one whose id it carries,
+ * else (no id of ours, or bytes that are not JSON) the oldest command of
+ * this connection, since without OOB a back end answers in order. */
+static struct be_pending *take_pending(struct gw_backend *be, const char *bytes,
+                                       const struct sg_qmp_top *top)
 {
-    json_t *idv = json_object_get(msg, "id");
-    if (!json_is_integer(idv))
-        return; /* not ours: the link always sends integer ids */
-    json_int_t id = json_integer_value(idv);
+    bool by_id = false;
+    json_int_t id = 0;
+    const struct sg_qmp_span *sp = &top->m[SG_TOP_ID];
+    if (top->object && sp->present && sp->len < 20) {
+        char num[24];
+        memcpy(num, bytes + sp->off, sp->len);
+        num[sp->len] = '\0';
+        char *end;
+        long long v = strtoll(num, &end, 10);
+        by_id = *end == '\0' && sp->len > 0;
+        id = (json_int_t)v;
+    }
     for (struct be_pending **pp = &be->pending; *pp; pp = &(*pp)->next) {
         struct be_pending *p = *pp;
-        if (p->id != id)
+        if (p->gen != be->gen || (by_id && p->id != id))
             continue;
         *pp = p->next;
         if (be->pending_tail == &p->next)
             be->pending_tail = pp;
-        p->cb(p->opaque, msg);
-        free(p);
-        return;
+        return p;
     }
+    return NULL;
 }
 
-static bool on_message(void *opaque, json_t *msg)
+static void on_ready_message(struct gw_backend *be, const char *bytes, size_t len)
+{
+    struct sg_qmp_top top;
+    sg_qmp_top_scan(bytes, len, &top);
+    if (top.object && top.m[SG_TOP_EVENT].present) {
+        /* Front-end clients get the bytes; the gateway's own users (HMP
+         * engine, job bookkeeping) the decoded event when jansson can hold
+         * it. */
+        json_t *ev = NULL;
+        struct sg_error e = { 0 };
+        if (sg_qmp_parse_message(bytes, len, &ev, &e) != SG_QMP_PARSE_OK)
+            ev = NULL;
+        gw_on_backend_event(be->gw, ev, bytes, len);
+        json_decref(ev);
+        return;
+    }
+    if (top.object && !top.m[SG_TOP_RETURN].present && !top.m[SG_TOP_ERROR].present)
+        return; /* neither reply nor event: nothing waits for it */
+    struct be_pending *p = take_pending(be, bytes, &top);
+    if (!p)
+        return; /* a reply nobody waits for (e.g. its owner's id is unknown) */
+    if (!top.valid || !top.object) {
+        json_t *junk = NULL;
+        struct sg_error e = { 0 };
+        sg_qmp_parse_message(bytes, len, &junk, &e);
+        json_decref(junk);
+        char desc[sizeof e.msg + 64];
+        snprintf(desc, sizeof desc, "the back end sent a reply that is not valid JSON (%s)",
+                 e.set ? e.msg : "not a JSON object");
+        finish(p, NULL, 0, desc);
+        return;
+    }
+    finish(p, bytes, len, NULL);
+}
+
+static bool on_span(void *opaque, const char *bytes, size_t len)
 {
     struct gw_backend *be = opaque;
+    if (be->phase == BE_READY) {
+        on_ready_message(be, bytes, len);
+        return be->phase == BE_READY;
+    }
+    if (be->phase == BE_DOWN)
+        return false;
+    json_t *msg = NULL;
+    struct sg_error e = { 0 };
+    if (sg_qmp_parse_message(bytes, len, &msg, &e) != SG_QMP_PARSE_OK) {
+        be_die(be, "the back end sent malformed QMP before negotiation (%s)", e.msg);
+        return false;
+    }
+    bool go_on = on_message(be, msg);
+    json_decref(msg);
+    return go_on;
+}
+
+/* Greeting and negotiation (decoded: the gateway owns these messages). */
+static bool on_message(struct gw_backend *be, json_t *msg)
+{
     struct sg_gw *gw = be->gw;
     if (!json_is_object(msg))
         return true;
@@ -237,27 +345,13 @@ static bool on_message(void *opaque, json_t *msg)
         }
         return be->phase == BE_READY;
     case BE_READY:
-        if (json_object_get(msg, "event"))
-            gw_on_backend_event(gw, msg);
-        else if (sg_qmp_is_reply(msg))
-            on_reply(be, msg);
-        return be->phase == BE_READY;
     case BE_DOWN:
         return false;
     }
     return true;
 }
 
-static bool on_invalid(void *opaque, const struct sg_error *err)
-{
-    /* A back end that sends broken JSON is not one we can trust with
-     * replies: matching would go wrong. */
-    struct gw_backend *be = opaque;
-    be_die(be, "the back end sent malformed QMP (%s)", err->msg);
-    return false;
-}
-
-static const struct sg_qmp_decoder_ops dec_ops = { on_message, on_invalid };
+static const struct sg_qmp_decoder_ops dec_ops = { NULL, NULL, on_span };
 
 static bool be_readable(void *opaque, struct sg_gw_fd *f)
 {
@@ -297,7 +391,14 @@ static void be_closed(void *opaque, struct sg_gw_fd *f)
     be_die(be, "the back end connection closed");
 }
 
-static const struct sg_gw_fd_ops be_ops = { be_readable, NULL, be_closed };
+static void be_drained(void *opaque, struct sg_gw_fd *f)
+{
+    struct gw_backend *be = opaque;
+    if (f == be->fd)
+        gw_on_backend_drained(be->gw);
+}
+
+static const struct sg_gw_fd_ops be_ops = { be_readable, be_drained, be_closed };
 
 /* SNAPGATE_GREETING_TIMEOUT_MS shortens the wait (tests of silent sockets). */
 static unsigned greeting_timeout_ms(void)
@@ -441,6 +542,27 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
     return true;
 }
 
+/* A new pending entry at the end of the list (commands are answered in
+ * order), numbered with the link's own id. */
+static struct be_pending *add_pending(struct gw_backend *be, gw_reply_fn cb, gw_raw_reply_fn raw,
+                                      void *opaque)
+{
+    struct be_pending *p = calloc(1, sizeof *p);
+    if (!p)
+        return NULL;
+    p->cb = cb;
+    p->raw = raw;
+    p->opaque = opaque;
+    p->id = be->next_id++;
+    *be->pending_tail = p;
+    be->pending_tail = &p->next;
+    if (be->phase != BE_READY)
+        sg_gw_timer_arm(&be->fail_timer, 0); /* answered "not connected" from the loop */
+    else
+        p->gen = be->gen;
+    return p;
+}
+
 void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque)
 {
     struct gw_backend *be = gw->be;
@@ -451,30 +573,52 @@ void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque
         cb(opaque, NULL);
         return;
     }
-    struct be_pending *p = calloc(1, sizeof *p);
-    if (!p) {
-        json_decref(cmd);
-        return; /* out of memory: nothing sensible left to do with cb */
-    }
-    p->cb = cb;
-    p->opaque = opaque;
-    p->id = be->next_id++;
-    *be->pending_tail = p;
-    be->pending_tail = &p->next;
-
     const char *name = json_string_value(json_object_get(cmd, "execute"));
     if (name && strcmp(name, "quit") == 0)
         gw->quit_sent = true;
-    if (be->phase != BE_READY) {
+    struct be_pending *p = add_pending(be, cb, NULL, opaque);
+    if (!p || !p->gen) {
         json_decref(cmd);
-        sg_gw_timer_arm(&be->fail_timer, 0);
-        return;
+        return; /* out of memory: nothing sensible left to do with cb */
     }
-    p->gen = be->gen;
     json_object_set_new(cmd, "id", json_integer(p->id));
     if (!send_msg(be, cmd))
         be_die(be, "the back end does not read its QMP socket (output queue full)");
     json_decref(cmd);
+}
+
+void gw_backend_forward(struct sg_gw *gw, const char *msg, size_t len,
+                        const struct sg_qmp_top *top, int *fds, size_t nfds, gw_raw_reply_fn cb,
+                        void *opaque)
+{
+    struct gw_backend *be = gw->be;
+    struct be_pending *p = be ? add_pending(be, NULL, cb, opaque) : NULL;
+    if (!p || !p->gen) {
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        if (!p)
+            cb(opaque, NULL, 0, NULL, be ? "out of memory" : "the gateway is shutting down");
+        return;
+    }
+    if (sg_qmp_top_is(msg, top, SG_TOP_EXECUTE, "quit"))
+        gw->quit_sent = true;
+    char id[32];
+    int idl = snprintf(id, sizeof id, "%lld", (long long)p->id);
+    size_t out_len;
+    char *out = sg_qmp_top_set_id(msg, len, top, id, (size_t)idl, &out_len);
+    bool ok = out && sg_gw_fd_write_fds(be->fd, out, out_len, fds, nfds) &&
+              sg_gw_fd_write(be->fd, "\r\n", 2);
+    if (!out)
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+    free(out);
+    if (!ok)
+        be_die(be, "the back end does not read its QMP socket (output queue full)");
+}
+
+size_t gw_backend_backlog(const struct sg_gw *gw)
+{
+    return gw->be && gw->be->fd ? sg_gw_fd_backlog(gw->be->fd) : 0;
 }
 
 bool gw_backend_alive(const struct sg_gw *gw)

@@ -56,15 +56,20 @@ static void show_event(struct sg_gw *gw, json_t *event)
     free(text);
 }
 
-void gw_on_backend_event(struct sg_gw *gw, json_t *event)
+void gw_on_backend_event(struct sg_gw *gw, json_t *event, const char *bytes, size_t len)
 {
+    /* Before the fan-out: a client reacting to "concluded" sees the new
+     * current snapshot. */
+    gw_current_on_event(gw, event);
+    gw_qmp_clients_event(gw, event, bytes, len);
+    if (!event)
+        return;
     const char *name = json_string_value(json_object_get(event, "event"));
     if (name && strcmp(name, "SHUTDOWN") == 0) {
         const char *reason =
             json_string_value(json_object_get(json_object_get(event, "data"), "reason"));
         snprintf(gw->shutdown_reason, sizeof gw->shutdown_reason, "%s", reason ? reason : "");
     }
-    gw_qmp_clients_event(gw, event);
     if (gw->hmp) {
         sg_hmp_on_event(gw->hmp, event);
         gw_hmp_kick(gw);

@@ -45,6 +45,8 @@ static void req_unlink(struct sg_gw_hmp_req *r)
 static void hmp_backend_qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
 {
     struct sg_gw *gw = opaque;
+    gw_current_on_command(gw, json_string_value(json_object_get(cmd, "execute")),
+                          json_object_get(cmd, "arguments"));
     gw_backend_send(gw, cmd, cb, cb_opaque);
     gw_hmp_kick(gw);
 }
@@ -99,6 +101,7 @@ bool gw_hmp_init(struct sg_gw *gw, struct sg_error *err)
         return false;
     }
     sg_gw_timer_init(&gw->tick, gw->loop, tick, gw);
+    gw_current_load(gw);
     /* Fills the completion cache before the first Tab. */
     sg_hmp_refresh_snapshots(gw->hmp);
     return true;
@@ -133,6 +136,7 @@ bool gw_hmp_renew(struct sg_gw *gw, struct sg_error *err)
     }
     struct sg_hmp *old = gw->hmp;
     gw->hmp = fresh;
+    gw_current_publish(gw);
     /* Lines started during the outage belong to the old engine, which is
      * freed without calling them back: they are ended here. */
     gw_hmp_abort_all(gw, "Error: the back end connection changed while the command ran; "

@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "gw.h"
+#include "gw_current.h"
 #include "gw_loop.h"
 #include "gw_options.h"
 
@@ -75,6 +76,8 @@ struct sg_gw {
     char serial_line[1024];        /* --serial-to-terminal: line being assembled */
     size_t serial_line_len;
 
+    struct gw_current current;     /* last snapshot saved/loaded (gw_current.c) */
+
     gw_print_fn print;
     void *print_opaque;
 
@@ -100,12 +103,31 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err);
  * written, or a GenericError "back end not connected (...)" when there was
  * no connection to write it to.  Never calls `cb` before returning. */
 void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque);
+/* A forwarded command's reply: the back end's bytes (its id still in them)
+ * with their scan, or `msg` NULL and `why` saying why there is none (link
+ * lost after the command was written, not connected, a reply that is not
+ * JSON).  Called once, never from inside gw_backend_forward. */
+struct sg_qmp_top;
+typedef void (*gw_raw_reply_fn)(void *opaque, const char *msg, size_t len,
+                                const struct sg_qmp_top *top, const char *why);
+/* Sends a client's command as it came (`top` is its scan; only the id is
+ * replaced by the link's own), with descriptors passed along with it
+ * (owned: closed once sent). */
+void gw_backend_forward(struct sg_gw *gw, const char *msg, size_t len,
+                        const struct sg_qmp_top *top, int *fds, size_t nfds, gw_raw_reply_fn cb,
+                        void *opaque);
+/* Bytes queued toward the back end (front ends stop reading above a bound). */
+size_t gw_backend_backlog(const struct sg_gw *gw);
+/* The back end's queue drained (gw_qmp_endpoint.c resumes its clients). */
+void gw_on_backend_drained(struct sg_gw *gw);
 void gw_backend_free(struct sg_gw *gw);
 bool gw_backend_alive(const struct sg_gw *gw);
 /* Why the link died ("" while it lives). */
 const char *gw_backend_why(const struct sg_gw *gw);
-/* Event from the back end: fans it out (gw_core.c). */
-void gw_on_backend_event(struct sg_gw *gw, json_t *event);
+/* Event from the back end: fans its bytes out to front-end clients and the
+ * decoded event (NULL when jansson cannot hold it) to the gateway's own
+ * users (gw_core.c). */
+void gw_on_backend_event(struct sg_gw *gw, json_t *event, const char *bytes, size_t len);
 /* The back end closed the link (gw_core.c): decides between leaving and
  * gw_backend_reconnect. */
 void gw_on_backend_lost(struct sg_gw *gw, const char *why);
@@ -138,7 +160,9 @@ void gw_monitor_print(void *opaque, const char *text);
  * false when there was nothing to do (no terminal, idle). */
 bool gw_monitor_interrupt(struct gw_monitor *m);
 
-struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path,
+/* Serves QMP on a new socket at `path`, or (path NULL) on the inherited
+ * listening socket `fd`, which is never unlinked by the gateway. */
+struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path, int fd,
                                               struct sg_error *err);
 void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep);
 
@@ -156,7 +180,7 @@ void gw_quit(struct sg_gw *gw);
 
 /* Event fan-out to every negotiated front-end QMP client (gw_qmp_client.c),
  * and dismissal of jobs whose client went away. */
-void gw_qmp_clients_event(struct sg_gw *gw, json_t *event);
+void gw_qmp_clients_event(struct sg_gw *gw, json_t *event, const char *bytes, size_t len);
 /* After a reconnection: dismisses departed clients' jobs that concluded
  * meanwhile (when the back end is the same process). */
 void gw_qmp_clients_reconnected(struct sg_gw *gw);

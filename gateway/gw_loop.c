@@ -10,9 +10,11 @@
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #define SG_GW_FD_QUEUE_LIMIT (64u << 20)
+#define SG_GW_MAX_FDS 16
 
 struct sg_gw_loop {
     struct lws_context *ctx;
@@ -28,13 +30,72 @@ struct sg_gw_fd {
     void *opaque;
     unsigned char *out;     /* queued output: out[out_off .. out_len) */
     size_t out_len, out_off, out_cap;
-    bool closing;
+    size_t limit;
+    /* descriptors to pass: batch i goes with queued byte fd_at[i] (counted
+     * from out_off: adjusted as bytes are written) */
+    struct fd_batch {
+        size_t at;
+        int fds[SG_GW_MAX_FDS];
+        size_t n;
+    } *batches;
+    size_t n_batches;
+    bool closing, paused;
 };
+
+static void close_batch(struct fd_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++)
+        close(b->fds[i]);
+    b->n = 0;
+}
+
+/* One write (or sendmsg with the descriptors that go with the first byte),
+ * never past the next batch's byte, so each batch travels with its own. */
+static ssize_t write_some(struct sg_gw_fd *f, const unsigned char *buf, size_t len)
+{
+    if (f->n_batches && f->batches[0].at == 0) {
+        struct fd_batch *b = &f->batches[0];
+        size_t upto = f->n_batches > 1 ? f->batches[1].at : len;
+        struct iovec iov = { (void *)buf, upto < len ? upto : len };
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(sizeof(int) * SG_GW_MAX_FDS)];
+        } ctl;
+        memset(&ctl, 0, sizeof ctl);
+        struct msghdr m = { 0 };
+        m.msg_iov = &iov;
+        m.msg_iovlen = 1;
+        m.msg_control = ctl.b;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * b->n);
+        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(int) * b->n);
+        memcpy(CMSG_DATA(c), b->fds, sizeof(int) * b->n);
+        ssize_t n = sendmsg(f->fd, &m, MSG_NOSIGNAL);
+        if (n > 0) {
+            close_batch(b);
+            memmove(f->batches, f->batches + 1, (f->n_batches - 1) * sizeof *f->batches);
+            f->n_batches--;
+        }
+        if (n > 0)
+            for (size_t i = 0; i < f->n_batches; i++)
+                f->batches[i].at -= (size_t)n;
+        return n;
+    }
+    if (f->n_batches && f->batches[0].at < len)
+        len = f->batches[0].at;
+    ssize_t n = write(f->fd, buf, len);
+    if (n > 0)
+        for (size_t i = 0; i < f->n_batches; i++)
+            f->batches[i].at -= (size_t)n;
+    return n;
+}
 
 static int flush_out(struct sg_gw_fd *f)
 {
     while (f->out_off < f->out_len) {
-        ssize_t n = write(f->fd, f->out + f->out_off, f->out_len - f->out_off);
+        ssize_t n = write_some(f, f->out + f->out_off, f->out_len - f->out_off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -91,6 +152,9 @@ static int raw_callback(struct lws *wsi, enum lws_callback_reasons reason, void 
         lws_sul_cancel(&f->rearm);
         if (f->ops && f->ops->closed)
             f->ops->closed(f->opaque, f);
+        for (size_t i = 0; i < f->n_batches; i++)
+            close_batch(&f->batches[i]);
+        free(f->batches);
         free(f->out);
         free(f);
         return 0;
@@ -190,6 +254,7 @@ struct sg_gw_fd *sg_gw_fd_adopt_blocking(struct sg_gw_loop *l, int fd,
         return NULL;
     }
     f->fd = fd;
+    f->limit = SG_GW_FD_QUEUE_LIMIT;
     f->ops = ops;
     f->opaque = opaque;
     lws_sock_file_fd_type u;
@@ -211,13 +276,43 @@ int sg_gw_fd_fd(const struct sg_gw_fd *f)
 
 bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len)
 {
-    if (f->closing)
+    return sg_gw_fd_write_fds(f, buf, len, NULL, 0);
+}
+
+bool sg_gw_fd_write_fds(struct sg_gw_fd *f, const void *buf, size_t len, int *fds, size_t nfds)
+{
+    struct fd_batch b = { 0 };
+    for (size_t i = 0; i < nfds; i++) {
+        if (b.n < SG_GW_MAX_FDS)
+            b.fds[b.n++] = fds[i];
+        else
+            close(fds[i]);
+    }
+    if (f->closing || !len) {
+        close_batch(&b);
         return true; /* output after close is dropped, as on a closed socket */
-    if (f->out_len == 0) {
+    }
+    /* A peer over its bound is to be dropped; one message always fits. */
+    if (f->out_len - f->out_off > f->limit) {
+        close_batch(&b);
+        return false;
+    }
+    if (b.n) {
+        struct fd_batch *v = realloc(f->batches, (f->n_batches + 1) * sizeof *v);
+        if (!v) {
+            close_batch(&b);
+            return false;
+        }
+        f->batches = v;
+        b.at = f->out_len - f->out_off;
+        f->batches[f->n_batches++] = b;
+    }
+    if (f->out_len == f->out_off) {
+        f->out_len = f->out_off = 0;
         /* Nothing queued: try the fast path first so short replies cost no
          * extra loop round. */
         while (len) {
-            ssize_t n = write(f->fd, buf, len);
+            ssize_t n = write_some(f, buf, len);
             if (n < 0) {
                 if (errno == EINTR)
                     continue;
@@ -232,8 +327,6 @@ bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len)
         if (!len)
             return true;
     }
-    if (f->out_len - f->out_off + len > SG_GW_FD_QUEUE_LIMIT)
-        return false;
     if (f->out_off && f->out_len + len > f->out_cap) {
         memmove(f->out, f->out + f->out_off, f->out_len - f->out_off);
         f->out_len -= f->out_off;
@@ -253,6 +346,24 @@ bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len)
     f->out_len += len;
     lws_callback_on_writable(f->wsi);
     return true;
+}
+
+size_t sg_gw_fd_backlog(const struct sg_gw_fd *f)
+{
+    return f->out_len - f->out_off;
+}
+
+void sg_gw_fd_set_queue_limit(struct sg_gw_fd *f, size_t bytes)
+{
+    f->limit = bytes;
+}
+
+void sg_gw_fd_pause_input(struct sg_gw_fd *f, bool pause)
+{
+    if (f->paused == pause || !f->wsi)
+        return;
+    f->paused = pause;
+    lws_rx_flow_control(f->wsi, pause ? 0 : 1);
 }
 
 void sg_gw_fd_close(struct sg_gw_fd *f)

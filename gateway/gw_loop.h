@@ -52,6 +52,18 @@ int sg_gw_fd_fd(const struct sg_gw_fd *f);
  * it becomes writable.  Returns false when the queue would exceed 64 MiB
  * (a peer that does not read is to be dropped by the caller). */
 bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len);
+/* Same, with descriptors passed (SCM_RIGHTS) along with the first byte of
+ * `buf`, in order with the rest of the queue; the fds are owned by the call
+ * and closed once sent (or when the descriptor closes unsent).  Only for
+ * unix sockets. */
+bool sg_gw_fd_write_fds(struct sg_gw_fd *f, const void *buf, size_t len, int *fds, size_t nfds);
+/* Bytes queued and not yet written. */
+size_t sg_gw_fd_backlog(const struct sg_gw_fd *f);
+/* The queue bound sg_gw_fd_write enforces: a write is refused when this
+ * many bytes are already waiting (default 64 MiB). */
+void sg_gw_fd_set_queue_limit(struct sg_gw_fd *f, size_t bytes);
+/* Stops (true) or resumes asking for `readable`: back-pressure on a peer. */
+void sg_gw_fd_pause_input(struct sg_gw_fd *f, bool pause);
 /* Closes after the queued output was written (`closed` is called later, from
  * the loop, never from inside this call). */
 void sg_gw_fd_close(struct sg_gw_fd *f);

@@ -8,7 +8,7 @@
 
 static const char usage_text[] =
     "Usage: snapgate [--connect unix:PATH | --vmm [VMM-ARGS...] [--]] [--state-dir DIR]\n"
-    "                [--qmp unix:PATH] [--web [ADDR:]PORT] [--web-cert PEM --web-key PEM]\n"
+    "                [--qmp unix:PATH|fd:N] [--web [ADDR:]PORT] [--web-cert PEM --web-key PEM]\n"
     "                [--web-token-file FILE] [--web-insecure] [--no-monitor]\n"
     "                [--serial-to-terminal]\n"
     "                [--hmp-profile snapgate|qemu-7.2] [--compat-profile snapgate|qemu-7.2]\n"
@@ -25,6 +25,8 @@ static const char usage_text[] =
     "  --state-dir DIR         where the bundled VMM keeps disk0.qcow2 and its QMP socket\n"
     "                          (default ./snapgate-state)\n"
     "  --qmp unix:PATH         serve QMP for scripts on PATH (mode 0600)\n"
+    "  --qmp fd:N              serve QMP on the inherited listening socket N\n"
+    "                          (libvirt; systemd socket activation: fd:3)\n"
     "  --web [ADDR:]PORT       serve the web console (default address 127.0.0.1)\n"
     "  --web-cert PEM, --web-key PEM   use https/wss\n"
     "  --web-token-file FILE   read the web access token from FILE\n"
@@ -72,6 +74,23 @@ static bool parse_unix(const char *opt, const char *v, const char **path, struct
         return false;
     }
     *path = v + 5;
+    return true;
+}
+
+/* --qmp takes unix:PATH or fd:N (a listening socket the parent made). */
+static bool parse_qmp(struct sg_gw_options *o, const char *v, struct sg_error *err)
+{
+    if (strncmp(v, "fd:", 3) != 0)
+        return parse_unix("--qmp", v, &o->qmp_path, err);
+    char *end;
+    errno = 0;
+    long n = strtol(v + 3, &end, 10);
+    if (errno || end == v + 3 || *end || n < 0 || n > 1000000) {
+        sg_error_set(err, "--qmp: bad descriptor number in '%s' (expected fd:N)", v);
+        return false;
+    }
+    o->qmp_fd = (int)n;
+    o->qmp_path = NULL;
     return true;
 }
 
@@ -146,6 +165,7 @@ enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, c
     o->hmp_style = SG_HMP_STYLE_SNAPGATE;
     o->compat_style = SG_HMP_STYLE_QEMU72;
     o->reconnect_s = SG_GW_RECONNECT_DEFAULT_S;
+    o->qmp_fd = -1;
     bool vmm_given = false;
     bool reconnect_given = false;
 
@@ -208,7 +228,8 @@ enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, c
             }
             o->state_dir = val;
         } else if (strcmp(name, "--qmp") == 0) {
-            ok = parse_unix(name, val, &o->qmp_path, err);
+            o->qmp_fd = -1;
+            ok = parse_qmp(o, val, err);
         } else if (strcmp(name, "--web") == 0) {
             ok = parse_web(o, val, err);
         } else if (strcmp(name, "--web-cert") == 0) {

@@ -26,6 +26,7 @@ struct sg_gw_options {
     int vmm_argc;
     const char *state_dir;      /* --state-dir, default ./snapgate-state */
     const char *qmp_path;       /* --qmp unix:PATH or NULL */
+    int qmp_fd;                 /* --qmp fd:N (an inherited listening socket) or -1 */
     bool web;                   /* --web given */
     const char *web_addr;       /* --web [ADDR:]PORT, default 127.0.0.1 */
     int web_port;
@@ -47,6 +48,11 @@ struct sg_gw_options {
 /* Fills `o` from argv.  `o` may point into argv afterwards (no copies). */
 enum sg_gw_parse_result sg_gw_options_parse(struct sg_gw_options *o, int argc, char **argv,
                                             struct sg_error *err);
+/* True when --qmp was given in either form. */
+static inline bool sg_gw_options_has_qmp(const struct sg_gw_options *o)
+{
+    return o->qmp_path || o->qmp_fd >= 0;
+}
 /* The --help text. */
 const char *sg_gw_usage(void);
 

@@ -1,33 +1,48 @@
 /* gw_qmp_client.c: the virtual QMP connection that every QMP front end
- * (the --qmp unix endpoint, the /qmp WebSocket) goes through.
+ * (the --qmp endpoint, the /qmp WebSocket) goes through: a lossless proxy.
  *
- * Negotiation and human-monitor-command are answered here; every other
- * command is forwarded on the gateway's single back-end link, which numbers
- * it itself — the client's id never leaves the gateway and is put back on
- * the reply, so two clients using the same id cannot get each other's
- * replies. */
+ * A client's message is scanned (qmp_top.h), never decoded and encoded
+ * again: a command is forwarded to the back end as it came, except its id,
+ * which the link replaces by its own (so clients using the same ids never
+ * get each other's replies); the reply comes back as the back end wrote it,
+ * except the id, which is put back as the client's bytes (any JSON value) or
+ * removed when the client sent none.  Descriptors passed with a command go
+ * with it.  Only qmp_capabilities and human-monitor-command are decoded and
+ * answered here (negotiation texts: sg_qmp_capabilities_check, shared with
+ * the VMM's server).
+ *
+ * Replies keep the client's order: every message takes a slot in the
+ * client's queue when it arrives, and slots leave the queue, in order, once
+ * answered, whoever answers (the back end, the HMP engine, the gateway). */
 #include "gw_internal.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qmp_msg.h"
 #include "qmp_schema.h"
+#include "qmp_server.h"
+#include "qmp_top.h"
 #include "sg_hmp.h"
 
-struct fwd {                    /* one forwarded command awaiting its reply */
-    struct fwd *next, **pprev;
-    struct sg_gw_qmp_client *client;  /* NULL once the client went away */
-    json_t *id;                 /* the client's own id (any JSON value) or NULL */
-    char *job_id;               /* "job-id" argument of a job command, or NULL */
-};
+/* Job ids the HMP engine makes ("hmp-savevm-1", "hmp-c2-..."): refused
+ * for clients, so no client can make another's savevm fail. */
+#define GW_HMP_JOB_PREFIX "hmp-"
 
-struct hmp_call {               /* one human-monitor-command being executed */
-    struct hmp_call *next, **pprev;
-    struct sg_gw_qmp_client *client;
-    struct sg_gw_hmp_req *req;
-    json_t *id;
+struct slot {                   /* one message of the client, until answered */
+    struct slot *next;
+    struct sg_gw_qmp_client *client;  /* NULL once the client went away */
+    char *id;                   /* the client's id bytes, or NULL when it sent none */
+    size_t id_len;
+    char *out;                  /* the reply's text once answered */
+    size_t out_len;
+    bool done;
+    bool at_backend;            /* the back end's callback still has it */
+    bool executing;             /* inside sg_gw_hmp_exec: not sent before it returns */
+    char *job_id;               /* "job-id" argument of a forwarded command */
+    struct sg_gw_hmp_req *req;  /* human-monitor-command being executed */
 };
 
 struct sg_gw_qmp_client {
@@ -36,41 +51,86 @@ struct sg_gw_qmp_client {
     sg_gw_send_fn send;
     void *opaque;
     bool negotiated;
-    struct fwd *fwds;
-    struct hmp_call *calls;
+    struct slot *head, **tail;
+    size_t n_slots;
     json_t *jobs;               /* job ids this client started: id -> true */
 };
 
-static void client_send(struct sg_gw_qmp_client *c, json_t *msg)
+static void slot_free(struct slot *s)
 {
-    size_t len;
+    free(s->id);
+    free(s->out);
+    free(s->job_id);
+    free(s);
+}
+
+/* Sends every answered slot at the head of the queue, in order. */
+static void flush(struct sg_gw_qmp_client *c)
+{
+    while (c->head && c->head->done) {
+        struct slot *s = c->head;
+        c->head = s->next;
+        if (!c->head)
+            c->tail = &c->head;
+        c->n_slots--;
+        c->send(c->opaque, s->out, s->out_len);
+        slot_free(s);
+    }
+}
+
+/* The slot's reply is `text` (taken over). */
+static void complete(struct slot *s, char *text, size_t len)
+{
+    struct sg_gw_qmp_client *c = s->client;
+    if (!c) {
+        free(text);
+        slot_free(s);
+        return;
+    }
+    s->out = text;
+    s->out_len = len;
+    s->done = true;
+    if (!s->out) {
+        s->out = strdup("");
+        s->out_len = 0;
+    }
+    if (!s->executing)
+        flush(c);
+}
+
+/* A reply the gateway makes (`msg` built with a null id placeholder when the
+ * client sent an id, reference stolen): its id becomes the client's bytes. */
+static void complete_json(struct slot *s, json_t *msg)
+{
+    size_t len = 0, out_len = 0;
     char *text = msg ? sg_qmp_dumps(msg, &len) : NULL;
-    if (text)
-        c->send(c->opaque, text, len);
-    free(text);
     json_decref(msg);
+    char *out = NULL;
+    if (text && s->id) {
+        struct sg_qmp_top top;
+        sg_qmp_top_scan(text, len, &top);
+        out = sg_qmp_top_set_id(text, len, &top, s->id, s->id_len, &out_len);
+        free(text);
+    } else {
+        out = text;
+        out_len = len;
+    }
+    complete(s, out, out_len);
 }
 
-static void fwd_unlink(struct fwd *f)
+static const json_t *id_placeholder(const struct slot *s)
 {
-    if (!f->pprev)
-        return;
-    *f->pprev = f->next;
-    if (f->next)
-        f->next->pprev = f->pprev;
-    f->pprev = NULL;
-    f->next = NULL;
+    return s->id ? json_null() : NULL;
 }
 
-static void call_unlink(struct hmp_call *h)
+static void complete_error(struct slot *s, const char *cls, const char *desc)
 {
-    if (!h->pprev)
-        return;
-    *h->pprev = h->next;
-    if (h->next)
-        h->next->pprev = h->pprev;
-    h->pprev = NULL;
-    h->next = NULL;
+    complete_json(s, sg_qmp_error_reply(id_placeholder(s), cls, desc));
+}
+
+static void complete_err(struct slot *s, const struct sg_error *e)
+{
+    complete_json(s, sg_qmp_error_reply_err(id_placeholder(s), e));
 }
 
 /* ---- jobs of departed clients ----------------------------------------- */
@@ -106,7 +166,7 @@ static void orphans_checked(void *opaque, json_t *reply)
     }
 }
 
-void gw_qmp_clients_event(struct sg_gw *gw, json_t *event)
+void gw_qmp_clients_event(struct sg_gw *gw, json_t *event, const char *bytes, size_t len)
 {
     const char *name = json_string_value(json_object_get(event, "event"));
     if (name && strcmp(name, "JOB_STATUS_CHANGE") == 0) {
@@ -124,15 +184,11 @@ void gw_qmp_clients_event(struct sg_gw *gw, json_t *event)
             }
         }
     }
-    size_t len;
-    char *text = sg_qmp_dumps(event, &len);
-    if (!text)
-        return;
-    /* A send callback may not free its client, so the array is stable. */
+    /* The back end's bytes, as it sent them.  A send callback may not free
+     * its client, so the array is stable. */
     for (size_t i = 0; i < gw->n_clients; i++)
         if (gw->clients[i]->negotiated)
-            gw->clients[i]->send(gw->clients[i]->opaque, text, len);
-    free(text);
+            gw->clients[i]->send(gw->clients[i]->opaque, bytes, len);
 }
 
 void gw_qmp_clients_reconnected(struct sg_gw *gw)
@@ -146,69 +202,74 @@ void gw_qmp_clients_reconnected(struct sg_gw *gw)
 
 /* ---- forwarding ------------------------------------------------------- */
 
-static void fwd_reply(void *opaque, json_t *reply)
+static void forwarded_reply(void *opaque, const char *msg, size_t len,
+                            const struct sg_qmp_top *top, const char *why)
 {
-    struct fwd *f = opaque;
-    struct sg_gw_qmp_client *c = f->client;
-    fwd_unlink(f);
-    if (c) {
-        json_t *msg;
-        json_t *ret = json_object_get(reply, "return");
-        if (!reply) {
-            /* The command was written: it may or may not have run. */
-            char desc[400];
-            snprintf(desc, sizeof desc, "back end connection lost before the reply (%s)",
-                     gw_backend_why(c->gw));
-            msg = sg_qmp_error_reply(f->id, SG_ERR_GENERIC, desc);
-            if (f->job_id)
-                json_object_del(c->jobs, f->job_id);
-        } else if (ret) {
-            msg = sg_qmp_return_reply(json_incref(ret), f->id);
-        } else {
-            struct sg_error e = { 0 };
-            sg_qmp_reply_error(reply, &e);
-            msg = sg_qmp_error_reply_err(f->id, &e);
-            /* A job command that failed created no job. */
-            if (f->job_id)
-                json_object_del(c->jobs, f->job_id);
-        }
-        client_send(c, msg);
-    }
-    json_decref(f->id);
-    free(f->job_id);
-    free(f);
-}
-
-static void forward(struct sg_gw_qmp_client *c, const struct sg_qmp_request *req)
-{
-    struct fwd *f = calloc(1, sizeof *f);
-    json_t *cmd = json_pack("{s:s}", "execute", req->command);
-    if (!f || !cmd) {
-        free(f);
-        json_decref(cmd);
-        client_send(c, sg_qmp_error_reply(req->id, SG_ERR_GENERIC, "out of memory"));
+    struct slot *s = opaque;
+    struct sg_gw_qmp_client *c = s->client;
+    s->at_backend = false;
+    bool failed = !msg || top->m[SG_TOP_ERROR].present;
+    if (c && failed && s->job_id)
+        json_object_del(c->jobs, s->job_id); /* a job command that failed made no job */
+    if (!msg) {
+        complete_error(s, SG_ERR_GENERIC, why);
         return;
     }
-    if (req->args)
-        json_object_set(cmd, "arguments", req->args);
-    f->client = c;
-    f->id = req->id ? json_incref(req->id) : NULL;
-    const char *job_id = json_string_value(json_object_get(req->args, "job-id"));
-    if (job_id) {
-        f->job_id = strdup(job_id);
-        json_object_set_new(c->jobs, job_id, json_true());
+    size_t out_len;
+    char *out = sg_qmp_top_set_id(msg, len, top, s->id, s->id_len, &out_len);
+    if (!out) {
+        complete_error(s, SG_ERR_GENERIC, "out of memory");
+        return;
     }
-    if (strcmp(req->command, "job-dismiss") == 0) {
-        const char *id = json_string_value(json_object_get(req->args, "id"));
+    complete(s, out, out_len);
+}
+
+/* The "arguments" member decoded, only when it may name a job (job-id,
+ * job-dismiss's id): the gateway's bookkeeping, never what is forwarded. */
+static json_t *job_args(const char *msg, const struct sg_qmp_top *top, bool dismiss)
+{
+    const struct sg_qmp_span *a = &top->m[SG_TOP_ARGUMENTS];
+    if (!a->present || msg[a->off] != '{')
+        return NULL;
+    if (!dismiss && !memmem(msg + a->off, a->len, "\"job-id\"", 8))
+        return NULL;
+    return json_loadb(msg + a->off, a->len, JSON_DECODE_ANY, NULL);
+}
+
+/* Forwards one command; false when the gateway answered it itself. */
+static void forward(struct sg_gw_qmp_client *c, struct slot *s, const char *msg, size_t len,
+                    const struct sg_qmp_top *top, int *fds, size_t nfds)
+{
+    bool dismiss = sg_qmp_top_is(msg, top, SG_TOP_EXECUTE, "job-dismiss");
+    json_t *args = job_args(msg, top, dismiss);
+    const char *job_id = json_string_value(json_object_get(args, "job-id"));
+    if (job_id && strncmp(job_id, GW_HMP_JOB_PREFIX, strlen(GW_HMP_JOB_PREFIX)) == 0) {
+        char desc[300];
+        snprintf(desc, sizeof desc,
+                 "Job ID '%.200s' is invalid: the prefix '" GW_HMP_JOB_PREFIX
+                 "' is reserved for the gateway's HMP commands", job_id);
+        json_decref(args);
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        complete_error(s, SG_ERR_GENERIC, desc);
+        return;
+    }
+    if (job_id) {
+        s->job_id = strdup(job_id);
+        json_object_set_new(c->jobs, job_id, json_true());
+        static const char *const snap[] = { "snapshot-save", "snapshot-load", "snapshot-delete" };
+        for (size_t i = 0; i < sizeof snap / sizeof snap[0]; i++)
+            if (sg_qmp_top_is(msg, top, SG_TOP_EXECUTE, snap[i]))
+                gw_current_on_command(c->gw, snap[i], args);   /* the current snapshot */
+    }
+    if (dismiss) {
+        const char *id = json_string_value(json_object_get(args, "id"));
         if (id)
             json_object_del(c->jobs, id);
     }
-    f->next = c->fwds;
-    if (c->fwds)
-        c->fwds->pprev = &f->next;
-    f->pprev = &c->fwds;
-    c->fwds = f;
-    gw_backend_send(c->gw, cmd, fwd_reply, f);
+    json_decref(args);
+    s->at_backend = true;
+    gw_backend_forward(c->gw, msg, len, top, fds, nfds, forwarded_reply, s);
 }
 
 /* ---- human-monitor-command -------------------------------------------- */
@@ -221,40 +282,68 @@ static const struct sg_qmp_arg hmc_args[] = {
 
 static void hmc_done(void *opaque, const char *text, bool quit)
 {
-    struct hmp_call *h = opaque;
-    struct sg_gw_qmp_client *c = h->client;
-    call_unlink(h);
-    if (c)
-        client_send(c, sg_qmp_return_reply(json_string(text ? text : ""), h->id));
-    json_decref(h->id);
-    free(h);
+    (void)quit;
+    struct slot *s = opaque;
+    s->req = NULL;
+    complete_json(s, sg_qmp_return_reply(json_string(text ? text : ""), id_placeholder(s)));
 }
 
-static void human_monitor_command(struct sg_gw_qmp_client *c, const struct sg_qmp_request *req)
+static void human_monitor_command(struct sg_gw_qmp_client *c, struct slot *s,
+                                  const struct sg_qmp_request *req)
 {
     struct sg_error err = { 0 };
     if (!sg_qmp_check_args(hmc_args, req->args, &err)) {
-        client_send(c, sg_qmp_error_reply_err(req->id, &err));
+        complete_err(s, &err);
         return;
     }
-    struct hmp_call *h = calloc(1, sizeof *h);
-    if (!h) {
-        client_send(c, sg_qmp_error_reply(req->id, SG_ERR_GENERIC, "out of memory"));
-        return;
-    }
-    h->client = c;
-    h->id = req->id ? json_incref(req->id) : NULL;
-    h->next = c->calls;
-    if (c->calls)
-        c->calls->pprev = &h->next;
-    h->pprev = &c->calls;
-    c->calls = h;
     const char *line = json_string_value(json_object_get(req->args, "command-line"));
-    /* `done` may run before this returns; then the handle is NULL and h is
-     * already freed. */
-    struct sg_gw_hmp_req *r = sg_gw_hmp_exec(c->gw, line, c->style, hmc_done, NULL, h);
-    if (r)
-        h->req = r;
+    /* `done` may run before this returns: the slot is answered then and
+     * sent after the call. */
+    s->executing = true;
+    struct sg_gw_hmp_req *r = sg_gw_hmp_exec(c->gw, line, c->style, hmc_done, NULL, s);
+    s->executing = false;
+    if (!s->done)
+        s->req = r;
+    flush(c);
+}
+
+/* ---- messages the gateway answers itself ------------------------------ */
+
+/* Negotiation, and the commands decoded here; QEMU's checks and texts. */
+static void local_command(struct sg_gw_qmp_client *c, struct slot *s, const char *msg, size_t len)
+{
+    json_t *j = NULL;
+    struct sg_error err = { 0 };
+    if (sg_qmp_parse_message(msg, len, &j, &err) != SG_QMP_PARSE_OK) {
+        complete_err(s, &err);
+        return;
+    }
+    struct sg_qmp_request req;
+    if (!sg_qmp_request_parse(j, &req, &err)) {
+        complete_err(s, &err);
+    } else if (strcmp(req.command, "qmp_capabilities") == 0) {
+        if (!sg_qmp_capabilities_check(req.args, &err))
+            complete_err(s, &err);
+        else if (c->negotiated)
+            complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
+                           "Capabilities negotiation is already complete, command ignored");
+        else {
+            c->negotiated = true;
+            complete_json(s, sg_qmp_return_reply(NULL, id_placeholder(s)));
+        }
+    } else if (!c->negotiated) {
+        complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
+                       "Expecting capabilities negotiation with 'qmp_capabilities'");
+    } else if (strncmp(req.command, "x-snapgate-", 11) == 0) {
+        json_t *ret;
+        if (gw_xsnapgate_command(c->gw, req.command, req.args, &ret, &err) && ret)
+            complete_json(s, sg_qmp_return_reply(ret, id_placeholder(s)));
+        else
+            complete_err(s, &err);
+    } else {
+        human_monitor_command(c, s, &req);
+    }
+    json_decref(j);
 }
 
 /* ---- the client ------------------------------------------------------- */
@@ -282,50 +371,67 @@ struct sg_gw_qmp_client *sg_gw_qmp_client_new(struct sg_gw *gw, enum sg_hmp_styl
     c->style = hmp_style;
     c->send = send;
     c->opaque = opaque;
-    client_send(c, sg_qmp_greeting(gw->backend_version));
+    c->tail = &c->head;
+    json_t *g = sg_qmp_greeting(gw->backend_version);
+    size_t len;
+    char *text = g ? sg_qmp_dumps(g, &len) : NULL;
+    if (text)
+        send(opaque, text, len);
+    free(text);
+    json_decref(g);
     return c;
 }
 
-void sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, json_t *msg)
+bool sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, const char *msg, size_t len, int *fds,
+                            size_t nfds)
 {
-    struct sg_qmp_request req;
-    struct sg_error err = { 0 };
-    if (!sg_qmp_request_parse(msg, &req, &err)) {
-        client_send(c, sg_qmp_error_reply_err(req.id, &err));
-        return;
+    struct slot *s = calloc(1, sizeof *s);
+    if (!s) {
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+        return false;
     }
-    bool caps = strcmp(req.command, "qmp_capabilities") == 0;
-    if (!c->negotiated) {
-        if (!caps) {
-            client_send(c, sg_qmp_error_reply(req.id, SG_ERR_COMMAND_NOT_FOUND,
-                                              "Expecting capabilities negotiation with "
-                                              "'qmp_capabilities'"));
-            return;
+    s->client = c;
+    *c->tail = s;
+    c->tail = &s->next;
+    c->n_slots++;
+
+    struct sg_qmp_top top;
+    sg_qmp_top_scan(msg, len, &top);
+    const struct sg_qmp_span *id = &top.m[SG_TOP_ID];
+    if (top.object && id->present) {
+        s->id = malloc(id->len);
+        if (s->id) {
+            memcpy(s->id, msg + id->off, id->len);
+            s->id_len = id->len;
         }
-        /* Only "enable": [] is meaningful: the gateway offers no capability. */
-        json_t *en = json_object_get(req.args, "enable");
-        if (json_array_size(en) > 0) {
-            const char *cap = json_string_value(json_array_get(en, 0));
-            char desc[200];
-            snprintf(desc, sizeof desc, "Capability '%s' not available", cap ? cap : "?");
-            client_send(c, sg_qmp_error_reply(req.id, SG_ERR_GENERIC, desc));
-            return;
-        }
-        c->negotiated = true;
-        client_send(c, sg_qmp_return_reply(NULL, req.id));
-        return;
     }
-    if (caps) {
-        client_send(c, sg_qmp_error_reply(req.id, SG_ERR_COMMAND_NOT_FOUND,
-                                          "Capabilities negotiation is already complete, "
-                                          "command ignored"));
-        return;
+    bool local = !top.object || !c->negotiated ||
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "qmp_capabilities") ||
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "human-monitor-command") ||
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "x-snapgate-query-current-snapshot") ||
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "x-snapgate-hmp-complete");
+    if (local || !top.valid) {
+        /* Nothing was asked of the back end: descriptors are not kept
+         * (QEMU keeps them for a later getfd; here they would go to no
+         * command). */
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
     }
-    if (strcmp(req.command, "human-monitor-command") == 0) {
-        human_monitor_command(c, &req);
-        return;
+    if (top.too_deep) {
+        complete_error(s, SG_ERR_GENERIC, "JSON nesting depth limit exceeded");
+        return false;
     }
-    forward(c, &req);
+    if (!top.valid || !top.object || local)
+        local_command(c, s, msg, len);
+    else
+        forward(c, s, msg, len, &top, fds, nfds);
+    return true;
+}
+
+size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c)
+{
+    return c->n_slots;
 }
 
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c)
@@ -342,18 +448,17 @@ void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c)
         }
     }
     /* Replies still on their way find no client and are dropped. */
-    while (c->fwds) {
-        struct fwd *f = c->fwds;
-        fwd_unlink(f);
-        f->client = NULL;
-    }
-    while (c->calls) {
-        struct hmp_call *h = c->calls;
-        call_unlink(h);
-        if (h->req)
-            sg_gw_hmp_detach(h->req);
-        json_decref(h->id);
-        free(h);
+    while (c->head) {
+        struct slot *s = c->head;
+        c->head = s->next;
+        s->client = NULL;
+        s->next = NULL;
+        if (s->req) {
+            sg_gw_hmp_detach(s->req);
+            s->req = NULL;
+        }
+        if (!s->at_backend)
+            slot_free(s);
     }
     /* Its jobs go on; the gateway dismisses them when they conclude. */
     if (json_object_size(c->jobs) && gw_backend_alive(gw)) {

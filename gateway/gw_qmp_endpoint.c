@@ -1,10 +1,28 @@
-/* gw_qmp_endpoint.c: `--qmp unix:PATH` — the stream transport for front-end
- * QMP clients.  This file only frames bytes (with the QMP library's
- * decoder) and hands whole messages to gw_qmp_client.c, which is shared with
- * the /qmp WebSocket. */
+/* gw_qmp_endpoint.c: `--qmp unix:PATH` / `--qmp fd:N` — the stream
+ * transport for front-end QMP clients.  This file frames bytes (the QMP
+ * library's decoder in raw mode: message boundaries only), receives the
+ * descriptors a client passes (SCM_RIGHTS) and hands each message with its
+ * descriptors to gw_qmp_client.c, which is shared with the /qmp WebSocket.
+ *
+ * Bounds, so that no client can make the gateway grow or spin:
+ *  - a client with GW_EP_MAX_INFLIGHT messages unanswered, or more than
+ *    GW_EP_PAUSE_BACKLOG bytes of output it has not read, or while the back
+ *    end's own queue is over GW_EP_BACKEND_BACKLOG, is not read from (it
+ *    may pipeline as much as it likes: it is simply served at the pace of
+ *    the back end), and reads are one buffer per loop round, so clients
+ *    take turns;
+ *  - a client whose unread output passes GW_EP_MAX_BACKLOG (events keep
+ *    coming while it does not read) is disconnected;
+ *  - half-received messages: 16 MiB per client (the QMP limit) and
+ *    GW_EP_MAX_PARTIAL_TOTAL over all clients;
+ *  - at the process's descriptor limit, new connections are accepted on a
+ *    spare descriptor and closed at once (instead of a listening socket
+ *    that stays readable and spins the loop), with one line on stderr. */
 #include "gw_internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,21 +32,60 @@
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 
+#define GW_EP_MAX_INFLIGHT 64
+#define GW_EP_PAUSE_BACKLOG (1u << 20)
+#define GW_EP_BACKEND_BACKLOG (4u << 20)
+#define GW_EP_MAX_BACKLOG (16u << 20)
+#define GW_EP_MAX_PARTIAL_TOTAL (64u << 20)
+#define GW_EP_MAX_FDS 16
+#define GW_EP_READ_BYTES 65536
+
 struct ep_conn {
     struct ep_conn *next, **pprev;
     struct gw_qmp_endpoint *ep;
     struct sg_gw_fd *fd;
     struct sg_qmp_decoder *dec;
     struct sg_gw_qmp_client *client;
+    int fds[GW_EP_MAX_FDS];     /* received, for the next message completed */
+    size_t nfds;
+    size_t partial;             /* bytes of a message in progress */
     bool dropping;
 };
 
 struct gw_qmp_endpoint {
     struct sg_gw *gw;
-    char *path;
+    char *path;                 /* NULL: an inherited socket (not ours to unlink) */
     struct sg_gw_fd *listen;
     struct ep_conn *conns;
+    size_t partial_total;
+    int spare_fd;               /* kept for the descriptor limit */
+    bool told_limit;
 };
+
+static void drop_fds(struct ep_conn *c)
+{
+    for (size_t i = 0; i < c->nfds; i++)
+        close(c->fds[i]);
+    c->nfds = 0;
+}
+
+static void drop(struct ep_conn *c)
+{
+    if (c->dropping)
+        return;
+    c->dropping = true;
+    sg_gw_fd_close(c->fd);
+}
+
+static void update_flow(struct ep_conn *c)
+{
+    if (c->dropping)
+        return;
+    bool pause = (c->client && sg_gw_qmp_client_inflight(c->client) >= GW_EP_MAX_INFLIGHT) ||
+                 sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
+                 gw_backend_backlog(c->ep->gw) > GW_EP_BACKEND_BACKLOG;
+    sg_gw_fd_pause_input(c->fd, pause);
+}
 
 static void conn_send(void *opaque, const char *json_text, size_t len)
 {
@@ -38,9 +95,10 @@ static void conn_send(void *opaque, const char *json_text, size_t len)
     if (!sg_gw_fd_write(c->fd, json_text, len) || !sg_gw_fd_write(c->fd, "\r\n", 2)) {
         /* A client that does not read its replies or events would make us
          * hold unbounded memory: it is dropped. */
-        c->dropping = true;
-        sg_gw_fd_close(c->fd);
+        drop(c);
+        return;
     }
+    update_flow(c);
 }
 
 static void send_error(struct ep_conn *c, const char *desc)
@@ -53,59 +111,109 @@ static void send_error(struct ep_conn *c, const char *desc)
     json_decref(msg);
 }
 
-static bool on_message(void *opaque, json_t *msg)
+static bool on_span(void *opaque, const char *bytes, size_t len)
 {
     struct ep_conn *c = opaque;
-    sg_gw_qmp_client_input(c->client, msg);
+    size_t n = c->nfds;
+    c->nfds = 0;
+    if (!sg_gw_qmp_client_input(c->client, bytes, len, c->fds, n))
+        drop(c);
     return !c->dropping;
 }
 
-static bool on_invalid(void *opaque, const struct sg_error *err)
-{
-    struct ep_conn *c = opaque;
-    send_error(c, err->msg);
-    return !c->dropping;
-}
+static const struct sg_qmp_decoder_ops dec_ops = { NULL, NULL, on_span };
 
-static const struct sg_qmp_decoder_ops dec_ops = { on_message, on_invalid };
+/* One recvmsg: bytes plus the descriptors that came with them. */
+static ssize_t receive(struct ep_conn *c, char *buf, size_t cap)
+{
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * GW_EP_MAX_FDS)];
+    } ctl;
+    struct iovec iov = { buf, cap };
+    struct msghdr m = { 0 };
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl.b;
+    m.msg_controllen = sizeof ctl.b;
+    ssize_t n = recvmsg(sg_gw_fd_fd(c->fd), &m, MSG_CMSG_CLOEXEC);
+    if (n < 0)
+        return n;
+    for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h)) {
+        if (h->cmsg_level != SOL_SOCKET || h->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t k = (h->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        int *fds = (int *)CMSG_DATA(h);
+        for (size_t i = 0; i < k; i++) {
+            if (c->nfds < GW_EP_MAX_FDS)
+                c->fds[c->nfds++] = fds[i];
+            else
+                close(fds[i]); /* more than any command takes */
+        }
+    }
+    return n;
+}
 
 static bool conn_readable(void *opaque, struct sg_gw_fd *f)
 {
     struct ep_conn *c = opaque;
-    char buf[65536];
-    for (;;) {
-        ssize_t n = read(sg_gw_fd_fd(f), buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            return true;
-        if (n <= 0)
-            return false;
-        struct sg_error err = { 0 };
-        enum sg_qmp_feed r = sg_qmp_decoder_feed(c->dec, buf, (size_t)n, &err);
-        if (r == SG_QMP_FEED_FATAL) {
-            send_error(c, err.msg);
-            c->dropping = true;
-            sg_gw_fd_close(c->fd); /* after the error is written */
-            return true;
-        }
-        if (r == SG_QMP_FEED_STOPPED || c->dropping)
-            return true;
+    struct gw_qmp_endpoint *ep = c->ep;
+    if (c->dropping)
+        return true;
+    char buf[GW_EP_READ_BYTES];
+    ssize_t n;
+    do
+        n = receive(c, buf, sizeof buf);
+    while (n < 0 && errno == EINTR);
+    (void)f;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return true;
+    if (n <= 0)
+        return false;
+    struct sg_error err = { 0 };
+    enum sg_qmp_feed r = sg_qmp_decoder_feed(c->dec, buf, (size_t)n, &err);
+    ep->partial_total -= c->partial;
+    c->partial = sg_qmp_decoder_pending(c->dec);
+    ep->partial_total += c->partial;
+    if (r == SG_QMP_FEED_FATAL) {
+        send_error(c, err.msg);
+        drop(c); /* after the error is written */
+        return true;
     }
+    if (ep->partial_total > GW_EP_MAX_PARTIAL_TOTAL && c->partial) {
+        send_error(c, "too many half-sent QMP messages in the gateway (connection closed)");
+        drop(c);
+        return true;
+    }
+    update_flow(c);
+    return true;
 }
 
-static void conn_closed(void *opaque, struct sg_gw_fd *f)
+static void conn_drained(void *opaque, struct sg_gw_fd *f)
 {
-    struct ep_conn *c = opaque;
+    (void)f;
+    update_flow(opaque);
+}
+
+static void conn_unlink(struct ep_conn *c)
+{
     *c->pprev = c->next;
     if (c->next)
         c->next->pprev = c->pprev;
+    c->ep->partial_total -= c->partial;
+    drop_fds(c);
     sg_gw_qmp_client_free(c->client);
     sg_qmp_decoder_free(c->dec);
     free(c);
 }
 
-static const struct sg_gw_fd_ops conn_ops = { conn_readable, NULL, conn_closed };
+static void conn_closed(void *opaque, struct sg_gw_fd *f)
+{
+    (void)f;
+    conn_unlink(opaque);
+}
+
+static const struct sg_gw_fd_ops conn_ops = { conn_readable, conn_drained, conn_closed };
 
 static void accept_one(struct gw_qmp_endpoint *ep, int fd)
 {
@@ -129,15 +237,33 @@ static void accept_one(struct gw_qmp_endpoint *ep, int fd)
         close(fd);
         return;
     }
+    sg_gw_fd_set_queue_limit(c->fd, GW_EP_MAX_BACKLOG);
     c->next = ep->conns;
     if (ep->conns)
         ep->conns->pprev = &c->next;
     c->pprev = &ep->conns;
     ep->conns = c;
     c->client = sg_gw_qmp_client_new(ep->gw, ep->gw->opt->compat_style, conn_send, c);
-    if (!c->client) {
-        c->dropping = true;
-        sg_gw_fd_close(c->fd);
+    if (!c->client)
+        drop(c);
+}
+
+/* At the descriptor limit the pending connection is taken on the spare
+ * descriptor and closed: the client sees EOF at once, the listening socket
+ * stops being readable, and the clients already connected go on. */
+static void refuse_one(struct gw_qmp_endpoint *ep, int fd_listen)
+{
+    if (ep->spare_fd >= 0) {
+        close(ep->spare_fd);
+        int fd = accept4(fd_listen, NULL, NULL, SOCK_CLOEXEC);
+        if (fd >= 0)
+            close(fd);
+        ep->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    }
+    if (!ep->told_limit) {
+        ep->told_limit = true;
+        gw_print(ep->gw, "snapgate: --qmp: at the open file limit: refusing new QMP "
+                         "connections until clients leave\n");
     }
 }
 
@@ -148,10 +274,13 @@ static bool listen_readable(void *opaque, struct sg_gw_fd *f)
     for (int i = 0; i < 64; i++) {
         int fd = accept4(sg_gw_fd_fd(f), NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            return true; /* EAGAIN, or a transient error such as EMFILE */
+            if (errno == EMFILE || errno == ENFILE)
+                refuse_one(ep, sg_gw_fd_fd(f));
+            return true;
         }
+        ep->told_limit = false;
         accept_one(ep, fd);
     }
     return true;
@@ -159,38 +288,52 @@ static bool listen_readable(void *opaque, struct sg_gw_fd *f)
 
 static void listen_closed(void *opaque, struct sg_gw_fd *f)
 {
+    (void)f;
     struct gw_qmp_endpoint *ep = opaque;
     ep->listen = NULL;
 }
 
 static const struct sg_gw_fd_ops listen_ops = { listen_readable, NULL, listen_closed };
 
-struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path,
+void gw_on_backend_drained(struct sg_gw *gw)
+{
+    if (!gw->qmp_ep)
+        return;
+    for (struct ep_conn *c = gw->qmp_ep->conns; c; c = c->next)
+        update_flow(c);
+}
+
+struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path, int fd,
                                               struct sg_error *err)
 {
     struct gw_qmp_endpoint *ep = calloc(1, sizeof *ep);
-    if (!ep || !(ep->path = strdup(path))) {
+    if (!ep || (path && !(ep->path = strdup(path)))) {
         free(ep);
         sg_error_set(err, "out of memory");
         return NULL;
     }
     ep->gw = gw;
-    int fd = gw_unix_listen(path, err);
+    ep->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (path)
+        fd = gw_unix_listen(path, err);
     if (fd < 0) {
         sg_error_prefix(err, "--qmp");
-        free(ep->path);
-        free(ep);
-        return NULL;
+        goto fail;
     }
     ep->listen = sg_gw_fd_adopt(gw->loop, fd, &listen_ops, ep, err);
     if (!ep->listen) {
         close(fd);
-        unlink(path);
-        free(ep->path);
-        free(ep);
-        return NULL;
+        if (path)
+            unlink(path);
+        goto fail;
     }
     return ep;
+fail:
+    if (ep->spare_fd >= 0)
+        close(ep->spare_fd);
+    free(ep->path);
+    free(ep);
+    return NULL;
 }
 
 void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep)
@@ -199,17 +342,16 @@ void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep)
         return;
     while (ep->conns) {
         struct ep_conn *c = ep->conns;
-        ep->conns = c->next;
-        if (ep->conns)
-            ep->conns->pprev = &ep->conns;
         sg_gw_fd_detach(c->fd);
-        sg_gw_qmp_client_free(c->client);
-        sg_qmp_decoder_free(c->dec);
-        free(c);
+        conn_unlink(c);
     }
     if (ep->listen)
         sg_gw_fd_detach(ep->listen);
-    unlink(ep->path);
+    /* An inherited socket (no path) belongs to whoever made it. */
+    if (ep->path)
+        unlink(ep->path);
+    if (ep->spare_fd >= 0)
+        close(ep->spare_fd);
     free(ep->path);
     free(ep);
 }

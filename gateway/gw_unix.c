@@ -2,6 +2,8 @@
 #include "gw_unix.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -83,4 +85,55 @@ int gw_unix_listen(const char *path, struct sg_error *err)
         return -1;
     }
     return fd;
+}
+
+/* systemd's socket-activation protocol: descriptors 3 .. 3+LISTEN_FDS-1 are
+ * ours when LISTEN_PID is our pid.  Returns the count, 0 when not activated. */
+static long systemd_listen_fds(void)
+{
+    const char *pid = getenv("LISTEN_PID");
+    const char *fds = getenv("LISTEN_FDS");
+    if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
+        return 0;
+    long n = strtol(fds, NULL, 10);
+    unsetenv("LISTEN_PID");
+    unsetenv("LISTEN_FDS");
+    unsetenv("LISTEN_FDNAMES");
+    return n > 0 ? n : 0;
+}
+
+bool gw_unix_inherited_listener(int fd, struct sg_error *err)
+{
+    long activated = systemd_listen_fds();
+    if (activated && (fd < 3 || fd >= 3 + activated)) {
+        sg_error_set(err, "fd %d is not one of the %ld socket(s) systemd passed (fd 3 to %ld)",
+                     fd, activated, 2 + activated);
+        return false;
+    }
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        sg_error_set_errno(err, errno, "fd %d", fd);
+        return false;
+    }
+    if (!S_ISSOCK(st.st_mode)) {
+        sg_error_set(err, "fd %d is not a socket", fd);
+        return false;
+    }
+    int type = 0, acc = 0;
+    socklen_t l1 = sizeof type, l2 = sizeof acc;
+    if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &l1) < 0 ||
+        getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &acc, &l2) < 0) {
+        sg_error_set_errno(err, errno, "fd %d", fd);
+        return false;
+    }
+    if (type != SOCK_STREAM || !acc) {
+        sg_error_set(err, "fd %d is not a listening stream socket", fd);
+        return false;
+    }
+    int fl = fcntl(fd, F_GETFD);
+    if (fl < 0 || fcntl(fd, F_SETFD, fl | FD_CLOEXEC) < 0) {
+        sg_error_set_errno(err, errno, "fd %d", fd);
+        return false;
+    }
+    return true;
 }

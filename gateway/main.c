@@ -92,9 +92,15 @@ int main(int argc, char **argv)
         return SG_GW_EXIT_USAGE;
     }
 #endif
+    /* An inherited --qmp socket is checked (and made close-on-exec) before
+     * anything is started, so a child never inherits it. */
+    if (opt.qmp_fd >= 0 && !gw_unix_inherited_listener(opt.qmp_fd, &err)) {
+        fprintf(stderr, "snapgate: --qmp fd:%d: %s\n", opt.qmp_fd, err.msg);
+        return SG_GW_EXIT_USAGE;
+    }
     /* The monitor needs a terminal unless the operator asked for it. */
     bool monitor = !opt.no_monitor;
-    if (monitor && !isatty(STDIN_FILENO) && (opt.qmp_path || opt.web))
+    if (monitor && !isatty(STDIN_FILENO) && (sg_gw_options_has_qmp(&opt) || opt.web))
         monitor = false;
 
     signal(SIGPIPE, SIG_IGN);
@@ -143,7 +149,8 @@ int main(int argc, char **argv)
     }
     if (!gw_hmp_init(&gw, &err))
         goto out;
-    if (opt.qmp_path && !(gw.qmp_ep = gw_qmp_endpoint_start(&gw, opt.qmp_path, &err)))
+    if (sg_gw_options_has_qmp(&opt) &&
+        !(gw.qmp_ep = gw_qmp_endpoint_start(&gw, opt.qmp_path, opt.qmp_fd, &err)))
         goto out;
 #ifdef SG_HAVE_WEB
     if (opt.web) {
@@ -168,7 +175,7 @@ int main(int argc, char **argv)
     if (monitor) {
         if (!gw_monitor_start(&gw, &err))
             goto out;
-    } else if (!opt.qmp_path && !opt.web) {
+    } else if (!sg_gw_options_has_qmp(&opt) && !opt.web) {
         sg_error_set(&err, "--no-monitor needs --qmp or --web (nothing would be served)");
         goto out;
     }

@@ -44,6 +44,7 @@ static void engine_release(struct sg_hmp *h)
     json_decref(h->refresh_qblock);
     free(h->vmstate_node);
     free(h->prefix);
+    free(h->current);
     free(h);
 }
 
@@ -358,9 +359,24 @@ static void gather(struct sg_hmp_cmd *c, void (*after)(struct sg_hmp_cmd *c))
     send_qmp(c->h, c, mkcmd("query-block", NULL), h_qblock);
 }
 
+void sg_hmp_set_current(struct sg_hmp *h, const char *tag)
+{
+    free(h->current);
+    h->current = tag ? strdup(tag) : NULL;
+}
+
 static void after_info_snapshots(struct sg_hmp_cmd *c)
 {
     sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
+    /* QEMU has no such notion: only the snapgate profile names it, and only
+     * while a disk still holds it. */
+    bool listed = false;
+    for (size_t i = 0; c->h->current && i < c->disks.n && !listed; i++)
+        for (size_t j = 0; j < c->disks.disk[i].nsnaps && !listed; j++)
+            listed = strcmp(c->disks.disk[i].snaps[j].tag, c->h->current) == 0;
+    if (listed && c->profile != SG_HMP_PROFILE_QEMU72)
+        sg_sb_printf(&c->out, "Current snapshot: '%s' (the last one saved or loaded)\n",
+                     c->h->current);
     finish(c, false);
 }
 

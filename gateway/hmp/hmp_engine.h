@@ -24,6 +24,7 @@ struct sg_hmp {
     bool refreshing;
     json_t *refresh_qblock;   /* query-block answer while the refresh runs */
     char **tags, **ids;       /* completion cache (NULL-terminated) */
+    char *current;            /* sg_hmp_set_current, or NULL */
 };
 
 /* Replaces the completion cache with the tags/IDs of `d`. */

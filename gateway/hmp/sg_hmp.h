@@ -119,6 +119,10 @@ bool sg_hmp_busy(const struct sg_hmp *h);
  * malloc'd strings (free with sg_hmp_strv_free), or NULL when none match. */
 char **sg_hmp_complete(struct sg_hmp *h, const char *buf, size_t start, const char *word);
 void sg_hmp_strv_free(char **v);
+/* The owner's current snapshot (the gateway's: last saved or loaded), or
+ * NULL; `info snapshots` names it after the table in the snapgate profile.
+ * The string is copied. */
+void sg_hmp_set_current(struct sg_hmp *h, const char *tag);
 /* Asks the back end for the snapshot lists now (e.g. right after connect). */
 void sg_hmp_refresh_snapshots(struct sg_hmp *h);
 

@@ -168,7 +168,7 @@ static bool dec_invalid(void *opaque, const struct sg_error *err)
     return !c->closed;
 }
 
-static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid};
+static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid, NULL};
 
 struct sg_qmp_client *sg_qmp_client_new(const struct sg_qmp_client_ops *ops, void *opaque)
 {

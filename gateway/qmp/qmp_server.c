@@ -276,14 +276,11 @@ static void run_handler(struct sg_qmp_session *s, sg_qmp_handler_fn fn, void *op
     fn(req, rq->args, opaque);
 }
 
-static void negotiate(struct sg_qmp_session *s, const struct sg_qmp_request *rq)
+bool sg_qmp_capabilities_check(const json_t *args, struct sg_error *err)
 {
-    struct sg_error err = {0};
-    if (!sg_qmp_check_args(caps_args, rq->args, &err)) {
-        send_error(s, rq->id, err.cls, err.msg);
-        return;
-    }
-    json_t *enable = json_object_get(rq->args, "enable");
+    if (!sg_qmp_check_args(caps_args, (json_t *)args, err))
+        return false;
+    json_t *enable = json_object_get(args, "enable");
     if (json_array_size(enable) > 0) {
         /* We offer no capability (greeting "capabilities": []), so every
          * requested one is listed, in QEMU's words. */
@@ -297,9 +294,17 @@ static void negotiate(struct sg_qmp_session *s, const struct sg_qmp_request *rq)
                 break;
             len += (size_t)w;
         }
-        char msg[600];
-        snprintf(msg, sizeof msg, "Capability %s not available", desc);
-        send_error(s, rq->id, SG_ERR_GENERIC, msg);
+        sg_error_set_class(err, SG_ERR_GENERIC, "Capability %s not available", desc);
+        return false;
+    }
+    return true;
+}
+
+static void negotiate(struct sg_qmp_session *s, const struct sg_qmp_request *rq)
+{
+    struct sg_error err = {0};
+    if (!sg_qmp_capabilities_check(rq->args, &err)) {
+        send_error(s, rq->id, err.cls, err.msg);
         return;
     }
     s->negotiated = true;
@@ -392,7 +397,7 @@ static bool dec_invalid(void *opaque, const struct sg_error *err)
     return !s->closing && !s->dead;
 }
 
-static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid};
+static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid, NULL};
 
 void sg_qmp_session_feed(struct sg_qmp_session *s, const void *data, size_t len)
 {

@@ -103,6 +103,11 @@ bool sg_qmp_server_add_commands(struct sg_qmp_server *srv, const struct sg_qmp_c
 /* The reply of query-commands: [{"name": ...}, ...] including qmp_capabilities. */
 json_t *sg_qmp_server_query_commands(const struct sg_qmp_server *srv);
 
+/* The checks of qmp_capabilities' arguments with QEMU 7.2's texts
+ * ("Capability oob not available", "Parameter 'enable' expects an array",
+ * ...): the one place every QMP speaker of snapgate negotiates by. */
+bool sg_qmp_capabilities_check(const json_t *args, struct sg_error *err);
+
 /* ---- listening socket -------------------------------------------------- */
 /* Listens on "unix:PATH" (QEMU's ",server=on,wait=off" suffixes accepted
  * and ignored) or a bare PATH: a stale socket file is replaced, the socket

@@ -71,6 +71,8 @@ static void drop_front(struct sg_qmp_decoder *d, size_t n)
 /* Parses the span the scanner found and hands it to the owner. */
 static bool deliver(struct sg_qmp_decoder *d, size_t start, size_t end)
 {
+    if (d->ops.span)
+        return d->ops.span(d->opaque, (const char *)d->buf + start, end - start);
     json_t *msg = NULL;
     struct sg_error perr = {0};
     enum sg_qmp_parse r = sg_qmp_parse_message(d->buf + start, end - start, &msg, &perr);

@@ -38,6 +38,10 @@ struct sg_qmp_decoder_ops {
     /* A malformed message was skipped; `err->msg` is the desc to answer
      * with a GenericError (QEMU: "JSON parse error, ...").  Same return rule. */
     bool (*invalid)(void *opaque, const struct sg_error *err);
+    /* Raw mode (a proxy): when set, each message's bytes are handed over
+     * as they arrived instead of being parsed (message/invalid are not
+     * called; judge them with sg_qmp_top_scan()).  Same return rule. */
+    bool (*span)(void *opaque, const char *bytes, size_t len);
 };
 
 enum sg_qmp_feed {

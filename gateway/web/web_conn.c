@@ -131,6 +131,8 @@ static void hmp_next(struct sg_web_conn *c)
         c->hmp_head = l->next;
         if (!c->hmp_head)
             c->hmp_tail = NULL;
+        c->hmp_queued--;
+        c->hmp_queued_bytes -= strlen(l->text);
         c->hmp_busy = true;
         c->hmp_done_now = false;
         struct sg_gw_hmp_req *r = sg_gw_hmp_exec(c->web->gw, l->text, c->web->hmp_style,
@@ -142,12 +144,22 @@ static void hmp_next(struct sg_web_conn *c)
     }
 }
 
-static void hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, size_t len)
+/* Returns -1 to close the connection (queue over its bounds). */
+static int hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, size_t len)
 {
     len = sg_web_hmp_line_len(text, len);
+    if (c->hmp_queued + 1 > SG_WEB_HMP_QUEUE_LINES ||
+        c->hmp_queued_bytes + len > SG_WEB_HMP_QUEUE_BYTES) {
+        static const char why[] = "too many HMP lines waiting for the running one";
+        lwsl_warn("web: /hmp client closed: %u lines (%zu bytes) queued\n", c->hmp_queued,
+                  c->hmp_queued_bytes);
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why,
+                         sizeof why - 1);
+        return -1;
+    }
     struct sg_web_hmp_line *l = malloc(sizeof *l + len + 1);
     if (!l)
-        return;
+        return -1;
     l->next = NULL;
     memcpy(l->text, text, len);
     l->text[len] = '\0';
@@ -156,7 +168,10 @@ static void hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, siz
     else
         c->hmp_head = l;
     c->hmp_tail = l;
+    c->hmp_queued++;
+    c->hmp_queued_bytes += strlen(l->text);   /* what hmp_next subtracts */
     hmp_next(c);
+    return 0;
 }
 
 /* ---- input -------------------------------------------------------------- */
@@ -188,42 +203,16 @@ bool sg_web_json_depth_ok(const char *text, size_t len, int max_depth)
     return true;
 }
 
-/* Built and printed by the QMP library, like the unix endpoint's errors, so
- * a script sees the same bytes on either transport. */
-static void qmp_error(struct sg_web_conn *c, const char *desc)
-{
-    json_t *e = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
-    size_t len;
-    char *s = e ? sg_qmp_dumps(e, &len) : NULL;
-    if (s)
-        conn_enqueue(c, s, len, false);
-    free(s);
-    json_decref(e);
-}
-
-/* One frame is one QMP message, parsed by the same function as every
- * message of the unix endpoint's stream (limits checked before jansson sees
- * the text).  Returns -1 to close. */
+/* One frame is one QMP message, handed to the gateway's proxy as it came
+ * (the same code as every message of the unix endpoint's stream, limits
+ * and malformed JSON included).  Returns -1 to close. */
 static int qmp_message(struct sg_web_conn *c)
 {
-    struct sg_error err = { 0 };
-    json_t *msg = NULL;
-    switch (sg_qmp_parse_message(c->rx.buf, c->rx.len, &msg, &err)) {
-    case SG_QMP_PARSE_OK:
-        break;
-    case SG_QMP_PARSE_INVALID:
-        /* Same as QEMU: malformed input is answered and the link stays up. */
-        qmp_error(c, err.msg);
-        return 0;
-    case SG_QMP_PARSE_FATAL:
-        qmp_error(c, err.msg);
+    if (c->qmp && !sg_gw_qmp_client_input(c->qmp, (const char *)c->rx.buf, c->rx.len, NULL, 0)) {
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
                          (unsigned char *)"QMP limit exceeded", 18);
         return -1;
     }
-    if (c->qmp)
-        sg_gw_qmp_client_input(c->qmp, msg);
-    json_decref(msg);
     return 0;
 }
 
@@ -251,8 +240,7 @@ static int conn_receive(struct sg_web_conn *c, const void *in, size_t len)
         return 0;
     if (c->kind == SG_WEB_QMP)
         return qmp_message(c);
-    hmp_queue_line(c, c->rx.buf, c->rx.len);
-    return 0;
+    return hmp_queue_line(c, c->rx.buf, c->rx.len);
 }
 
 /* ---- lifetime ----------------------------------------------------------- */
@@ -279,6 +267,8 @@ void sg_web_conn_detach(struct sg_web_conn *c)
         free(l);
     }
     c->hmp_tail = NULL;
+    c->hmp_queued = 0;
+    c->hmp_queued_bytes = 0;
     if (c->web) {
         if (c->prev)
             c->prev->next = c->next;

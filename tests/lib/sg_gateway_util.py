@@ -99,6 +99,14 @@ class FakeBackend:
                                          "human-monitor-command")])
         elif name == "echo":
             reply(args)
+        elif name == "raw":
+            # arguments.text is sent as it is: replies jansson cannot hold
+            # (integers above 2^63), broken JSON, ...  "{ID}" becomes the id.
+            text = args["text"].replace("{ID}", json.dumps(rid))
+            try:
+                conn.sendall((text + "\r\n").encode())
+            except OSError:
+                pass
         elif name == "emit":
             reply({})
             now = time.time()

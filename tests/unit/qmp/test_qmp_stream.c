@@ -36,7 +36,7 @@ static bool on_invalid(void *opaque, const struct sg_error *err)
     return true;
 }
 
-static const struct sg_qmp_decoder_ops ops = {on_msg, on_invalid};
+static const struct sg_qmp_decoder_ops ops = {on_msg, on_invalid, NULL};
 
 static void sink_free(struct sink *k)
 {
