@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Runs snapgate-vmm's integration tests (tests/integration/vmm, by their ctest names) a
+"""Runs snapgate-vmm's integration tests (tests/integration/vmm, by their ctest names, with
+inner.py: ctest's commands and environment, timeouts x5) a
 second time, inside the kvm bed, in one boot: there /dev/kvm is kvm_amd, a conventional
 KVM, instead of this host's kvm_pvm.
 
@@ -40,13 +41,14 @@ if probe:
     cmd += ("python3 -c 'import fcntl, os; fd = os.open(\"/dev/kvm\", os.O_RDWR); "
             "x = fcntl.ioctl(fd, 0xAE03, 56); print(\"KVM_CAP_XCRS\", x); "
             "raise SystemExit(0 if x == 0 else 90)' && ")
-cmd += f"ctest --test-dir {build} -R '{regex}' --output-on-failure --no-tests=error"
+inner = os.path.join(os.path.dirname(os.path.abspath(__file__)), "inner.py")
+cmd += f"python3 {inner} {build} '{regex}'"
 r = sg_bed_util.run(["sh", "-c", cmd], cpu=cpu, timeout=1500)
 if probe:
     sgtest.check("KVM_CAP_XCRS 0" in r.output, "the bed's CPU still has XSAVE (KVM_CAP_XCRS != 0)")
-results = re.findall(r"Test +#\d+: (\S+) \.+\s*(\S+)", r.output)
+results = re.findall(r"Test #\d+: (\S+) \.+ (\S+)", r.output)
 sgtest.check(results, "no test results from the bed")
 skipped = [n for n, st in results if "Skipped" in st or "Not" in st]
 sgtest.check(not skipped, f"skipped inside the bed (where everything they need is): {skipped}")
-sgtest.check_eq(r.status, 0, "status of ctest inside the bed")
+sgtest.check_eq(r.status, 0, "status of the tests inside the bed")
 print(f"kvm bed: {len(results)} vmm tests passed on kvm_amd: {' '.join(n for n, _ in results)}")
