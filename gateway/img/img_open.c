@@ -11,22 +11,7 @@
 
 #include <string.h>
 
-static bool force_share;
-
-int img_take_global_options(int argc, char **argv)
-{
-    int n = 1;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "-U") || !strcmp(argv[i], "--force-share"))
-            force_share = true;
-        else
-            argv[n++] = argv[i];
-    }
-    argv[n] = NULL;
-    return n;
-}
-
-struct sg_block *img_open(const char *file, bool writable)
+struct sg_block *img_open(const char *file, const char *fmt, bool writable, bool force_share)
 {
     struct sg_error err = {0};
     if (force_share && writable) {
@@ -35,7 +20,7 @@ struct sg_block *img_open(const char *file, bool writable)
         return NULL;
     }
     unsigned flags = writable ? 0 : SG_BLOCK_RDONLY | (force_share ? SG_BLOCK_FORCE_SHARE : 0);
-    struct sg_block *bs = sg_block_open(file, NULL, flags, &err);
+    struct sg_block *bs = sg_block_open(file, fmt, flags, &err);
     if (!bs) {
         img_error("Could not open '%s': %s", file, err.msg);
         return NULL;
@@ -56,9 +41,4 @@ struct sg_block *img_open(const char *file, bool writable)
         }
     }
     return bs;
-}
-
-unsigned img_share(void)
-{
-    return force_share ? SG_BLOCK_FORCE_SHARE : 0;
 }

@@ -150,5 +150,6 @@ bool sg_vmm_jobs_init(struct sg_vmm *vmm, struct sg_error *err)
         { "transaction", sg_snap_cmd_transaction, transaction_args, 0, vmm },
         { NULL },
     };
-    return sg_vmm_jobs_register(vmm, err) && sg_qmp_server_add_commands(vmm->qmp, cmds, err);
+    return sg_vmm_jobs_register(vmm, err) && sg_qmp_server_add_commands(vmm->qmp, cmds, err) &&
+           sg_snap_tree_register(vmm, err);
 }

@@ -23,7 +23,9 @@ struct sg_vmm_opts {
     uint64_t ram_size;
     int smp;
     char name[128];
-    char append[256];
+    char append[2048];
+    char kernel[512];       /* -kernel BZIMAGE ("" = demo guest) */
+    char initrd[512];
     struct sg_drive_opt drives[SG_VM_MAX_DRIVES];
     int nr_drives;
     char qmp[512];          /* "" = no QMP */

@@ -49,10 +49,21 @@ bool sg_web_find_docroot(const char *configured, char *out, size_t outsz, struct
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = '\0';
-    /* build/snapgate -> ../web (source tree); prefix/bin -> ../share/snapgate/web. */
-    static const char *const rel[] = { "../web", "../share/snapgate/web", "web", "../../web" };
+    /* build/snapgate -> ../web (source tree); prefix/bin -> ../share/snapgate/web;
+     * then the places the build knows (CMake sets them): the install
+     * prefix's page, and the source tree's for a build folder outside it
+     * (cmake -B /elsewhere). */
+    static const char *const rel[] = { "../web", "../share/snapgate/web", "web", "../../web",
+#ifdef SG_WEB_SOURCE_DIR
+                                       SG_WEB_SOURCE_DIR,
+#endif
+#ifdef SG_WEB_INSTALL_DIR
+                                       SG_WEB_INSTALL_DIR,
+#endif
+    };
     for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-        if ((size_t)snprintf(tmp, sizeof tmp, "%s/%s", exe, rel[i]) >= sizeof tmp)
+        if ((size_t)snprintf(tmp, sizeof tmp, "%s%s%s", rel[i][0] == '/' ? "" : exe,
+                             rel[i][0] == '/' ? "" : "/", rel[i]) >= sizeof tmp)
             continue;
         char real[PATH_MAX];
         if (realpath(tmp, real) && has_index(real)) {

@@ -64,6 +64,9 @@ struct sg_snapshot_info {
     uint64_t vm_clock_nsec;  /* guest clock when taken */
     uint64_t disk_size;      /* virtual disk size when taken */
     int64_t icount;          /* -1 */
+    /* create: record `icount` (qemu-img snapshot -c writes 0); false
+     * records -1, as savevm does. */
+    bool has_icount;
 };
 
 /* A snapshot tag is at most 255 bytes of valid UTF-8 (QEMU keeps 255 bytes
@@ -190,5 +193,38 @@ struct sg_block_qcow2_info {
 };
 /* Fills *info for a qcow2 image; false for raw. */
 bool sg_block_qcow2_info(const struct sg_block *bs, struct sg_block_qcow2_info *info);
+
+/* ---- Live snapshots (qcow2_vmstate_share.c; snapgate-vmm's live,
+ * incremental and lazy snapshots).  Each call is one crash-safe
+ * transaction. ------------------------------------------------------------- */
+
+/* The disk at this instant, held aside while the active image goes on.  A
+ * crash while it is held leaves only leaked clusters. */
+struct sg_block_frozen {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    uint64_t disk_size;
+};
+bool sg_block_freeze(struct sg_block *bs, struct sg_block_frozen *fz, struct sg_error *err);
+/* Makes it a snapshot (as sg_block_snapshot_create: info in, info->id out);
+ * with take_vmstate the snapshot also gets the active vmstate area
+ * (vm_state_size bytes of it count) and the active image keeps a copy that
+ * shares its clusters.  Without, vm_state_size is 0. */
+bool sg_block_frozen_snapshot(struct sg_block *bs, struct sg_block_frozen *fz,
+                              struct sg_snapshot_info *info, bool take_vmstate,
+                              struct sg_error *err);
+/* Lets go of it (a failed save). */
+bool sg_block_frozen_drop(struct sg_block *bs, struct sg_block_frozen *fz, struct sg_error *err);
+/* The active vmstate area becomes a copy of snapshot `id`'s sharing its
+ * clusters (refcount + 1), so writing it never changes the snapshot. */
+bool sg_block_vmstate_share_from(struct sg_block *bs, const char *id, struct sg_error *err);
+/* Host file offset of each cluster of snapshot `id`'s vmstate [off, off+len)
+ * (both cluster aligned) into host[len / cluster size]; 0 = reads as zeros.
+ * The offsets stay valid while the snapshot exists. */
+bool sg_block_vmstate_host_map(struct sg_block *bs, const char *id, uint64_t off, uint64_t len,
+                               uint64_t *host, struct sg_error *err);
+/* The image file's descriptor: pread of mapped clusters and an fdatasync
+ * ahead of a flush may use it without the caller's lock. */
+int sg_block_host_fd(struct sg_block *bs);
 
 #endif

@@ -280,6 +280,10 @@ void qcow2_snapshots_free(struct qcow2 *s);
 bool qcow2_read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out,
                    struct sg_error *err);
 
+struct qsnap *qcow2_snaps_copy(struct qcow2 *s, const struct qsnap *add, int *nb,
+                               struct sg_error *err);
+void qcow2_snaps_install(struct qcow2 *s, struct qsnap *v, int nb);
+void qcow2_snaps_free_array(struct qsnap *v, int nb);
 /* entry points used by block.c */
 uint64_t sg_qcow2_cluster_size(const struct sg_block *bs);
 int sg_qcow2_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,

@@ -391,7 +391,7 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
         .vm_clock_nsec = info->vm_clock_nsec,
         .vm_state_size = info->vm_state_size,
         .disk_size = s->size,
-        .icount = -1,
+        .icount = info->has_icount ? info->icount : -1,
     };
     int nb;
     struct qsnap *v = new_table(s, -1, &sn, &nb, err);
@@ -420,7 +420,7 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
     install_table(s, v, nb);
     snprintf(info->id, sizeof info->id, "%s", id);
     info->disk_size = s->size;
-    info->icount = -1;
+    info->icount = sn.icount;
     return true;
 }
 
@@ -675,4 +675,22 @@ int sg_qcow2_vmstate_map_snapshot(struct sg_block *bs, const char *id, uint64_t 
 bool sg_qcow2_vmstate_discard(struct sg_block *bs, struct sg_error *err)
 {
     return drop_vmstate(qcow2_state(bs), err);
+}
+
+/* For qcow2_vmstate_share.c: a copy of the snapshot table to change (with
+ * `add` appended unless NULL), and installing or freeing it. */
+struct qsnap *qcow2_snaps_copy(struct qcow2 *s, const struct qsnap *add, int *nb,
+                               struct sg_error *err)
+{
+    return new_table(s, -1, add, nb, err);
+}
+
+void qcow2_snaps_install(struct qcow2 *s, struct qsnap *v, int nb)
+{
+    install_table(s, v, nb);
+}
+
+void qcow2_snaps_free_array(struct qsnap *v, int nb)
+{
+    free_snaps(v, nb);
 }

@@ -1,7 +1,7 @@
 /* virtio_blk.c: legacy virtio-blk over PCI I/O ports, one queue.
  *
  * Requests are served synchronously on the notify write (vCPU thread, under
- * vm->io_lock and the drive's lock): the guest sees the used ring updated
+ * the drive's lock; not io_lock, see vm_io.c): the guest sees the used ring updated
  * when its OUT instruction returns.  The register state lives in one struct
  * with the queue position, so save/load is a copy and the ring itself is
  * in guest RAM (saved with it). */

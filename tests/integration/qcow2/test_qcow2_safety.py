@@ -103,7 +103,7 @@ sgtest.check('Failed to get "write" lock' in r.stderr and
 r = run([IMG, "info", img], rc=1)
 sgtest.check('Failed to get shared "write" lock' in r.stderr, r.stderr)
 run([IMG, "info", "-U", img])
-run([IMG, "--force-share", "snapshot", "-l", img])
+run([IMG, "snapshot", "--force-share", "-l", img])
 run([IMG, "check", "-U", img])
 r = run([IMG, "snapshot", "-U", "-c", "x", img], rc=1)
 sgtest.check("force-share=on can only be used with read-only images" in r.stderr, r.stderr)
