@@ -7,7 +7,7 @@ set -euo pipefail
 build_pkgs=(build-essential cmake pkg-config libjansson-dev libreadline-dev
             libwebsockets-dev libssl-dev libcmocka-dev)
 test_pkgs=(qemu-system-x86 qemu-utils chromium tmux clang
-           libclang-rt-14-dev groff man-db python3 openssl
+           libclang-rt-14-dev groff man-db python3 openssl xz-utils
            libvirt-daemon-system libvirt-clients libvirt-daemon-driver-qemu)
 
 pkgs=("${build_pkgs[@]}")

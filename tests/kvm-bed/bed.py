@@ -4,6 +4,7 @@
 the host's programs and trees at their own paths, streams its output and returns its status.
 See README.md in this directory; run.sh is the command-line entry point."""
 import argparse
+import bisect
 import ctypes
 import os
 import re
@@ -149,6 +150,26 @@ def monitor_dump(path):
     return re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text)
 
 
+def load_kallsyms(path):
+    syms = []
+    try:
+        with open(path) as f:
+            for line in f:
+                a, _, name = line.split()[:3]
+                syms.append((int(a, 16), name))
+    except (OSError, ValueError):
+        pass
+    syms.sort()
+    return syms
+
+
+def symbolize(syms, addr):
+    i = bisect.bisect_right(syms, (addr, "\uffff")) - 1
+    if i < 0 or not syms or addr - syms[i][0] > 0x100000:
+        return "(no symbol)"
+    return f"<{syms[i][1]}+{addr - syms[i][0]:#x}>"
+
+
 class Attempt:
     """One boot of the bed running the command.  result: ('done', status),
     ('hang', why), ('nokvm', why) or ('error', why)."""
@@ -161,8 +182,9 @@ class Attempt:
 
     def qemu_argv(self):
         o = self.opts
-        append = "console=ttyS0 quiet loglevel=4 panic=-1 " + o.append
-        argv = [o.qemu, "-accel", "tcg,thread=multi", "-cpu", o.cpu, "-smp", str(o.smp),
+        # nokaslr: hang reports resolve RIPs against the guest's kallsyms
+        append = "console=ttyS0 quiet loglevel=4 panic=-1 nokaslr " + o.append
+        argv = [o.qemu, "-accel", f"tcg,thread={o.tcg_threads}", "-cpu", o.cpu, "-smp", str(o.smp),
                 "-m", o.mem, "-nodefaults", "-display", "none", "-vga", "none", "-no-reboot",
                 "-kernel", os.path.join(self.gdir, "vmlinux"),
                 "-initrd", os.path.join(self.gdir, "initrd.img"), "-append", append,
@@ -186,9 +208,14 @@ class Attempt:
             sys.stderr.write(f"kvm-bed| {line.decode(errors='replace')}\n")
         if self.partial:
             sys.stderr.write(f"kvm-bed| {self.partial.decode(errors='replace')}\n")
-        log("CPU state from the QEMU monitor:")
+        log("CPU state from the QEMU monitor (info registers -a):")
+        syms = load_kallsyms(f"{self.ctl}/kallsyms")
         for line in monitor_dump(f"{self.ctl}/mon.sock").splitlines():
-            if line.strip() and not line.startswith("(qemu)") and not line.startswith("QEMU "):
+            # the general registers, not FPU/SSE state
+            if re.match(r"(CPU|\* CPU|  CPU|RAX|RSI|R8 |R12|RIP|CS |CR0|EFER)", line):
+                m = re.match(r"RIP=([0-9a-f]+)", line)
+                if m:
+                    line += "  " + symbolize(syms, int(m.group(1), 16))
                 sys.stderr.write(f"kvm-bed| {line}\n")
         sys.stderr.flush()
 
@@ -329,6 +356,8 @@ def parse(argv):
     p.add_argument("--smp", type=int, default=2, metavar="N", help="level-1 vCPUs (default 2)")
     p.add_argument("--cpu", default="max", metavar="MODEL",
                    help="level-1 CPU model (default max; e.g. max,-xsave)")
+    p.add_argument("--tcg-threads", default="multi", choices=("multi", "single"),
+                   help="one host thread per vCPU (multi, default) or one for all")
     p.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
     p.add_argument("--no-retry", action="store_true", help="do not retry after a hang")
     p.add_argument("--keep", action="store_true", help="keep the scratch and control dirs")

@@ -13,6 +13,8 @@ mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=none sgctl $C ||
 token=$(cat $C/token)
 say() { echo "sg-bed $token $*" > /dev/ttyS0; }
 (while :; do echo hb; sleep 1; done > /dev/ttyS1) &
+# Kernel text symbols (the bed boots with nokaslr) let a hang report name each vCPU's RIP.
+(grep ' [tT] ' /proc/kallsyms > $C/kallsyms.tmp && mv $C/kallsyms.tmp $C/kallsyms) &
 
 if [ ! -d /sys/module/kvm_amd ]; then say "nokvm kvm_amd did not load (no SVM in the level-1 CPU?)"; exit 0; fi
 if [ -d /sys/module/kvm_pvm ]; then say "nokvm kvm_pvm is loaded"; exit 0; fi

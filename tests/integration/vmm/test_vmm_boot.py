@@ -22,7 +22,9 @@ vm.wait_line(r"^tick 1$", 5)
 t0 = time.monotonic()
 i, _ = vm.wait_line(r"^tick 11$", 5)
 rate = 10 / (time.monotonic() - t0)
-sgtest.check(6 <= rate <= 14, f"tick rate {rate:.1f}/s, want ~10/s")
+# In the kvm bed (SG_BED=1) time is emulated and a loaded host starves the guest: only
+# the upper bound (ticks are paced by the TSC, never early) holds there.
+sgtest.check((2 if os.environ.get("SG_BED") else 6) <= rate <= 14, f"tick rate {rate:.1f}/s, want ~10/s")
 sgtest.check_eq(vm.ticks()[:11], list(range(1, 12)), "tick sequence")
 st = vm.qmp.cmd("query-status")["return"]
 sgtest.check_eq(st, {"status": "running", "singlestep": False, "running": True}, "query-status")

@@ -54,12 +54,15 @@ def watch(job_id, expect_refusal=False):
     sgtest.fail("job did not conclude")
 
 
+# Inside the kvm bed (tests/kvm-bed, SG_BED=1) time is emulated, 10-40x slower: a
+# blocked monitor still shows as seconds there, so the latency limit is 10x wider.
+limit = 0.5 if os.environ.get("SG_BED") else 0.05
 t0 = time.monotonic()
 sgtest.check("return" in q.cmd("snapshot-save", dict(args, **{"job-id": "s1", "tag": "big"})), "save")
 worst, statuses, progress, j = watch("s1", expect_refusal=True)
 save_s = time.monotonic() - t0
 sgtest.check("error" not in j, f"save failed: {j}")
-sgtest.check(worst < 0.05, f"monitor latency {worst * 1000:.1f} ms during save (limit 50 ms)")
+sgtest.check(worst < limit, f"monitor latency {worst * 1000:.1f} ms during save (limit {limit * 1000:.0f} ms)")
 # A live save pauses the guest for milliseconds only: the monitor sees it running.
 sgtest.check("running" in statuses, f"statuses seen during save: {statuses}")
 mid = [c for c, t in progress if 0 < c < t]
@@ -87,7 +90,7 @@ t0 = time.monotonic()
 q.cmd("snapshot-load", dict(args, **{"job-id": "l1", "tag": "big"}))
 worst, statuses, progress, j = watch("l1")
 sgtest.check("error" not in j, f"load failed: {j}")
-sgtest.check(worst < 0.05, f"monitor latency {worst * 1000:.1f} ms during load")
+sgtest.check(worst < limit, f"monitor latency {worst * 1000:.1f} ms during load")
 print(f"load: {time.monotonic() - t0:.2f} s, worst monitor latency {worst * 1000:.1f} ms")
 q.cmd("job-dismiss", {"id": "l1"})
 n = vm.last_tick()
