@@ -52,7 +52,9 @@ int img_check(int argc, char **argv)
         return 1;
     }
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, NULL, repair ? 0 : SG_BLOCK_RDONLY, &err);
+    /* Not img_open(.., true): the repair does its own check and refuses
+     * corruption itself, with the report. */
+    struct sg_block *bs = sg_block_open(file, NULL, repair ? 0 : SG_BLOCK_RDONLY | img_share(), &err);
     if (!bs) {
         img_error("Could not open '%s': %s", file, err.msg);
         return 1;

@@ -45,7 +45,9 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
                 json_object_set_new(s, "icount", json_integer(l[i].icount));
             json_object_set_new(s, "vm-clock-nsec",
                                 json_integer((json_int_t)(l[i].vm_clock_nsec % 1000000000ULL)));
-            json_object_set_new(s, "name", json_string(l[i].name));
+            char *name = sg_utf8_lossy(l[i].name);   /* as qemu-img: U+FFFD */
+            json_object_set_new(s, "name", json_string(name ? name : ""));
+            free(name);
             json_object_set_new(s, "date-sec", json_integer((json_int_t)l[i].date_sec));
             json_object_set_new(s, "date-nsec", json_integer((json_int_t)l[i].date_nsec));
             json_object_set_new(s, "vm-clock-sec",
@@ -112,11 +114,9 @@ int img_info(int argc, char **argv)
         return 1;
     }
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, NULL, SG_BLOCK_RDONLY, &err);
-    if (!bs) {
-        img_error("Could not open '%s': %s", file, err.msg);
+    struct sg_block *bs = img_open(file, false);
+    if (!bs)
         return 1;
-    }
     struct sg_snapshot_info *l;
     int n = sg_block_snapshot_list(bs, &l, &err);
     if (n < 0) {

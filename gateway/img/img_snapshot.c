@@ -46,11 +46,9 @@ int img_snapshot(int argc, char **argv)
         return usage();
 
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, NULL, action == 'l' ? SG_BLOCK_RDONLY : 0, &err);
-    if (!bs) {
-        img_error("Could not open '%s': %s", file, err.msg);
+    struct sg_block *bs = img_open(file, action != 'l');
+    if (!bs)
         return 1;
-    }
     if (!sg_block_can_snapshot(bs)) {
         img_error("Could not open '%s': format '%s' does not support snapshots", file,
                   sg_block_format(bs));

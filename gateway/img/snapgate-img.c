@@ -39,6 +39,11 @@ int main(int argc, char **argv)
         fputs(usage_text, stderr);
         return 1;
     }
+    argc = img_take_global_options(argc, argv);
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return 1;
+    }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
         fputs(usage_text, stdout);

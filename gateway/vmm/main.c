@@ -189,6 +189,7 @@ static void guest_notification(struct sg_vmm *vmm)
     char buf[16];
     while (read(vmm->vm.notify_rd, buf, sizeof(buf)) > 0)
         ;
+    sg_vmm_block_io_errors(vmm);
     int kind = atomic_exchange(&vmm->vm.guest_exit, 0);
     if (kind == 0)
         return;
