@@ -258,10 +258,10 @@ async function runOp(cmd, tag) {
     const err = hmpError(reply);
     if (err && !jobs.wasCancelled(cmd)) showError(`${VERB[cmd]} snapshot “${tag}” failed:\n${err}`);
     if (!err && reply.trim()) consolePane.append(`(${cmd} “${tag}”) ${reply.endsWith('\n') ? reply : reply + '\n'}`);
-    jobs.lineDone(cmd, !err);
+    jobs.lineDone(cmd, !err, err);
   } catch (e) {
     showError(`${VERB[cmd]} snapshot “${tag}” failed:\n${e.message}`);
-    jobs.lineDone(cmd, false);
+    jobs.lineDone(cmd, false, e.message);
   } finally {
     state.busy = false;
     await Promise.allSettled([jobs.refresh(), refreshSnapshots(), refreshStatus()]);

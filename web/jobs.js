@@ -44,11 +44,13 @@ export class Jobs {
   // A line of ours is about to run: the jobs created until it ends are its own.
   expect(cmd, tag) { this.expected = { cmd, tag, jobs: [] }; }
   wasCancelled() { return !!this.expected && this.expected.jobs.some((j) => j.cancelAsked); }
-  lineDone(cmd, ok) {
+  // The line's own error text names the cause when query-jobs no longer could.
+  lineDone(cmd, ok, err) {
     const e = this.expected;
     this.expected = null;
     for (const j of e ? e.jobs : []) {
       if (j.phase === 'active') this.finish(j, ok && !j.aborted);
+      if (j.phase === 'failed' && !j.error && err) j.error = err.replace(/^Error: /, '').split('\n')[0];
     }
     this.render();
   }

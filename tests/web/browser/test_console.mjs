@@ -311,6 +311,8 @@ try {
     const box = await page.$eval('#error-text', (e) => ({ sw: e.scrollWidth, cw: e.clientWidth }));
     check(box.sw <= box.cw + 1, `the error wraps instead of being cut: ${JSON.stringify(box)}`);
     await page.waitForSelector('.job[data-state="failed"]');
+    const flabel = await page.$eval('.job[data-state="failed"] .job-state', (e) => e.textContent);
+    check(/^failed: Device 'drive1'/.test(flabel), `the failed bar names the cause: ${flabel}`);
     check(await currentTag() !== 'fails to load', 'a failed load is not marked current');
     await shot('06b-aborted-load');
     await page.click('#error-close');
