@@ -262,7 +262,20 @@ static json_t *job_args(const char *msg, const struct sg_qmp_top *top, bool dism
     return json_loadb(msg + a->off, a->len, JSON_DECODE_ANY, NULL);
 }
 
-/* Forwards one command; false when the gateway answered it itself. */
+/* Puts a client with waiting commands at the end of the turns. */
+static void take_turn(struct sg_gw_qmp_client *c)
+{
+    struct sg_gw *gw = c->gw;
+    c->has_turn = true;
+    c->next_turn = NULL;
+    if (gw->turn_tail)
+        gw->turn_tail->next_turn = c;
+    else
+        gw->turn_head = c;
+    gw->turn_tail = c;
+}
+
+/* Forwards one command, or queues it for the client's turn. */
 static void forward(struct sg_gw_qmp_client *c, struct slot *s, const char *msg, size_t len,
                     const struct sg_qmp_top *top, int *fds, size_t nfds)
 {
@@ -316,15 +329,8 @@ static void forward(struct sg_gw_qmp_client *c, struct slot *s, const char *msg,
     }
     *c->unsent_tail = s;
     c->unsent_tail = &s->next_unsent;
-    if (!c->has_turn) {
-        c->has_turn = true;
-        c->next_turn = NULL;
-        if (gw->turn_tail)
-            gw->turn_tail->next_turn = c;
-        else
-            gw->turn_head = c;
-        gw->turn_tail = c;
-    }
+    if (!c->has_turn)
+        take_turn(c);
 }
 
 /* Sends waiting commands while there is room, one per client in turn. */
@@ -344,15 +350,8 @@ static void dispatch(struct sg_gw *gw)
         if (!c->unsent)
             c->unsent_tail = &c->unsent;
         s->next_unsent = NULL;
-        if (c->unsent) { /* back in line behind the others */
-            c->has_turn = true;
-            c->next_turn = NULL;
-            if (gw->turn_tail)
-                gw->turn_tail->next_turn = c;
-            else
-                gw->turn_head = c;
-            gw->turn_tail = c;
-        }
+        if (c->unsent)
+            take_turn(c); /* back in line behind the others */
         gw->fwd_outstanding++;
         s->at_backend = true;
         size_t nfds = s->nfds;
