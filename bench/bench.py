@@ -197,7 +197,7 @@ class QMP:
         self.queue.clear()
         t0 = time.monotonic()
         mid = self.send(name, dict(args, **{"job-id": job_id}))
-        stop_ts = resume_ts = None
+        stop_ts = resume_ts = self.resume_after = None
         concluded = None
         replied = False
         while concluded is None or not replied:
@@ -208,6 +208,7 @@ class QMP:
                     stop_ts = ts
                 elif m["event"] == "RESUME" and stop_ts is not None:
                     resume_ts = ts
+                    self.resume_after = t - t0   # command sent -> guest running
                 elif (m["event"] == "JOB_STATUS_CHANGE" and m["data"]["id"] == job_id
                       and m["data"]["status"] == "concluded"):
                     concluded = t
@@ -283,7 +284,7 @@ class SnapVMM(Backend):
     pseudo-random pattern before 'ready'."""
     name = "snapgate"
 
-    def __init__(self, work, ram_mib, disk, build, dirty=False):
+    def __init__(self, work, ram_mib, disk, build, dirty=False, append=None):
         exe = os.path.join(build, "snapgate-vmm")
         if not os.access(exe, os.X_OK):
             raise Unavailable(f"{exe} not built")
@@ -297,8 +298,9 @@ class SnapVMM(Backend):
             os.unlink(serial)
         argv = [exe, "-m", f"{ram_mib}M", "-drive", f"file={disk},format=qcow2,node-name=disk0",
                 "-qmp", f"unix:{self.sock},server=on,wait=off", "-serial", f"file:{serial}"]
-        if dirty:
-            argv += ["-append", f"dirty={ram_mib}M"]
+        if dirty or append:
+            argv += ["-append", append or f"dirty={ram_mib}M"]
+        self.serial = serial
         self.stderr = open(os.path.join(work, "vmm.stderr"), "wb")
         self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=work)
 
@@ -515,7 +517,7 @@ def section1(cfg, build, work, results):
 
 # ---------------------------------------------------------------- section 2
 
-def monitor_during_save(vm, interval=0.02):
+def monitor_during_save(vm, interval=0.02, cmd="query-status"):
     """query-status sent every `interval` on the same connection while a
     save runs; returns (latencies, save wall).  Pipelined on one connection
     because QEMU serves one client per socket."""
@@ -537,7 +539,7 @@ def monitor_during_save(vm, interval=0.02):
         # At most 16 in flight: a back end that stops reading (QEMU queues 8
         # requests, then suspends the monitor) must not fill the socket.
         if not stop_sending and now >= next_send and len(sent) < 16:
-            sent[q.send("query-status")] = time.monotonic()
+            sent[q.send(cmd)] = time.monotonic()
             next_send = now + interval
         if b"\n" not in q.buf:
             r, _, _ = select.select([q.sock], [], [], max(0.001, next_send - time.monotonic()))
@@ -911,11 +913,13 @@ def main():
     ap.add_argument("--mode", choices=sorted(MODES), default="quick")
     ap.add_argument("--build", default=os.environ.get("SNAPGATE_BUILD") or "build")
     ap.add_argument("--dir", help="scratch directory (default: a new one under $TMPDIR)")
-    ap.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,3")
+    ap.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,3")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--reps", type=int, help="override the repetitions of section 1")
     ap.add_argument("--sizes", help="override the RAM sizes (MiB) of section 1, e.g. 1024")
     ap.add_argument("--mon-size", type=int, help="override the RAM size (MiB) of section 2")
+    ap.add_argument("--live-size", type=int,
+                    help="RAM size (MiB) of section 5 (default: section 2's)")
     a = ap.parse_args()
     # Killed from outside: still stop every VM this run started (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -926,13 +930,17 @@ def main():
         cfg["sizes"] = [int(x) for x in a.sizes.split(",")]
     if a.mon_size:
         cfg["mon_size"] = a.mon_size
+    if a.live_size:
+        cfg["live_size"] = a.live_size
     build = os.path.abspath(a.build)
     work = a.dir or tempfile.mkdtemp(prefix="snapgate-bench-")
     os.makedirs(work, exist_ok=True)
     if not shutil.which("qemu-img"):
         print("bench: qemu-img is needed to create the images", file=sys.stderr)
         return 1
-    sections = {"1": section1, "2": section2, "3": section3, "4": section4}
+    import bench_live
+    sections = {"1": section1, "2": section2, "3": section3, "4": section4,
+                "5": bench_live.section5}
     print(f"snapgate benchmarks, mode {a.mode}, build {build}, scratch {work}")
     print(time.strftime("%Y-%m-%d %H:%M:%S %Z") + f", {os.cpu_count()} CPUs, "
           f"{subprocess.run(['qemu-system-x86_64', '--version'], capture_output=True, text=True).stdout.splitlines()[0] if shutil.which('qemu-system-x86_64') else 'no QEMU'}\n",

@@ -180,11 +180,9 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!monitor) {
-        const json_t *q = json_object_get(gw.backend_version, "qemu");
-        fprintf(stderr, "snapgate: connected to %s %lld.%lld.%lld\n", sg_gw_backend_kind(&gw),
-                (long long)json_integer_value(json_object_get(q, "major")),
-                (long long)json_integer_value(json_object_get(q, "minor")),
-                (long long)json_integer_value(json_object_get(q, "micro")));
+        char be[256];
+        sg_gw_backend_describe(&gw, be, sizeof be);
+        fprintf(stderr, "snapgate %s: connected to %s\n", SNAPGATE_VERSION, be);
     }
 
     sg_gw_loop_run(gw.loop);

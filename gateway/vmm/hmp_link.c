@@ -184,6 +184,7 @@ bool sg_hmp_link_init(struct sg_vmm *vmm, struct sg_error *err)
          * until the new one is committed. */
         .backend_replaces = true,
         .backend_exact_tags = true,   /* snapshot-load matches tags only */
+        .no_forward = true,           /* our human-monitor-command is this engine */
     };
     l->hmp = sg_hmp_new(&be, &opt);
     vmm->hmp_link = l;
