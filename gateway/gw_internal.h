@@ -54,6 +54,11 @@ struct sg_gw {
     /* front-end QMP clients, for event fan-out */
     struct sg_gw_qmp_client **clients;
     size_t n_clients, cap_clients;
+    /* Forwarded commands at the back end, and the clients whose commands
+     * wait for room there, taken in turn (gw_qmp_client.c): fairness. */
+    unsigned fwd_outstanding;
+    bool fwd_dispatching;
+    struct sg_gw_qmp_client *turn_head, *turn_tail;
     /* job ids started by clients that went away: dismissed when concluded */
     json_t *orphan_jobs;           /* object: job id -> true */
 
