@@ -375,6 +375,7 @@ static int fail(int report_fd, const char *msg)
 
 static const char usage_text[] =
     "Usage: snapgate-vmm [-m SIZE] [-smp 1] [-name NAME]\n"
+    "                    [-kernel BZIMAGE [-initrd FILE] [-append CMDLINE]]\n"
     "                    [-drive file=PATH[,format=qcow2|raw][,node-name=NAME][,readonly=on]]...\n"
     "                    [-qmp unix:PATH[,server=on][,wait=off]]\n"
     "                    [-serial stdio|none|file:PATH|unix:PATH[,server=on]]\n"
@@ -389,6 +390,7 @@ static const char usage_text[] =
     "  -qmp unix:PATH   QMP server socket\n"
     "  -serial ...      where the guest's UART goes (default stdio)\n"
     "  -append dirty=SIZE  the demo guest fills SIZE of RAM with a checked pattern\n"
+    "  -kernel BZIMAGE  boot Linux instead (-initrd FILE, -append: its command line)\n"
     "  -S               start paused ('cont' runs)\n"
     "  -loadvm TAG      start from a VM snapshot\n"
     "  -daemonize -pidfile FILE  run in the background\n"
