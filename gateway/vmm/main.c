@@ -151,6 +151,8 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (!sg_vcpu_init(vm, &vm->vcpus[i], i, err))
             return false;
+    if (vm->kernel[0] && !sg_vmstate_capture(vm, &vm->poweron_state, &vm->poweron_len, err))
+        return false;
     return true;
 }
 
