@@ -151,6 +151,8 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (!sg_vcpu_init(vm, &vm->vcpus[i], i, err))
             return false;
+    if (vm->kernel[0] && !sg_vmstate_capture(vm, &vm->poweron_state, &vm->poweron_len, err))
+        return false;
     return true;
 }
 
@@ -375,6 +377,7 @@ static int fail(int report_fd, const char *msg)
 
 static const char usage_text[] =
     "Usage: snapgate-vmm [-m SIZE] [-smp 1] [-name NAME]\n"
+    "                    [-kernel BZIMAGE [-initrd FILE] [-append CMDLINE]]\n"
     "                    [-drive file=PATH[,format=qcow2|raw][,node-name=NAME][,readonly=on]]...\n"
     "                    [-qmp unix:PATH[,server=on][,wait=off]]\n"
     "                    [-serial stdio|none|file:PATH|unix:PATH[,server=on]]\n"
@@ -389,6 +392,7 @@ static const char usage_text[] =
     "  -qmp unix:PATH   QMP server socket\n"
     "  -serial ...      where the guest's UART goes (default stdio)\n"
     "  -append dirty=SIZE  the demo guest fills SIZE of RAM with a checked pattern\n"
+    "  -kernel BZIMAGE  boot Linux instead (-initrd FILE, -append: its command line)\n"
     "  -S               start paused ('cont' runs)\n"
     "  -loadvm TAG      start from a VM snapshot\n"
     "  -daemonize -pidfile FILE  run in the background\n"

@@ -82,6 +82,11 @@ struct sg_vm {
     uint64_t ram_low;       /* RAM at GPA 0; ram_size - ram_low more at 4 GiB */
     uint64_t tsc_khz;
     struct sg_vcpu vcpus[SG_VM_MAX_VCPUS];
+    /* Linux guests: the whole machine state before the first instruction
+     * (vmstate blob), put back on reset so the LAPIC, IOAPIC, PIC, PIT and
+     * MSRs start over as well as the registers. */
+    uint8_t *poweron_state;
+    size_t poweron_len;
     struct sg_ram_dirty *dirty;   /* ram_dirty.c; NULL until the first snapshot */
     struct sg_snap_pos pos;
 

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 #include "vm.h"
 #include "vmstate.h"
@@ -228,6 +229,90 @@ static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, stru
     return true;
 }
 
+/* ---- the guest's two clocks ----------------------------------------------
+ * A Linux guest checks its TSC against kvmclock every half second (the
+ * clocksource watchdog) and marks the TSC unstable at ~100 us of skew.  The
+ * pair is therefore taken, and put back, at one instant: the TSC read right
+ * before KVM_GET_CLOCK (not wherever it falls in the long MSR read), and on
+ * restore kvmclock set to the saved value plus the host time since the TSC
+ * was written. */
+#define MSR_IA32_TSC 0x10
+
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static bool tsc_access(int vcpu_fd, bool set, uint64_t *value)
+{
+    struct { struct kvm_msrs m; struct kvm_msr_entry e; } one;
+    memset(&one, 0, sizeof(one));
+    one.m.nmsrs = 1;
+    one.e.index = MSR_IA32_TSC;
+    one.e.data = *value;
+    if (ioctl(vcpu_fd, set ? KVM_SET_MSRS : KVM_GET_MSRS, &one) != 1)
+        return false;
+    *value = one.e.data;
+    return true;
+}
+
+/* TSC of vCPU 0 and kvmclock as one pair; patches the TSC in `m`. */
+static bool capture_clocks(struct sg_vm *vm, struct kvm_msrs *m, struct kvm_clock_data *clock,
+                           struct sg_error *err)
+{
+    uint64_t tsc = 0;
+    memset(clock, 0, sizeof(*clock));
+    if (!tsc_access(vm->vcpus[0].fd, false, &tsc) ||
+        !cpu_get(vm->vm_fd, KVM_GET_CLOCK, clock, "KVM_GET_CLOCK", err)) {
+        if (!err->msg[0])
+            sg_error_set(err, "KVM_GET_MSRS: cannot read the TSC");
+        return false;
+    }
+    for (uint32_t i = 0; i < m->nmsrs; i++)
+        if (m->entries[i].index == MSR_IA32_TSC)
+            m->entries[i].data = tsc;
+    return true;
+}
+
+/* Writes the saved TSC of every vCPU, then kvmclock.  KVM takes a host
+ * write of a TSC within one second of the value it expects as a vCPU
+ * "synchronising" and keeps the old offset instead (kvm_synchronize_tsc):
+ * a load soon after its save would then rewind kvmclock but not the TSC.
+ * A first write of a value far off defeats that guess. */
+static bool restore_clocks(struct sg_vm *vm, const struct kvm_msrs *m0, const struct kvm_clock_data *cd,
+                           struct sg_error *err)
+{
+    uint64_t tsc = 0;
+    for (uint32_t i = 0; i < m0->nmsrs; i++)
+        if (m0->entries[i].index == MSR_IA32_TSC)
+            tsc = m0->entries[i].data;
+    uint64_t khz = vm->tsc_khz ? vm->tsc_khz : 1000000;
+    uint64_t t1 = 0;
+    for (int c = 0; c < vm->nr_vcpus; c++) {
+        uint64_t far = tsc + 10 * khz * 1000, v = tsc;
+        if (!tsc_access(vm->vcpus[c].fd, true, &far)) {
+            sg_error_set(err, "KVM_SET_MSRS: TSC refused");
+            return false;
+        }
+        if (c == 0)
+            t1 = mono_ns();
+        if (!tsc_access(vm->vcpus[c].fd, true, &v)) {
+            sg_error_set(err, "KVM_SET_MSRS: TSC refused");
+            return false;
+        }
+    }
+    /* Only the clock value: KVM_CLOCK_REALTIME/HOST_TSC flags would make
+     * KVM add the wall time that passed since the save. */
+    struct kvm_clock_data set = { .clock = cd->clock + (mono_ns() - t1) };
+    if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0) {
+        sg_error_set_errno(err, errno, "KVM_SET_CLOCK");
+        return false;
+    }
+    return true;
+}
+
 bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct sg_error *err)
 {
     struct blob b = { 0 };
@@ -235,9 +320,6 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct
 
     struct kvm_clock_data clock;
     memset(&clock, 0, sizeof(clock));
-    ok = ok && cpu_get(vm->vm_fd, KVM_GET_CLOCK, &clock, "KVM_GET_CLOCK", err);
-    if (ok)
-        put_rec(&b, REC_VM_CLOCK, 0, &clock, sizeof(clock));
     struct kvm_pit_state2 pit;
     ok = ok && cpu_get(vm->vm_fd, KVM_GET_PIT2, &pit, "KVM_GET_PIT2", err);
     if (ok)
@@ -308,8 +390,12 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct
             if (got != n) {
                 sg_error_set(err, "KVM_GET_MSRS read %d of %d MSRs", got, n);
                 ok = false;
+            } else if (c == 0 && !capture_clocks(vm, m, &clock, err)) {
+                ok = false;
             } else {
                 put_rec(&b, REC_CPU_MSRS, ci, m, (uint32_t)sz);
+                if (c == 0)
+                    put_rec(&b, REC_VM_CLOCK, 0, &clock, sizeof(clock));
             }
             free(m);
             /* Events last: reading MSRs must not be able to change them. */
@@ -513,17 +599,6 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
         n++;
 
     bool ok = cpu_set(vm->vm_fd, KVM_SET_PIT2, find_rec(recs, n, REC_VM_PIT2, 0), "KVM_SET_PIT2", err);
-    if (ok) {
-        /* Only the clock value: KVM_CLOCK_REALTIME/HOST_TSC flags would make
-         * KVM add the wall time that passed since the save. */
-        struct kvm_clock_data cd;
-        memcpy(&cd, find_rec(recs, n, REC_VM_CLOCK, 0)->data, sizeof(cd));
-        struct kvm_clock_data set = { .clock = cd.clock };
-        if (ioctl(vm->vm_fd, KVM_SET_CLOCK, &set) < 0) {
-            sg_error_set_errno(err, errno, "KVM_SET_CLOCK");
-            ok = false;
-        }
-    }
     for (uint32_t chip = 0; ok && chip < 3; chip++)
         ok = cpu_set(vm->vm_fd, KVM_SET_IRQCHIP, find_rec(recs, n, REC_VM_IRQCHIP, chip),
                      "KVM_SET_IRQCHIP", err);
@@ -541,6 +616,20 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
              cpu_set(fd, KVM_SET_LAPIC, find_rec(recs, n, REC_CPU_LAPIC, ci), "KVM_SET_LAPIC", err) &&
              cpu_set(fd, KVM_SET_MSRS, find_rec(recs, n, REC_CPU_MSRS, ci), "KVM_SET_MSRS", err) &&
              cpu_set(fd, KVM_SET_VCPU_EVENTS, find_rec(recs, n, REC_CPU_EVENTS, ci), "KVM_SET_VCPU_EVENTS", err);
+    }
+    if (ok) {
+        /* Aligned copies: the records sit at any offset in the blob. */
+        struct kvm_clock_data cd;
+        memcpy(&cd, find_rec(recs, n, REC_VM_CLOCK, 0)->data, sizeof(cd));
+        const struct rec *mr = find_rec(recs, n, REC_CPU_MSRS, 0);
+        struct kvm_msrs *m0 = malloc(mr->len);
+        if (!m0) {
+            sg_error_set(err, "out of memory");
+            return false;
+        }
+        memcpy(m0, mr->data, mr->len);
+        ok = restore_clocks(vm, m0, &cd, err);
+        free(m0);
     }
     pthread_mutex_lock(&vm->io_lock);
     for (int i = 0; ok && i < vm->nr_devices; i++) {

@@ -12,6 +12,7 @@
 
 #include "guest/boot_info.h"
 #include "linux_boot.h"
+#include "vmstate.h"
 #include "ram_dirty.h"
 #include "vm.h"
 
@@ -209,6 +210,8 @@ bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
     pthread_mutex_unlock(&vm->io_lock);
     if (!(vm->kernel[0] ? sg_linux_load(vm, err) : sg_vm_load_demo_guest(vm, err)))
         return false;
+    if (vm->poweron_state)
+        return sg_vmstate_apply(vm, vm->poweron_state, vm->poweron_len, err);
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (!sg_vcpu_set_boot_state(vm, &vm->vcpus[i], err))
             return false;
@@ -229,6 +232,8 @@ void sg_vm_destroy(struct sg_vm *vm)
     }
     sg_ram_dirty_free(vm->dirty);
     vm->dirty = NULL;
+    free(vm->poweron_state);
+    vm->poweron_state = NULL;
     if (vm->ram)
         munmap(vm->ram, vm->ram_size);
     if (vm->vm_fd >= 0)

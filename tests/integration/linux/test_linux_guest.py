@@ -57,7 +57,7 @@ if not INNER:
                         "test bed (tests/kvm-bed/run.sh)")
         env = dict(os.environ, SNAPGATE_LINUX_GUEST=guest)
         r = subprocess.run([bed, "--share", guest, "--timeout", "900", "--",
-                            sys.executable, HERE, "--inner"], env=env, timeout=1000)
+                            "/usr/bin/python3", HERE, "--inner"], env=env, timeout=1000)
         sys.exit(r.returncode)
     os.environ["SNAPGATE_LINUX_GUEST"] = guest
 
@@ -89,9 +89,15 @@ class Console:
     """The guest's ttyS0 over -serial unix:...,server=on."""
 
     def __init__(self, path):
-        sgtest.wait_for(lambda: os.path.exists(path), 20, "serial socket")
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(path)
+        def connect():
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(path)
+                return s
+            except OSError:
+                s.close()
+                return None
+        self.s = sgtest.wait_for(connect, 30, "serial socket", interval=0.1)
         self.buf = b""
         self.n = 0
 
@@ -135,11 +141,11 @@ qsock = os.path.join(d, "qmp.sock")
 t0 = time.monotonic()
 p = sgtest.spawn(vmm_argv(), stderr=subprocess.PIPE)
 con = Console(ssock)
-con.expect(rb"SNAPGATE-GUEST-READY", 300)
+con.expect(rb"sg-guest: ready|SNAPGATE-GUEST-READY", 300)
 con.expect(rb"# ", 60)
 boot_s = time.monotonic() - t0
 print(f"boot to shell prompt: {boot_s:.1f} s", flush=True)
-q = sgtest.QMP(qsock)
+q = sgtest.QMP(qsock, timeout=300)
 con.sh("stty cols 1000")   # no line wrapping in the echo of long commands
 
 # ---- console input and the disks -------------------------------------------------
@@ -166,6 +172,7 @@ c_before = int(con.sh("cat /shm/cnt"))
 # Boot-time messages are the kernel's view of the nested bed; what matters is
 # what the guest logs after the snapshot was taken.
 dmesg_lines = int(con.sh("dmesg | wc -l"))
+print("guest uptime at savevm:", con.sh("cat /proc/uptime"), "dmesg lines", dmesg_lines, flush=True)
 t = time.monotonic()
 r = q.hmp("savevm s1")
 save_s = time.monotonic() - t
@@ -197,6 +204,8 @@ d2 = int(con.sh("date +%s"))
 sgtest.check(2 <= d2 - d1 <= 6, f"guest clock advances normally after loadvm: {d1} -> {d2}")
 bad = con.sh(f"dmesg | tail -n +{dmesg_lines + 1} | grep -i -E 'soft lockup|hung task|clocksource.*unstable|"
              "Marking clocksource|watchdog: BUG' | head -5")
+if bad:
+    print(con.sh(f"cat /proc/uptime; dmesg | tail -n +{dmesg_lines - 3}"))
 sgtest.check_eq(bad, "", "kernel complaints after loadvm")
 info = q.hmp("info snapshots")
 sgtest.check(re.search(r"\bs1\b", info) is not None, f"info snapshots lists s1: {info!r}")
@@ -205,12 +214,22 @@ q.cmd("quit")
 sgtest.check_eq(p.wait(30), 0, "VMM exit code")
 
 # ---- -loadvm into a fresh VMM: the guest goes on where it was saved -------------
+for f in (ssock, qsock):     # the first VMM's sockets must not be mistaken for the new ones
+    if os.path.exists(f):
+        os.unlink(f)
 p = sgtest.spawn(vmm_argv(extra=["-loadvm", "s1"]), stderr=subprocess.PIPE)
 con = Console(ssock)
-q = sgtest.QMP(qsock)
+q = sgtest.QMP(qsock, timeout=300)
 sgtest.check_eq(con.sh("cat /mnt/f", 60), "one", "file content after -loadvm")
 sgtest.check_eq(con.sh("md5sum /shm/r | cut -d' ' -f1"), sum_before, "RAM checksum after -loadvm")
 sgtest.check_eq(con.sh("dmesg | grep -i -c 'soft lockup'"), "0", "no soft lockup after -loadvm")
+# system_reset: the kernel boots again from the start (whole machine state reset)
+r = q.cmd("system_reset")
+sgtest.check("return" in r, f"system_reset: {r}")
+con.expect(rb"sg-guest: ready|SNAPGATE-GUEST-READY", 300)
+con.expect(rb"# ", 60)
+con.sh("stty cols 1000")
+sgtest.check_eq(con.sh("echo again-$((2+3)); cat /sys/block/vda/ro"), "again-5\n0", "shell after system_reset")
 q.cmd("quit")
 sgtest.check_eq(p.wait(30), 0, "VMM exit code after -loadvm")
 

@@ -43,6 +43,11 @@ static void test_accepts(void **state)
     assert_true(o.drives[0].readonly);
     assert_string_equal(o.drives[1].format, "raw");
     assert_string_equal(o.loadvm, "t1");
+    assert_true(parse(&o, &err, "-kernel", "vmlinuz", "-initrd", "initrd.img", "-append",
+                      "console=ttyS0", (char *)NULL));
+    assert_string_equal(o.kernel, "vmlinuz");
+    assert_string_equal(o.initrd, "initrd.img");
+    assert_string_equal(o.append, "console=ttyS0");
     assert_true(parse(&o, &err, "-m", "512", (char *)NULL));   /* plain number: MiB */
     assert_int_equal(o.ram_size, 512ull << 20);
     assert_true(parse(&o, &err, "-daemonize", "-pidfile", "p", (char *)NULL));
@@ -65,8 +70,8 @@ static void test_rejects(void **state)
     assert_false(parse(&o, &err, "-drive", "file=a,format=vmdk", (char *)NULL));
     assert_string_equal(err.msg, "-drive: unknown format 'vmdk' (qcow2 or raw)");
     assert_false(parse(&o, &err, "-qmp", "tcp:1234", (char *)NULL));
-    assert_false(parse(&o, &err, "-kernel", "bzImage", (char *)NULL));
-    assert_non_null(strstr(err.msg, "not supported"));
+    assert_false(parse(&o, &err, "-initrd", "initrd.img", (char *)NULL));
+    assert_string_equal(err.msg, "-initrd is only valid with -kernel");
 }
 
 int main(void)
