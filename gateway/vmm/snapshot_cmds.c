@@ -41,6 +41,11 @@ static void start_job(struct sg_qmp_req *req, json_t *args, struct sg_vmm *vmm,
                       const struct sg_job_driver *drv)
 {
     struct sg_error err = { 0 };
+    /* One limit, checked before anything runs (op->tag is never cut). */
+    if (!sg_snapshot_tag_check(json_string_value(json_object_get(args, "tag")), &err)) {
+        sg_qmp_req_error(req, &err);
+        return;
+    }
     struct snap_op *op = op_from_args(vmm, args);
     if (!op) {
         sg_qmp_req_errorf(req, SG_ERR_GENERIC, "out of memory");

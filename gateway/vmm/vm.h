@@ -31,6 +31,11 @@ struct sg_drive {
     char format[16];        /* as requested ("" = probe) */
     bool readonly;
     pthread_mutex_t lock;   /* shared by virtio-blk (vCPU thread) and jobs */
+    /* A failed guest request, from virtio-blk to the main loop (which emits
+     * BLOCK_IO_ERROR, and stops the VM for werror=enospc): the errno, 0 none. */
+    atomic_int io_error;
+    atomic_bool io_error_write, io_error_stop;
+    int iostatus;           /* main loop: errno of the error that stopped the VM, 0 ok */
 };
 
 struct sg_vm;
@@ -66,8 +71,10 @@ struct sg_vm {
     uint64_t ram_size;
     int nr_vcpus;
     char name[128];
-    char cmdline[256];
-    const char *guest_kind;     /* "snapgate-demo" */
+    char cmdline[2048];         /* -append */
+    char kernel[512];           /* -kernel: "" = the demo guest */
+    char initrd[512];
+    const char *guest_kind;     /* "snapgate-demo" or "linux" */
 
     /* KVM */
     int kvm_fd, vm_fd;

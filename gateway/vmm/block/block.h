@@ -19,9 +19,14 @@ struct sg_block;
 
 enum sg_block_open_flags {
     SG_BLOCK_RDONLY = 1 << 0,
+    /* Share every permission with other users (qemu-img -U): read-only only. */
+    SG_BLOCK_FORCE_SHARE = 1 << 1,
 };
 
-/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw). */
+/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw).
+ * Takes QEMU's image locks (block_lock.c): fails with QEMU's
+ * 'Failed to get "write" lock' when another process (QEMU, qemu-img,
+ * snapgate) holds a permission this open needs or refuses to share. */
 struct sg_block *sg_block_open(const char *path, const char *format,
                                unsigned flags, struct sg_error *err);
 void sg_block_close(struct sg_block *bs);
@@ -43,6 +48,10 @@ bool sg_block_write(struct sg_block *bs, uint64_t off, const void *buf,
 bool sg_block_discard(struct sg_block *bs, uint64_t off, uint64_t len,
                       struct sg_error *err);
 bool sg_block_flush(struct sg_block *bs, struct sg_error *err);
+/* The errno that put the image into its error state (a failed metadata
+ * write or flush, or a refused overlapping write: EIO), else 0.  In that
+ * state every write and flush fails; reopen the image to recover. */
+int sg_block_io_error(const struct sg_block *bs);
 
 /* ---- Internal snapshots (qcow2) ---------------------------------------- */
 
@@ -55,7 +64,26 @@ struct sg_snapshot_info {
     uint64_t vm_clock_nsec;  /* guest clock when taken */
     uint64_t disk_size;      /* virtual disk size when taken */
     int64_t icount;          /* -1 */
+    /* create: record `icount` (qemu-img snapshot -c writes 0); false
+     * records -1, as savevm does. */
+    bool has_icount;
 };
+
+/* A snapshot tag is at most 255 bytes of valid UTF-8 (QEMU keeps 255 bytes
+ * of a name in memory; the qcow2 field would hold 65535).  Longer or
+ * non-UTF-8 tags are refused before anything is written, never cut.
+ * Tags already in an image (e.g. Latin-1 ones made by qemu-img, or longer
+ * ones) are listed and matched as they are. */
+#define SG_SNAPSHOT_TAG_MAX 255
+bool sg_snapshot_tag_check(const char *tag, struct sg_error *err);
+/* Whether s is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool sg_utf8_valid(const char *s);
+/* Length of the valid UTF-8 sequence at s, 0 if none (or at the NUL). */
+size_t sg_utf8_seq(const char *s);
+/* A malloc'ed copy of s in which each byte that is not part of valid UTF-8
+ * is U+FFFD, as QEMU's JSON writer shows such a tag; NULL when out of
+ * memory. */
+char *sg_utf8_lossy(const char *s);
 
 /* Returns the number of snapshots (table order) and a malloc'ed array in *out,
  * or -1.  Free with sg_snapshot_info_free_list. */

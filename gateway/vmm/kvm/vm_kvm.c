@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "guest/boot_info.h"
+#include "linux_boot.h"
 #include "ram_dirty.h"
 #include "vm.h"
 
@@ -167,7 +168,10 @@ bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err)
     bi->ram_size = vm->ram_size;
     bi->ram_low = vm->ram_low;
     bi->tsc_khz = vm->tsc_khz;
-    snprintf(bi->cmdline, sizeof(bi->cmdline), "%s", vm->cmdline);
+    /* The demo guest reads at most 255 bytes of -append. */
+    size_t cl = strnlen(vm->cmdline, sizeof(bi->cmdline) - 1);
+    memcpy(bi->cmdline, vm->cmdline, cl);
+    bi->cmdline[cl] = 0;
 
     memcpy((char *)vm->ram + SG_GUEST_LOAD_ADDR, sg_demo_guest_start, img);
     return true;
@@ -203,7 +207,7 @@ bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
         if (vm->devices[i]->ops->reset)
             vm->devices[i]->ops->reset(vm->devices[i]);
     pthread_mutex_unlock(&vm->io_lock);
-    if (!sg_vm_load_demo_guest(vm, err))
+    if (!(vm->kernel[0] ? sg_linux_load(vm, err) : sg_vm_load_demo_guest(vm, err)))
         return false;
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (!sg_vcpu_set_boot_state(vm, &vm->vcpus[i], err))
