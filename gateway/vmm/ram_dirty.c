@@ -104,7 +104,7 @@ static bool harvest_slot(struct sg_vm *vm, struct sg_ram_dirty *d, uint32_t slot
     return true;
 }
 
-static bool sg_ram_dirty_harvest(struct sg_vm *vm, struct sg_error *err)
+bool sg_ram_dirty_collect(struct sg_vm *vm, struct sg_error *err)
 {
     struct sg_ram_dirty *d = vm->dirty;
     if (!d) {
@@ -122,7 +122,7 @@ static bool sg_ram_dirty_harvest(struct sg_vm *vm, struct sg_error *err)
 
 uint64_t *sg_ram_dirty_take(struct sg_vm *vm, struct sg_error *err)
 {
-    if (!sg_ram_dirty_harvest(vm, err))
+    if (!sg_ram_dirty_collect(vm, err))
         return NULL;
     struct sg_ram_dirty *d = vm->dirty;
     uint64_t *bits = malloc(d->words * sizeof(uint64_t));

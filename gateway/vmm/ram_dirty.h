@@ -21,6 +21,13 @@ void sg_ram_dirty_free(struct sg_ram_dirty *d);
 void sg_ram_dirty_mark(struct sg_vm *vm, uint64_t index, uint64_t len);
 /* All of RAM changed (reset). */
 void sg_ram_dirty_all(struct sg_vm *vm);
+/* Folds KVM's log and the VMM's marks into the pages changed since the
+ * base, without starting a new period.  KVM_GET_DIRTY_LOG costs in
+ * proportion to the pages dirtied since the last call (it write-protects
+ * them again), so a save or load calls this just before its pause and the
+ * take inside the pause has only the last milliseconds left to do.  Any
+ * thread that owns the bitmap (the main loop). */
+bool sg_ram_dirty_collect(struct sg_vm *vm, struct sg_error *err);
 /* Collects KVM's log and the VMM's marks and hands back everything changed
  * since the base (malloc'ed), starting a new period.  vCPUs parked. */
 uint64_t *sg_ram_dirty_take(struct sg_vm *vm, struct sg_error *err);

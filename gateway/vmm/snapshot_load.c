@@ -180,6 +180,8 @@ static bool revert_disks(struct snap_op *op, struct sg_error *err)
     return ok;
 }
 
+static void share_base(struct snap_op *op);
+
 static void *load_worker(void *arg)
 {
     struct snap_op *op = arg;
@@ -217,6 +219,8 @@ static void *load_worker(void *arg)
         done += len;
         atomic_store(&op->progress, done);
     }
+    if (ok)
+        share_base(op);
     op->worker_ok = ok;
     atomic_store(&op->worker_done, true);
     return NULL;
@@ -251,37 +255,56 @@ static void load_done(struct snap_op *op)
             pos->date_nsec = op->hdr.disks[k].date_nsec;
         }
     }
+    pos->base = op->share_ok;
+}
+
+/* Worker side of load_done: one transaction, so off the main loop. */
+static void share_base(struct snap_op *op)
+{
     pthread_mutex_lock(&op->vmdrive->lock);
-    pos->base = sg_block_vmstate_share_from(op->vmdrive->bs, op->vm_snap_id, NULL);
+    op->share_ok = sg_block_vmstate_share_from(op->vmdrive->bs, op->vm_snap_id, NULL);
     pthread_mutex_unlock(&op->vmdrive->lock);
 }
 
-/* Paused, state validated: revert the disks, start the lazy fill, apply the
- * machine state.  false: fall back to the eager worker (disks_reverted says
- * whether it still has to revert); *broken: nothing can be saved. */
-static bool load_lazy_start(struct sg_job *job, struct snap_op *op, bool *broken)
+static void *share_worker(void *arg)
+{
+    struct snap_op *op = arg;
+    share_base(op);
+    op->worker_ok = true;
+    atomic_store(&op->worker_done, true);
+    return NULL;
+}
+
+/* Lazy load, paused: map the snapshot's RAM clusters, revert the disks, start a new period of dirty
+ * tracking with the loaded RAM, swap in RAM that fills on first touch.
+ * Replacing RAM makes KVM drop its mappings of the old one, which costs in
+ * proportion to what the guest had mapped: a worker's job, not the
+ * monitor's.  The guest is paused and the job active, so nothing else
+ * touches the dirty bitmap meanwhile (system_reset is refused). */
+static void *revert_worker(void *arg)
+{
+    struct snap_op *op = arg;
+    struct sg_vm *vm = &op->vmm->vm;
+    struct sg_error lerr = { 0 };
+    pthread_mutex_lock(&op->vmdrive->lock);
+    op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset, &lerr);
+    pthread_mutex_unlock(&op->vmdrive->lock);
+    op->worker_ok = op->disks_reverted = revert_disks(op, &op->werr);
+    if (op->worker_ok && op->lazy) {
+        uint64_t *old = sg_ram_dirty_start(vm, &lerr) ? sg_ram_dirty_take(vm, &lerr) : NULL;
+        op->armed = old && sg_ram_lazy_arm(op->lazy, &lerr);
+        free(old);
+    }
+    atomic_store(&op->worker_done, true);
+    return NULL;
+}
+
+/* The guest resumes on RAM that fills on first touch. */
+static bool load_lazy_resume(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vmm *vmm = op->vmm;
-    struct sg_vm *vm = &vmm->vm;
-    *broken = false;
-    if (!revert_disks(op, &job->err)) {
-        *broken = true;
+    if (!sg_vmstate_apply(&vmm->vm, op->blob, op->blob_len, &job->err))
         return false;
-    }
-    op->disks_reverted = true;
-    /* A new period of dirty tracking starts with the loaded RAM. */
-    uint64_t *old = sg_ram_dirty_start(vm, &job->err) ? sg_ram_dirty_take(vm, &job->err) : NULL;
-    free(old);
-    struct sg_error lerr = { 0 };
-    if (!old || !sg_ram_lazy_arm(op->lazy, &lerr)) {
-        sg_ram_lazy_free(op->lazy);
-        op->lazy = NULL;
-        return false;
-    }
-    if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err)) {
-        *broken = true;
-        return false;
-    }
     vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
     sg_snap_resume_vm(op);
     return true;
@@ -300,25 +323,40 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
             return SG_JOB_STEP_FAILED;
         job->total = op->hdr.ram_offset + op->hdr.ram_size;
         job->cur = op->hdr.ram_offset;
-        if (!op->eager) {
-            struct sg_error lerr = { 0 };
-            pthread_mutex_lock(&op->vmdrive->lock);
-            op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id,
-                                           op->hdr.ram_offset, &lerr);
-            pthread_mutex_unlock(&op->vmdrive->lock);
-        }
         sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
         op->reverted = true;
-        bool broken = false;
-        if (op->lazy && load_lazy_start(job, op, &broken)) {
+        /* The reverts (transactions with flushes) run on a worker too. */
+        if (!sg_snap_start_worker(op, op->eager ? load_worker : revert_worker, &job->err))
+            return load_broken(job, op);
+        op->phase = op->eager ? 1 : 3;
+        return SG_JOB_STEP_WAIT;
+    }
+    case 3: {
+        if (!sg_snap_worker_finished(op))
+            return SG_JOB_STEP_WAIT;
+        if (!op->worker_ok) {
+            job->err = op->werr;
+            return load_broken(job, op);
+        }
+        if (op->armed) {
+            if (!load_lazy_resume(job, op))
+                return load_broken(job, op);
             op->phase = 2;
             return SG_JOB_STEP_WAIT;
         }
-        if (broken || !sg_snap_start_worker(op, load_worker, &job->err))
+        /* No lazy fill after all: read RAM first (the disks are reverted). */
+        sg_ram_lazy_free(op->lazy);
+        op->lazy = NULL;
+        if (!sg_snap_start_worker(op, load_worker, &job->err))
             return load_broken(job, op);
         op->phase = 1;
         return SG_JOB_STEP_WAIT;
     }
+    case 4:
+        if (!sg_snap_worker_finished(op))
+            return SG_JOB_STEP_WAIT;
+        load_done(op);
+        return SG_JOB_STEP_DONE;
     case 2: {
         job->cur = op->hdr.ram_offset + sg_ram_lazy_progress(op->lazy);
         int r = sg_ram_lazy_poll(op->lazy, &job->err);
@@ -326,8 +364,10 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
             return SG_JOB_STEP_WAIT;
         if (r < 0)
             return load_broken(job, op);
-        load_done(op);
-        return SG_JOB_STEP_DONE;
+        if (!sg_snap_start_worker(op, share_worker, &job->err))
+            return load_broken(job, op);
+        op->phase = 4;
+        return SG_JOB_STEP_WAIT;
     }
     case 1:
         job->cur = op->hdr.ram_offset + atomic_load(&op->progress);

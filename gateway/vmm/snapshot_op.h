@@ -77,6 +77,8 @@ struct snap_op {
     struct sg_ram_lazy *lazy;
     bool eager;
     bool disks_reverted;
+    bool armed;             /* the lazy fill runs */
+    bool share_ok;          /* the active vmstate area shares the loaded snapshot's */
 };
 
 bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
