@@ -197,7 +197,7 @@ class QMP:
         self.queue.clear()
         t0 = time.monotonic()
         mid = self.send(name, dict(args, **{"job-id": job_id}))
-        stop_ts = resume_ts = None
+        stop_ts = resume_ts = self.resume_after = None
         concluded = None
         replied = False
         while concluded is None or not replied:
@@ -208,6 +208,7 @@ class QMP:
                     stop_ts = ts
                 elif m["event"] == "RESUME" and stop_ts is not None:
                     resume_ts = ts
+                    self.resume_after = t - t0   # command sent -> guest running
                 elif (m["event"] == "JOB_STATUS_CHANGE" and m["data"]["id"] == job_id
                       and m["data"]["status"] == "concluded"):
                     concluded = t
@@ -283,7 +284,7 @@ class SnapVMM(Backend):
     pseudo-random pattern before 'ready'."""
     name = "snapgate"
 
-    def __init__(self, work, ram_mib, disk, build, dirty=False):
+    def __init__(self, work, ram_mib, disk, build, dirty=False, append=None):
         exe = os.path.join(build, "snapgate-vmm")
         if not os.access(exe, os.X_OK):
             raise Unavailable(f"{exe} not built")
@@ -297,8 +298,9 @@ class SnapVMM(Backend):
             os.unlink(serial)
         argv = [exe, "-m", f"{ram_mib}M", "-drive", f"file={disk},format=qcow2,node-name=disk0",
                 "-qmp", f"unix:{self.sock},server=on,wait=off", "-serial", f"file:{serial}"]
-        if dirty:
-            argv += ["-append", f"dirty={ram_mib}M"]
+        if dirty or append:
+            argv += ["-append", append or f"dirty={ram_mib}M"]
+        self.serial = serial
         self.stderr = open(os.path.join(work, "vmm.stderr"), "wb")
         self.proc = spawn(argv, stdout=subprocess.DEVNULL, stderr=self.stderr, cwd=work)
 
@@ -515,7 +517,7 @@ def section1(cfg, build, work, results):
 
 # ---------------------------------------------------------------- section 2
 
-def monitor_during_save(vm, interval=0.02):
+def monitor_during_save(vm, interval=0.02, cmd="query-status"):
     """query-status sent every `interval` on the same connection while a
     save runs; returns (latencies, save wall).  Pipelined on one connection
     because QEMU serves one client per socket."""
@@ -537,7 +539,7 @@ def monitor_during_save(vm, interval=0.02):
         # At most 16 in flight: a back end that stops reading (QEMU queues 8
         # requests, then suspends the monitor) must not fill the socket.
         if not stop_sending and now >= next_send and len(sent) < 16:
-            sent[q.send("query-status")] = time.monotonic()
+            sent[q.send(cmd)] = time.monotonic()
             next_send = now + interval
         if b"\n" not in q.buf:
             r, _, _ = select.select([q.sock], [], [], max(0.001, next_send - time.monotonic()))
@@ -603,12 +605,14 @@ def section2(cfg, build, work, results):
 
 # ---------------------------------------------------------------- section 3
 
-def qmp_lat(build, sock, count, hmp=None):
+def qmp_lat(build, sock, count, hmp=None, execute="query-status", pipeline=False):
     exe = os.path.join(build, "bench", "bench-qmp-lat")
     if not os.access(exe, os.X_OK):
         raise Unavailable("bench-qmp-lat not built")
     argv = [exe, "--socket", sock, "--count", str(count), "--warmup", str(min(100, count))]
-    argv += ["--hmp", hmp] if hmp else ["--execute", "query-status"]
+    argv += ["--hmp", hmp] if hmp else ["--execute", execute]
+    if pipeline:
+        argv.append("--pipeline")
     r = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     if r.returncode != 0:
         raise Unavailable(r.stderr.strip()[-120:] or f"exit {r.returncode}")
@@ -621,9 +625,34 @@ def disk_with_snapshots(path, n, size="64M"):
         subprocess.run(["qemu-img", "snapshot", "-c", f"s{i + 1}", path], check=True)
 
 
+# The lossless proxy's own rows: pipelined throughput and a ~200 KB reply.
+PROXY_RUNS = (("query-status x10000, pipelined", dict(count=10000, pipeline=True)),
+              ("query-qmp-schema x200", dict(count=200, execute="query-qmp-schema")))
+
+
+def proxy_cells(r):
+    if not isinstance(r, dict):
+        return [f"n/a: {r}"[:60], ""]
+    if "per-s" in r:
+        return [f"{r['per-s']:.0f} /s", f"{r['seconds']:.3f} s"]
+    return [f"p50 {r['p50-us'] / 1e3:.2f} ms", f"p99 {r['p99-us'] / 1e3:.2f} ms"]
+
+
+def proxy_runs(build, sock, label, path, impl, prows, data):
+    for what, kw in PROXY_RUNS:
+        if "schema" in what and impl != "qemu":
+            continue  # snapgate-vmm has no query-qmp-schema
+        try:
+            r = qmp_lat(build, sock, **kw)
+        except Unavailable as e:
+            r = str(e)
+        data[f"{impl}-{what}-{path}"] = r
+        prows.append([what, label, path] + proxy_cells(r))
+
+
 def section3(cfg, build, work, results):
     count = cfg["lat_count"]
-    rows, data = [], {}
+    rows, data, prows = [], {}, []
     for impl in ("qemu", "snapgate"):
         d = os.path.join(work, f"s3-{impl}")
         os.makedirs(d, exist_ok=True)
@@ -642,7 +671,9 @@ def section3(cfg, build, work, results):
                     direct = str(e)
                 data[f"{impl}-{what}-direct"] = direct
                 rows.append([what, label, "direct"] + lat_cells(direct) + ["-"])
+            proxy_runs(build, vm.sock, label, "direct", impl, prows, data)
             gw = Gateway(d, vm.sock, build)
+            proxy_runs(build, gw.sock, label, "via snapgate gateway", impl, prows, data)
             for what, hmp in (("query-status", None), ("HMP info snapshots", "info snapshots")):
                 try:
                     via = qmp_lat(build, gw.sock, count, hmp)
@@ -667,6 +698,10 @@ def section3(cfg, build, work, results):
                ["call", "back end", "path", "calls", "p50 us", "p99 us", "ratio p50 gw/direct"],
                rows, ["HMP direct: the back end's own human-monitor-command; via gateway: the",
                       "gateway's HMP engine (it queries the back end for the snapshot list)."])
+    t1 += "\n\n" + table("(3c) lossless proxy: pipelined commands and a ~200 KB reply",
+                         ["run", "back end", "path", "result", ""], prows,
+                         ["pipelined: every command written at once, replies read meanwhile;",
+                          "the gateway keeps at most 16 of one client's commands in flight."])
 
     frows = []
     d = os.path.join(work, "s3-fanout")
@@ -878,11 +913,13 @@ def main():
     ap.add_argument("--mode", choices=sorted(MODES), default="quick")
     ap.add_argument("--build", default=os.environ.get("SNAPGATE_BUILD") or "build")
     ap.add_argument("--dir", help="scratch directory (default: a new one under $TMPDIR)")
-    ap.add_argument("--only", default="1,2,3,4", help="sections to run, e.g. 1,3")
+    ap.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,3")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--reps", type=int, help="override the repetitions of section 1")
     ap.add_argument("--sizes", help="override the RAM sizes (MiB) of section 1, e.g. 1024")
     ap.add_argument("--mon-size", type=int, help="override the RAM size (MiB) of section 2")
+    ap.add_argument("--live-size", type=int,
+                    help="RAM size (MiB) of section 5 (default: section 2's)")
     a = ap.parse_args()
     # Killed from outside: still stop every VM this run started (finally below).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -893,13 +930,17 @@ def main():
         cfg["sizes"] = [int(x) for x in a.sizes.split(",")]
     if a.mon_size:
         cfg["mon_size"] = a.mon_size
+    if a.live_size:
+        cfg["live_size"] = a.live_size
     build = os.path.abspath(a.build)
     work = a.dir or tempfile.mkdtemp(prefix="snapgate-bench-")
     os.makedirs(work, exist_ok=True)
     if not shutil.which("qemu-img"):
         print("bench: qemu-img is needed to create the images", file=sys.stderr)
         return 1
-    sections = {"1": section1, "2": section2, "3": section3, "4": section4}
+    import bench_live
+    sections = {"1": section1, "2": section2, "3": section3, "4": section4,
+                "5": bench_live.section5}
     print(f"snapgate benchmarks, mode {a.mode}, build {build}, scratch {work}")
     print(time.strftime("%Y-%m-%d %H:%M:%S %Z") + f", {os.cpu_count()} CPUs, "
           f"{subprocess.run(['qemu-system-x86_64', '--version'], capture_output=True, text=True).stdout.splitlines()[0] if shutil.which('qemu-system-x86_64') else 'no QEMU'}\n",

@@ -4,11 +4,15 @@
  * the size of what we measure, hence C.
  *
  *   bench-qmp-lat --socket PATH [--count N] [--warmup N]
- *                 [--execute CMD | --hmp "LINE"] [--name LABEL]
- * Prints one JSON line: {"name", "n", "p50-us", "p99-us", ...}. */
+ *                 [--execute CMD | --hmp "LINE"] [--name LABEL] [--pipeline]
+ * Prints one JSON line: {"name", "n", "p50-us", "p99-us", ...}.
+ * --pipeline writes all N commands at once (as fast as the socket takes
+ * them, replies read meanwhile) and prints {"name", "n", "seconds",
+ * "per-s"}: the throughput of pipelined commands. */
 #include "bench_util.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,7 +23,7 @@
 
 struct conn {
     int fd;
-    char buf[1 << 16];
+    char buf[1 << 22];  /* whole replies, query-qmp-schema (~200 KB) included */
     size_t len;
 };
 
@@ -72,8 +76,46 @@ static bool call(struct conn *c, const char *msg, size_t len, char *line, size_t
     return strstr(line, "\"return\"") != NULL;
 }
 
+/* All `count` commands written while replies are read; returns seconds. */
+static double pipeline(struct conn *c, const char *msg, size_t len, long count)
+{
+    double t = sg_bench_now();
+    long sent = 0, got = 0;
+    size_t off = 0;
+    while (got < count) {
+        struct pollfd p = { c->fd, (short)(POLLIN | (sent < count ? POLLOUT : 0)), 0 };
+        if (poll(&p, 1, 10000) <= 0)
+            return -1;
+        if ((p.revents & POLLOUT) && sent < count) {
+            ssize_t w = send(c->fd, msg + off, len - off, MSG_DONTWAIT);
+            if (w > 0 && (off += (size_t)w) == len) {
+                off = 0;
+                sent++;
+            }
+        }
+        if (p.revents & (POLLIN | POLLHUP)) {
+            ssize_t r = recv(c->fd, c->buf + c->len, sizeof c->buf - c->len, MSG_DONTWAIT);
+            if (r == 0)
+                return -1;
+            if (r > 0) {
+                c->len += (size_t)r;
+                char *q = c->buf, *end = c->buf + c->len, *nl;
+                while ((nl = memchr(q, '\n', (size_t)(end - q)))) {
+                    if (!memmem(q, (size_t)(nl - q), "\"event\"", 7))
+                        got++;
+                    q = nl + 1;
+                }
+                c->len = (size_t)(end - q);
+                memmove(c->buf, q, c->len);
+            }
+        }
+    }
+    return sg_bench_now() - t;
+}
+
 int main(int argc, char **argv)
 {
+    bool pipelined = false;
     const char *path = NULL, *execute = "query-status", *hmp = NULL, *name = NULL;
     long count = 10000, warmup = 100;
     for (int i = 1; i < argc; i++) {
@@ -91,6 +133,8 @@ int main(int argc, char **argv)
             hmp = v, i++;
         else if (!strcmp(a, "--name") && v)
             name = v, i++;
+        else if (!strcmp(a, "--pipeline"))
+            pipelined = true;
         else {
             fprintf(stderr, "usage: bench-qmp-lat --socket PATH [--count N] [--warmup N] "
                             "[--execute CMD | --hmp LINE] [--name LABEL]\n");
@@ -113,7 +157,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench-qmp-lat: %s: %s\n", path, strerror(errno));
         return 1;
     }
-    static char line[1 << 16];
+    static char line[1 << 22];
     static const char caps[] = "{\"execute\": \"qmp_capabilities\"}\r\n";
     if (!read_line(&c, line, sizeof line) || !strstr(line, "\"QMP\"")) {
         fprintf(stderr, "bench-qmp-lat: no QMP greeting\n");
@@ -137,6 +181,17 @@ int main(int argc, char **argv)
     if (len < 0 || (size_t)len >= sizeof msg) {
         fprintf(stderr, "bench-qmp-lat: command too long\n");
         return 1;
+    }
+    if (pipelined) {
+        double secs = pipeline(&c, msg, (size_t)len, count);
+        if (secs <= 0) {
+            fprintf(stderr, "bench-qmp-lat: pipelined run failed\n");
+            return 1;
+        }
+        printf("{\"name\": \"%s\", \"n\": %ld, \"seconds\": %.4f, \"per-s\": %.0f}\n",
+               name ? name : execute, count, secs, (double)count / secs);
+        close(c.fd);
+        return 0;
     }
     double *lat = malloc(sizeof(double) * (size_t)count);
     if (!lat)

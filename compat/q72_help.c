@@ -1,30 +1,10 @@
-/* `help CMD` texts of QEMU 7.2 (hmp-commands.hx / hmp-commands-info.hx) for
- * the commands snapgate implements itself, copied from its output. */
+/* QEMU 7.2's `help` (monitor/hmp.c help_cmd / help_cmd_dump) over the
+ * recorded lists in q72_help_table.c: a whole list, one entry, or
+ * "unknown command: 'A B'" naming the words up to the one not found. */
 #include "sg_q72.h"
 
 #include <stdio.h>
 #include <string.h>
-
-static const struct sg_q72_help top[] = {
-    {"help|?", "[cmd]", "show the help"},
-    {"quit|q", "", "quit the emulator"},
-    {"stop|s", "", "stop emulation"},
-    {"cont|c", "", "resume emulation"},
-    {"system_reset", "", "reset the system"},
-    {"savevm", "tag", "save a VM snapshot. If no tag is provided, a new snapshot is created"},
-    {"loadvm", "tag", "restore a VM snapshot from its tag"},
-    {"delvm", "tag", "delete a VM snapshot from its tag"},
-    {"info", "[subcommand]", "show various information about the system state"},
-};
-
-static const struct sg_q72_help info[] = {
-    {"block", "[-n] [-v] [device]",
-     "show info of one block device or all block devices (-n: show named nodes; -v: show "
-     "details)"},
-    {"block-jobs", "", "show progress of ongoing block device operations"},
-    {"snapshots", "", "show the currently saved VM snapshots"},
-    {"status", "", "show the current VM status (running|paused)"},
-};
 
 /* "quit|q" matches "quit" and "q", as QEMU's compare_cmd does. */
 static bool name_matches(const char *names, const char *name)
@@ -42,17 +22,43 @@ static bool name_matches(const char *names, const char *name)
     return false;
 }
 
-const struct sg_q72_help *sg_q72_help_lookup(const char *name, bool is_info)
+const struct sg_q72_help_entry *sg_q72_help_find(const char *name, bool info)
 {
-    const struct sg_q72_help *t = is_info ? info : top;
-    size_t n = is_info ? sizeof info / sizeof info[0] : sizeof top / sizeof top[0];
-    for (size_t i = 0; i < n; i++)
-        if (name_matches(t[i].name, name))
-            return &t[i];
+    for (const struct sg_q72_help_entry *e = info ? sg_q72_help_info : sg_q72_help_top;
+         e->names; e++)
+        if (name_matches(e->names, name))
+            return e;
     return NULL;
 }
 
-void sg_q72_help_line(const struct sg_q72_help *h, bool is_info, char *buf, size_t n)
+void sg_q72_help_reply(const char *const *args, int nargs, void (*put)(void *opaque, const char *s),
+                       void *opaque)
 {
-    snprintf(buf, n, "%s%s %s -- %s", is_info ? "info " : "", h->name, h->params, h->text);
+    bool info = false;
+    for (int i = 0;; i++) {
+        if (i >= nargs) {
+            /* No (more) words: the whole table at this level. */
+            for (const struct sg_q72_help_entry *e = info ? sg_q72_help_info : sg_q72_help_top;
+                 e->names; e++)
+                put(opaque, e->list);
+            return;
+        }
+        const struct sg_q72_help_entry *e = sg_q72_help_find(args[i], info);
+        if (!e) {
+            put(opaque, "unknown command: '");
+            for (int k = 0; k <= i; k++) {
+                if (k)
+                    put(opaque, " ");
+                put(opaque, args[k]);
+            }
+            put(opaque, "'\n");
+            return;
+        }
+        if (!info && strcmp(e->names, "info") == 0) {
+            info = true;   /* `info` has a sub-table: go on with the next word */
+            continue;
+        }
+        put(opaque, e->alone ? e->alone : e->list);
+        return;
+    }
 }

@@ -34,17 +34,27 @@
 #define SG_Q72_NO_BLOCK_JOBS     "No active jobs"
 #define SG_Q72_TIMEDATE_FMT      "vm-%Y%m%d%H%M%S"
 
-/* `help CMD` lines: "NAME PARAMS -- TEXT" (QEMU's help_cmd_dump_one). */
-struct sg_q72_help {
-    const char *name;    /* as QEMU shows it, aliases included: "quit|q" */
-    const char *params;  /* "" when none: the line then has two spaces */
-    const char *text;
+/* QEMU 7.2's help lists (q72_help_table.c, recorded from qemu-system-x86_64
+ * by record_q72_help.py): one entry per command, in QEMU's order, ended by
+ * an entry whose `names` is NULL.  `list` is the entry's text in `help`
+ * (or `info`), lines ended by "\n"; `alone` is what `help NAME` prints
+ * when that differs (`help log`), else NULL. */
+struct sg_q72_help_entry {
+    const char *names;   /* as QEMU shows it, aliases included: "quit|q" */
+    const char *list;
+    const char *alone;
 };
-/* The QEMU help entry for a top-level command (`info` subcommands when
- * `info` is true), or NULL when QEMU 7.2 has no such command among ours. */
-const struct sg_q72_help *sg_q72_help_lookup(const char *name, bool info);
-/* Writes "PREFIXNAME PARAMS -- TEXT" into buf (no newline). */
-void sg_q72_help_line(const struct sg_q72_help *h, bool info, char *buf, size_t n);
+extern const struct sg_q72_help_entry sg_q72_help_top[];
+extern const struct sg_q72_help_entry sg_q72_help_info[];
+/* The entry of a top-level command (an `info` subcommand when `info`),
+ * matched by name or alias as QEMU's compare_cmd does; NULL if QEMU 7.2 has
+ * no such command. */
+const struct sg_q72_help_entry *sg_q72_help_find(const char *name, bool info);
+/* QEMU 7.2's whole reply to `help [A [B]]` (help_cmd) or bare `info`
+ * (A = "info"): calls `put` with pieces of text ("\n" ends).  `nargs` words
+ * are given in `args` (the rest of the line is ignored, as QEMU does). */
+void sg_q72_help_reply(const char *const *args, int nargs, void (*put)(void *opaque, const char *s),
+                       void *opaque);
 
 /* ---- info snapshots table ---------------------------------------------- */
 struct sg_q72_snapshot {

@@ -84,6 +84,12 @@ struct sg_gw_hmp_req *sg_gw_hmp_exec(struct sg_gw *gw, const char *line, enum sg
 void sg_gw_hmp_cancel(struct sg_gw_hmp_req *req);
 /* The requester went away: `done`/`progress` will not be called any more. */
 void sg_gw_hmp_detach(struct sg_gw_hmp_req *req);
+/* Notes on name resolution as soon as they are known, before the job runs
+ * (they are then left out of `done`'s text); see sg_hmp_set_note. */
+typedef void (*sg_gw_hmp_note_fn)(void *opaque, const char *text);
+void sg_gw_hmp_set_note(struct sg_gw_hmp_req *req, sg_gw_hmp_note_fn note);
+/* Only inside `done`: true when the line failed (see sg_hmp_done_failed). */
+bool sg_gw_hmp_done_failed(const struct sg_gw *gw);
 
 /* ---- Guest serial console (bundled VMM only) ---------------------------- */
 
@@ -102,5 +108,7 @@ void sg_gw_serial_write(struct sg_gw *gw, const void *bytes, size_t len);
 struct lws_context *sg_gw_lws_context(struct sg_gw *gw);
 /* Back-end description for the page: "snapgate-vmm" or "qemu". */
 const char *sg_gw_backend_kind(const struct sg_gw *gw);
+/* "snapgate-vmm 0.1.0, answering QMP as QEMU 7.2.0" or "QEMU 7.2.0". */
+void sg_gw_backend_describe(const struct sg_gw *gw, char *buf, size_t n);
 
 #endif

@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gw_unix.h"
+#include "qmp_unix.h"
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 #include "qmp_top.h"
@@ -205,7 +205,7 @@ static bool send_msg(struct gw_backend *be, json_t *msg)
     char *text = sg_qmp_dumps(msg, &len);
     if (!text)
         return false;
-    bool ok = sg_gw_fd_write(be->fd, text, len) && sg_gw_fd_write(be->fd, "\r\n", 2);
+    bool ok = sg_gw_fd_write_line(be->fd, text, len);
     free(text);
     return ok;
 }
@@ -454,7 +454,7 @@ static void try_connect(void *opaque)
     }
     sg_qmp_decoder_free(be->dec);
     be->dec = dec;
-    int fd = gw_unix_connect(be->gw->opt->connect_path, &err);
+    int fd = sg_unix_connect(be->gw->opt->connect_path, &err);
     if (fd < 0 || !attach_fd(be, fd, &err)) {
         snprintf(be->attempt_err, sizeof be->attempt_err, "%s", err.msg);
         schedule_retry(be);
@@ -606,8 +606,9 @@ void gw_backend_forward(struct sg_gw *gw, const char *msg, size_t len,
     int idl = snprintf(id, sizeof id, "%lld", (long long)p->id);
     size_t out_len;
     char *out = sg_qmp_top_set_id(msg, len, top, id, (size_t)idl, &out_len);
-    bool ok = out && sg_gw_fd_write_fds(be->fd, out, out_len, fds, nfds) &&
-              sg_gw_fd_write(be->fd, "\r\n", 2);
+    bool ok = out && (nfds ? sg_gw_fd_write_fds(be->fd, out, out_len, fds, nfds) &&
+                                 sg_gw_fd_write(be->fd, "\r\n", 2)
+                           : sg_gw_fd_write_line(be->fd, out, out_len));
     if (!out)
         for (size_t i = 0; i < nfds; i++)
             close(fds[i]);

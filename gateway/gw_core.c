@@ -58,6 +58,9 @@ static void show_event(struct sg_gw *gw, json_t *event)
 
 void gw_on_backend_event(struct sg_gw *gw, json_t *event, const char *bytes, size_t len)
 {
+    /* Before the fan-out: a client reacting to "concluded" sees the new
+     * current snapshot. */
+    gw_current_on_event(gw, event);
     gw_qmp_clients_event(gw, event, bytes, len);
     if (!event)
         return;
@@ -132,13 +135,10 @@ void gw_on_backend_reconnected(struct sg_gw *gw, unsigned attempts)
 {
     /* The last SHUTDOWN reason belonged to the previous back end. */
     gw->shutdown_reason[0] = '\0';
-    const json_t *q = json_object_get(gw->backend_version, "qemu");
-    gw_print(gw, "snapgate: back end reconnected to %s (%s %lld.%lld.%lld) after %u attempt%s\n",
-             gw->opt->connect_path, sg_gw_backend_kind(gw),
-             (long long)json_integer_value(json_object_get(q, "major")),
-             (long long)json_integer_value(json_object_get(q, "minor")),
-             (long long)json_integer_value(json_object_get(q, "micro")), attempts,
-             attempts == 1 ? "" : "s");
+    char be[256];
+    sg_gw_backend_describe(gw, be, sizeof be);
+    gw_print(gw, "snapgate: back end reconnected to %s (%s) after %u attempt%s\n",
+             gw->opt->connect_path, be, attempts, attempts == 1 ? "" : "s");
     struct sg_error err = { 0 };
     if (!gw_hmp_renew(gw, &err)) {
         gw_print(gw, "snapgate: %s\n", err.msg);
@@ -289,4 +289,21 @@ struct lws_context *sg_gw_lws_context(struct sg_gw *gw)
 const char *sg_gw_backend_kind(const struct sg_gw *gw)
 {
     return gw->backend_is_vmm ? "snapgate-vmm" : "qemu";
+}
+
+void sg_gw_backend_describe(const struct sg_gw *gw, char *buf, size_t n)
+{
+    /* snapgate-vmm answers query-version as the QEMU it imitates; its own
+     * version is in "package" ("snapgate-vmm 0.1.0"). */
+    const json_t *q = json_object_get(gw->backend_version, "qemu");
+    const char *pkg = json_string_value(json_object_get(gw->backend_version, "package"));
+    char qv[64];
+    snprintf(qv, sizeof qv, "%lld.%lld.%lld",
+             (long long)json_integer_value(json_object_get(q, "major")),
+             (long long)json_integer_value(json_object_get(q, "minor")),
+             (long long)json_integer_value(json_object_get(q, "micro")));
+    if (gw->backend_is_vmm)
+        snprintf(buf, n, "%s, answering QMP as QEMU %s", pkg && *pkg ? pkg : "snapgate-vmm", qv);
+    else
+        snprintf(buf, n, "QEMU %s", qv);
 }

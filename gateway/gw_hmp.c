@@ -17,6 +17,7 @@ struct sg_gw_hmp_req {
     struct sg_hmp_cmd *cmd;
     sg_gw_hmp_done_fn done;
     sg_gw_hmp_progress_fn progress;
+    sg_gw_hmp_note_fn note;
     void *opaque;
     bool in_exec;      /* sg_hmp_exec has not returned yet */
     bool finished;     /* done ran while in_exec */
@@ -45,6 +46,8 @@ static void req_unlink(struct sg_gw_hmp_req *r)
 static void hmp_backend_qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
 {
     struct sg_gw *gw = opaque;
+    gw_current_on_command(gw, json_string_value(json_object_get(cmd, "execute")),
+                          json_object_get(cmd, "arguments"));
     gw_backend_send(gw, cmd, cb, cb_opaque);
     gw_hmp_kick(gw);
 }
@@ -88,6 +91,8 @@ static struct sg_hmp *new_engine(struct sg_gw *gw)
      * matches tags exactly in snapshot-load; QEMU does neither. */
     o.backend_replaces = gw->backend_is_vmm;
     o.backend_exact_tags = gw->backend_is_vmm;
+    /* snapgate-vmm's human-monitor-command is this same engine. */
+    o.no_forward = gw->backend_is_vmm;
     return sg_hmp_new(&be, &o);
 }
 
@@ -99,6 +104,7 @@ bool gw_hmp_init(struct sg_gw *gw, struct sg_error *err)
         return false;
     }
     sg_gw_timer_init(&gw->tick, gw->loop, tick, gw);
+    gw_current_load(gw);
     /* Fills the completion cache before the first Tab. */
     sg_hmp_refresh_snapshots(gw->hmp);
     return true;
@@ -133,6 +139,7 @@ bool gw_hmp_renew(struct sg_gw *gw, struct sg_error *err)
     }
     struct sg_hmp *old = gw->hmp;
     gw->hmp = fresh;
+    gw_current_publish(gw);
     /* Lines started during the outage belong to the old engine, which is
      * freed without calling them back: they are ended here. */
     gw_hmp_abort_all(gw, "Error: the back end connection changed while the command ran; "
@@ -228,6 +235,26 @@ void sg_gw_hmp_cancel(struct sg_gw_hmp_req *req)
 {
     if (req && req->cmd)
         sg_hmp_cancel(req->cmd);
+}
+
+static void req_note(void *opaque, const char *text)
+{
+    struct sg_gw_hmp_req *r = opaque;
+    if (r->note)
+        r->note(r->opaque, text);
+}
+
+void sg_gw_hmp_set_note(struct sg_gw_hmp_req *req, sg_gw_hmp_note_fn note)
+{
+    if (!req || !req->cmd)
+        return;
+    req->note = note;
+    sg_hmp_set_note(req->cmd, req_note);
+}
+
+bool sg_gw_hmp_done_failed(const struct sg_gw *gw)
+{
+    return gw->hmp && sg_hmp_done_failed(gw->hmp);
 }
 
 void sg_gw_hmp_detach(struct sg_gw_hmp_req *req)

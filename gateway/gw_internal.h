@@ -9,6 +9,7 @@
 #include <jansson.h>
 
 #include "gw.h"
+#include "gw_current.h"
 #include "gw_loop.h"
 #include "gw_options.h"
 
@@ -74,6 +75,8 @@ struct sg_gw {
 
     char serial_line[1024];        /* --serial-to-terminal: line being assembled */
     size_t serial_line_len;
+
+    struct gw_current current;     /* last snapshot saved/loaded (gw_current.c) */
 
     gw_print_fn print;
     void *print_opaque;

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #define SG_GW_FD_QUEUE_LIMIT (64u << 20)
@@ -348,6 +349,29 @@ bool sg_gw_fd_write_fds(struct sg_gw_fd *f, const void *buf, size_t len, int *fd
     return true;
 }
 
+bool sg_gw_fd_write_line(struct sg_gw_fd *f, const void *buf, size_t len)
+{
+    if (f->closing || f->out_len != f->out_off || f->n_batches)
+        return sg_gw_fd_write(f, buf, len) && sg_gw_fd_write(f, "\r\n", 2);
+    /* Nothing queued: message and line end in one writev, the rest (if
+     * the socket is full) queued as usual. */
+    struct iovec iov[2] = { { (void *)buf, len }, { (void *)"\r\n", 2 } };
+    ssize_t n;
+    do
+        n = writev(f->fd, iov, 2);
+    while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        if (errno != EAGAIN && errno != EWOULDBLOCK)
+            return true; /* the peer is gone; reading will report it */
+        n = 0;
+    }
+    size_t done = (size_t)n;
+    if (done < len)
+        return sg_gw_fd_write(f, (const char *)buf + done, len - done) &&
+               sg_gw_fd_write(f, "\r\n", 2);
+    return done >= len + 2 || sg_gw_fd_write(f, "\r\n" + (done - len), 2 - (done - len));
+}
+
 size_t sg_gw_fd_backlog(const struct sg_gw_fd *f)
 {
     return f->out_len - f->out_off;
@@ -363,7 +387,11 @@ void sg_gw_fd_pause_input(struct sg_gw_fd *f, bool pause)
     if (f->paused == pause || !f->wsi)
         return;
     f->paused = pause;
-    lws_rx_flow_control(f->wsi, pause ? 0 : 1);
+    /* Applied now: the change is often made from another fd's callback. */
+    lws_rx_flow_control(f->wsi, (pause ? LWS_RXFLOW_REASON_APPLIES_DISABLE
+                                       : LWS_RXFLOW_REASON_APPLIES_ENABLE) |
+                                    LWS_RXFLOW_REASON_USER_BOOL |
+                                    LWS_RXFLOW_REASON_FLAG_PROCESS_NOW);
 }
 
 void sg_gw_fd_close(struct sg_gw_fd *f)

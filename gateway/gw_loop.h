@@ -57,6 +57,8 @@ bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len);
  * and closed once sent (or when the descriptor closes unsent).  Only for
  * unix sockets. */
 bool sg_gw_fd_write_fds(struct sg_gw_fd *f, const void *buf, size_t len, int *fds, size_t nfds);
+/* `buf` followed by "\r\n" (one QMP message on a stream): one syscall. */
+bool sg_gw_fd_write_line(struct sg_gw_fd *f, const void *buf, size_t len);
 /* Bytes queued and not yet written. */
 size_t sg_gw_fd_backlog(const struct sg_gw_fd *f);
 /* The queue bound sg_gw_fd_write enforces: a write is refused when this

@@ -2,11 +2,17 @@
  *
  * On a tty: GNU readline in callback mode, fed from the lws loop, prompt
  * "(snapgate) ", history in ~/.snapgate_history, Tab completion from the HMP
- * engine.  While a line runs, readline is uninstalled (the terminal is back
- * in cooked mode, so typing ahead still works and Ctrl-C still raises
- * SIGINT) and the line shows a progress bar instead of the prompt.  Text
- * that arrives meanwhile (events, VMM messages, the guest console) is put
- * above the prompt or the bar, never into the line being typed.
+ * engine (a snapshot name with spaces completes without typing its quote).
+ * While a line runs, readline is uninstalled and the terminal is put in
+ * non-canonical mode without echo (Ctrl-C still raises SIGINT): what is
+ * typed ahead is collected here and shown after the progress bar
+ * ("... | > info sta"), so the tty's echo never glues it onto the bar;
+ * whole lines are queued and run after the current one, and an unfinished
+ * one is handed to readline at the next prompt.  Ctrl-C and a failed
+ * command drop the queued lines and say which (a `delvm` typed behind a
+ * `loadvm` that failed must not run).  Text that arrives meanwhile
+ * (events, VMM messages, the guest console) is put above the prompt or the
+ * bar, never into the line being typed.
  *
  * Without a tty (a pipe or file on stdin) the same lines run without prompt
  * or readline, one after another, which is what scripts want. */
@@ -17,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <readline/history.h>
@@ -42,6 +49,9 @@ struct gw_monitor {
     size_t nqueue;
     char partial[4096];
     size_t partial_len;
+    int esc;                    /* 0, or 1/2 inside an escape sequence (arrow keys) */
+    bool raw;                   /* the tty is in the busy mode below */
+    struct termios saved_tio;   /* its settings before */
     char **completions;         /* candidates of the completion in progress */
     size_t completion_idx;
 };
@@ -53,6 +63,7 @@ static struct gw_monitor *rl_monitor;
 static void run_line(struct gw_monitor *m, const char *line);
 static void idle(struct gw_monitor *m);
 static void rl_line(char *line);
+static void show_bar(struct gw_monitor *m);
 
 static void out(const char *s)
 {
@@ -83,21 +94,98 @@ void gw_monitor_print(void *opaque, const char *text)
         rl_clear_visible_line();
         out(text);
         rl_forced_update_display();
-    } else if (m->tty && m->bar[0]) {
+    } else if (m->raw) {
         out("\r\033[K");
         out(text);
-        out(m->bar);
+        show_bar(m);
     } else {
         out(text);
     }
 }
 
+/* The bar line: the progress bar, the number of queued lines and the line
+ * being typed ahead, cut to the terminal's width (a line that wraps could
+ * not be erased with "\r\033[K"); the typed text keeps its end. */
 static void show_bar(struct gw_monitor *m)
 {
-    if (!m->tty)
+    if (!m->raw)
+        return;
+    char line[sizeof m->bar + 64 + sizeof m->partial];
+    /* The hint makes room for what is typed ahead. */
+    int n = snprintf(line, sizeof line, "%s%s", m->bar,
+                     m->bar[0] && !m->nqueue && !m->partial_len ? ", Ctrl-C cancels" : "");
+    if (m->nqueue)
+        n += snprintf(line + n, sizeof line - (size_t)n, "%s%zu queued", n ? " | " : "",
+                      m->nqueue);
+    size_t width = 80;
+    struct winsize ws;
+    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1)
+        width = ws.ws_col;
+    if (m->partial_len) {
+        n += snprintf(line + n, sizeof line - (size_t)n, "%s> ", n ? " | " : "");
+        size_t room = (size_t)n + 1 < width ? width - 1 - (size_t)n : 0;
+        size_t from = m->partial_len > room ? m->partial_len - room : 0;
+        while (from < m->partial_len && ((unsigned char)m->partial[from] & 0xc0) == 0x80)
+            from++;   /* never start inside a UTF-8 character */
+        snprintf(line + n, sizeof line - (size_t)n, "%.*s", (int)(m->partial_len - from),
+                 m->partial + from);
+    }
+    size_t len = strlen(line);
+    if (len >= width) {
+        len = width - 1;
+        while (len && ((unsigned char)line[len] & 0xc0) == 0x80)
+            len--;
+        line[len] = '\0';
+    }
+    out("\r\033[K");
+    out(line);
+}
+
+/* While a line runs: no echo, no line editing by the tty (we show what is
+ * typed ahead after the bar), signals still on for Ctrl-C. */
+static void enter_raw(struct gw_monitor *m)
+{
+    if (!m->tty || m->raw || tcgetattr(STDIN_FILENO, &m->saved_tio) != 0)
+        return;
+    struct termios t = m->saved_tio;
+    t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    t.c_cc[VMIN] = 1;
+    t.c_cc[VTIME] = 0;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0)
+        m->raw = true;
+}
+
+static void leave_raw(struct gw_monitor *m)
+{
+    if (!m->raw)
         return;
     out("\r\033[K");
-    out(m->bar);
+    tcsetattr(STDIN_FILENO, TCSANOW, &m->saved_tio);
+    m->raw = false;
+}
+
+/* Drops the queued lines after Ctrl-C or a failure, naming them. */
+static void drop_queue(struct gw_monitor *m, const char *why)
+{
+    if (!m->nqueue)
+        return;
+    char msg[2048];
+    size_t n = 0;
+    int w = snprintf(msg, sizeof msg, "(%s: dropped %zu typed-ahead line%s:", why, m->nqueue,
+                     m->nqueue == 1 ? "" : "s");
+    n = w > 0 ? (size_t)w : 0;
+    for (size_t i = 0; i < m->nqueue; i++) {
+        if (n < sizeof msg) {
+            w = snprintf(msg + n, sizeof msg - n, "%s '%s'", i ? "," : "", m->queue[i]);
+            n += w > 0 ? (size_t)w : 0;
+        }
+        free(m->queue[i]);
+    }
+    m->nqueue = 0;
+    if (n > sizeof msg - 8)
+        n = sizeof msg - 8;   /* cut: "...)" ends it */
+    snprintf(msg + n, sizeof msg - n, "%s)\n", n == sizeof msg - 8 ? "..." : "");
+    gw_monitor_print(m, msg);
 }
 
 static void on_progress(void *opaque, const char *job_id, unsigned long long done,
@@ -113,14 +201,8 @@ static void on_progress(void *opaque, const char *job_id, unsigned long long don
     memset(fill, '#', n);
     memset(fill + n, ' ', WIDTH - n);
     fill[WIDTH] = '\0';
-    snprintf(m->bar, sizeof m->bar, "%s [%s] %3u%% %.1f/%.1f MiB, Ctrl-C cancels", job_id,
-             fill, pct, (double)done / 1048576.0, (double)total / 1048576.0);
-    /* A bar that wraps could not be erased with "\r\033[K": cut it to the
-     * terminal's width. */
-    struct winsize ws;
-    if (ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 1 &&
-        strlen(m->bar) >= ws.ws_col)
-        m->bar[ws.ws_col - 1] = '\0';
+    snprintf(m->bar, sizeof m->bar, "%s [%s] %3u%% %.1f/%.1f MiB", job_id, fill, pct,
+             (double)done / 1048576.0, (double)total / 1048576.0);
     show_bar(m);
 }
 
@@ -129,7 +211,8 @@ static void on_done(void *opaque, const char *text, bool quit)
     struct gw_monitor *m = opaque;
     m->req = NULL;
     m->busy = false;
-    if (m->tty && m->bar[0])
+    bool failed = sg_gw_hmp_done_failed(m->gw) || (text && strncmp(text, "Error:", 6) == 0);
+    if (m->raw)
         out("\r\033[K");
     m->bar[0] = '\0';
     /* The qemu-7.2 profile ends lines with "\r\n"; the tty adds its own \r. */
@@ -139,9 +222,19 @@ static void on_done(void *opaque, const char *text, bool quit)
     fflush(stdout);
     if (quit) {
         m->eof = false; /* the gateway is leaving; nothing more to run */
+        leave_raw(m);
         return;
     }
+    /* Scripts on a pipe go on after an error, as with QEMU; what a person
+     * typed ahead assumed the command would work. */
+    if (failed && m->tty)
+        drop_queue(m, "the command failed");
     idle(m);
+}
+
+static void on_note(void *opaque, const char *text)
+{
+    gw_monitor_print(opaque, text);
 }
 
 static void run_line(struct gw_monitor *m, const char *line)
@@ -160,7 +253,13 @@ static void run_line(struct gw_monitor *m, const char *line)
     }
     m->busy = true;
     m->bar[0] = '\0';
-    m->req = sg_gw_hmp_exec(m->gw, line, m->gw->opt->hmp_style, on_done, on_progress, m);
+    enter_raw(m);
+    struct sg_gw_hmp_req *r =
+        sg_gw_hmp_exec(m->gw, line, m->gw->opt->hmp_style, on_done, on_progress, m);
+    if (m->busy) {
+        m->req = r;
+        sg_gw_hmp_set_note(r, on_note);
+    }
 }
 
 /* Runs the next typed-ahead line, or gives the prompt back. */
@@ -180,6 +279,7 @@ static void idle(struct gw_monitor *m)
     }
     if (m->busy || m->gw->exiting)
         return;
+    leave_raw(m);
     if (m->eof) {
         m->eof = false;
         /* End of input: the embedded VMM is ours and goes with us; a back
@@ -191,6 +291,13 @@ static void idle(struct gw_monitor *m)
         return;
     }
     install_readline(m);
+    if (m->rl_installed && m->partial_len) {
+        /* What was being typed ahead goes on at the prompt. */
+        m->partial[m->partial_len] = '\0';
+        rl_insert_text(m->partial);
+        m->partial_len = 0;
+        rl_redisplay();
+    }
 }
 
 static void rl_line(char *line)
@@ -221,7 +328,70 @@ static void queue_line(struct gw_monitor *m, const char *line)
     m->queue[m->nqueue++] = copy;
 }
 
-/* Cooked-mode input (busy on a tty, or no tty at all): whole lines. */
+/* Busy on a tty: one key at a time (see enter_raw). */
+static void raw_key(struct gw_monitor *m, unsigned char c)
+{
+    if (m->esc) {
+        /* ESC [ ... final byte (0x40-0x7e), or ESC O x: arrows and the like
+         * have no meaning while a line runs. */
+        if (m->esc == 1 && (c == '[' || c == 'O'))
+            m->esc = 2;
+        else if (m->esc == 1 || (c >= 0x40 && c <= 0x7e))
+            m->esc = 0;
+        return;
+    }
+    switch (c) {
+    case '\r':
+    case '\n':
+        m->partial[m->partial_len] = '\0';
+        queue_line(m, m->partial);
+        m->partial_len = 0;
+        return;
+    case 0x7f:
+    case '\b':
+        while (m->partial_len && ((unsigned char)m->partial[m->partial_len - 1] & 0xc0) == 0x80)
+            m->partial_len--;
+        if (m->partial_len)
+            m->partial_len--;
+        return;
+    case 0x15:   /* Ctrl-U */
+        m->partial_len = 0;
+        return;
+    case 0x04:   /* Ctrl-D on an empty line: leave once the queue is done */
+        if (!m->partial_len)
+            m->eof = true;
+        return;
+    case 0x1b:
+        m->esc = 1;
+        return;
+    default:
+        if (c < 0x20 && c != '\t')
+            return;
+        if (m->partial_len < sizeof m->partial - 1)
+            m->partial[m->partial_len++] = (char)c;
+    }
+}
+
+static bool read_keys(struct gw_monitor *m, int fd)
+{
+    unsigned char buf[256];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && (errno == EINTR || errno == EAGAIN))
+        return true;
+    if (n <= 0) {
+        m->eof = true;
+        idle(m);
+        return false;
+    }
+    for (ssize_t i = 0; i < n; i++)
+        raw_key(m, buf[i]);
+    show_bar(m);
+    if (!m->busy)
+        idle(m);
+    return true;
+}
+
+/* Cooked-mode input (no tty): whole lines. */
 static bool read_lines(struct gw_monitor *m, int fd)
 {
     char buf[4096];
@@ -260,6 +430,8 @@ static bool stdin_readable(void *opaque, struct sg_gw_fd *f)
         rl_callback_read_char();
         return true;
     }
+    if (m->raw)
+        return read_keys(m, sg_gw_fd_fd(f));
     return read_lines(m, sg_gw_fd_fd(f));
 }
 
@@ -287,6 +459,9 @@ bool gw_monitor_interrupt(struct gw_monitor *m)
             gw_monitor_print(m, "^C: cancelling the running job\n");
             sg_gw_hmp_cancel(m->req);
         }
+        drop_queue(m, "^C");
+        m->partial_len = 0;
+        show_bar(m);
         return true;
     }
     if (m->rl_installed) {
@@ -322,6 +497,66 @@ static char **complete(const char *text, int start, int end)
     return matches;
 }
 
+/* Tab: a snapshot name typed with spaces (or after its opening quote) is
+ * completed here, the whole argument at once ("loadvm with sp" becomes
+ * "loadvm \"with space\" "); everything else is readline's word completion
+ * above. */
+static int tab_key(int count, int key)
+{
+    struct gw_monitor *m = rl_monitor;
+    size_t arg = 0;
+    char **names = sg_hmp_complete_name(m->gw->hmp, rl_line_buffer, (size_t)rl_point, &arg);
+    const char *a = rl_line_buffer + arg;
+    size_t alen = names && arg <= (size_t)rl_point ? (size_t)rl_point - arg : 0;
+    if (!alen || (a[0] != '"' && !memchr(a, ' ', alen) && !memchr(a, '\t', alen))) {
+        sg_hmp_strv_free(names);
+        return rl_complete(count, key);
+    }
+    size_t n = 0, common = strlen(names[0]);
+    for (; names[n]; n++) {
+        size_t k = 0;
+        while (k < common && names[n][k] == names[0][k])
+            k++;
+        common = k;
+    }
+    while (common && ((unsigned char)names[0][common] & 0xc0) == 0x80)
+        common--;   /* a common prefix ends on a character boundary */
+    char *prefix = strndup(names[0], common);
+    char *text = n == 1 ? sg_hmp_quote_name(names[0], false)
+                        : prefix ? sg_hmp_quote_name(prefix, true) : NULL;
+    if (text) {
+        rl_begin_undo_group();
+        rl_delete_text((int)arg, rl_point);
+        rl_point = (int)arg;
+        rl_insert_text(text);
+        if (n == 1)
+            rl_insert_text(" ");
+        rl_end_undo_group();
+    }
+    if (n > 1 && prefix) {
+        /* rl_display_match_list wants the common part first, then the
+         * candidates. */
+        char **list = calloc(n + 2, sizeof *list);
+        int width = 0;
+        if (list) {
+            list[0] = prefix;
+            for (size_t i = 0; i < n; i++) {
+                list[i + 1] = names[i];
+                if ((int)strlen(names[i]) > width)
+                    width = (int)strlen(names[i]);
+            }
+            rl_crlf();
+            rl_display_match_list(list, (int)n, width);
+            rl_forced_update_display();
+            free(list);
+        }
+    }
+    free(text);
+    free(prefix);
+    sg_hmp_strv_free(names);
+    return 0;
+}
+
 struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
 {
     struct gw_monitor *m = calloc(1, sizeof *m);
@@ -350,6 +585,7 @@ struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
         rl_catch_signals = 0;   /* SIGINT comes through the loop's signalfd */
         rl_catch_sigwinch = 1;
         rl_attempted_completion_function = complete;
+        rl_bind_key('\t', tab_key);
         rl_basic_word_break_characters = " \t";
         const char *home = getenv("HOME");
         if (home && *home) {
@@ -360,12 +596,10 @@ struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
                 write_history(m->history_path); /* append_history needs the file */
         }
         /* Like QEMU's monitor banner, plus what we are talking to. */
-        const json_t *q = json_object_get(gw->backend_version, "qemu");
-        printf("snapgate %s monitor (back end: %s %lld.%lld.%lld) - type 'help' for more "
-               "information\n", SNAPGATE_VERSION, sg_gw_backend_kind(gw),
-               (long long)json_integer_value(json_object_get(q, "major")),
-               (long long)json_integer_value(json_object_get(q, "minor")),
-               (long long)json_integer_value(json_object_get(q, "micro")));
+        char be[256];
+        sg_gw_backend_describe(gw, be, sizeof be);
+        printf("snapgate %s monitor (back end: %s) - type 'help' for more information\n",
+               SNAPGATE_VERSION, be);
         fflush(stdout);
         install_readline(m);
     }

@@ -257,6 +257,10 @@ static void forward(struct sg_gw_qmp_client *c, struct slot *s, const char *msg,
     if (job_id) {
         s->job_id = strdup(job_id);
         json_object_set_new(c->jobs, job_id, json_true());
+        static const char *const snap[] = { "snapshot-save", "snapshot-load", "snapshot-delete" };
+        for (size_t i = 0; i < sizeof snap / sizeof snap[0]; i++)
+            if (sg_qmp_top_is(msg, top, SG_TOP_EXECUTE, snap[i]))
+                gw_current_on_command(c->gw, snap[i], args);   /* the current snapshot */
     }
     if (dismiss) {
         const char *id = json_string_value(json_object_get(args, "id"));
@@ -330,6 +334,12 @@ static void local_command(struct sg_gw_qmp_client *c, struct slot *s, const char
     } else if (!c->negotiated) {
         complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
                        "Expecting capabilities negotiation with 'qmp_capabilities'");
+    } else if (strncmp(req.command, "x-snapgate-", 11) == 0) {
+        json_t *ret;
+        if (gw_xsnapgate_command(c->gw, req.command, req.args, &ret, &err) && ret)
+            complete_json(s, sg_qmp_return_reply(ret, id_placeholder(s)));
+        else
+            complete_err(s, &err);
     } else {
         human_monitor_command(c, s, &req);
     }
@@ -398,7 +408,9 @@ bool sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, const char *msg, size_t 
     }
     bool local = !top.object || !c->negotiated ||
                  sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "qmp_capabilities") ||
-                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "human-monitor-command");
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "human-monitor-command") ||
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "x-snapgate-query-current-snapshot") ||
+                 sg_qmp_top_is(msg, &top, SG_TOP_EXECUTE, "x-snapgate-hmp-complete");
     if (local || !top.valid) {
         /* Nothing was asked of the back end: descriptors are not kept
          * (QEMU keeps them for a later getfd; here they would go to no

@@ -28,11 +28,11 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "gw_unix.h"
+#include "qmp_unix.h"
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 
-#define GW_EP_MAX_INFLIGHT 64
+#define GW_EP_MAX_INFLIGHT 16
 #define GW_EP_PAUSE_BACKLOG (1u << 20)
 #define GW_EP_BACKEND_BACKLOG (4u << 20)
 #define GW_EP_MAX_BACKLOG (16u << 20)
@@ -48,13 +48,16 @@ struct ep_conn {
     struct sg_gw_qmp_client *client;
     int fds[GW_EP_MAX_FDS];     /* received, for the next message completed */
     size_t nfds;
-    size_t partial;             /* bytes of a message in progress */
+    size_t partial;             /* bytes held by the decoder */
+    bool stalled;               /* the decoder holds messages not taken yet */
+    struct sg_gw_timer resume;  /* takes them once the client may send again */
     bool dropping;
 };
 
 struct gw_qmp_endpoint {
     struct sg_gw *gw;
     char *path;                 /* NULL: an inherited socket (not ours to unlink) */
+    struct sg_unix_name name;   /* what we made at path: only that is removed */
     struct sg_gw_fd *listen;
     struct ep_conn *conns;
     size_t partial_total;
@@ -77,14 +80,21 @@ static void drop(struct ep_conn *c)
     sg_gw_fd_close(c->fd);
 }
 
+static bool must_wait(const struct ep_conn *c)
+{
+    return (c->client && sg_gw_qmp_client_inflight(c->client) >= GW_EP_MAX_INFLIGHT) ||
+           sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
+           gw_backend_backlog(c->ep->gw) > GW_EP_BACKEND_BACKLOG;
+}
+
 static void update_flow(struct ep_conn *c)
 {
     if (c->dropping)
         return;
-    bool pause = (c->client && sg_gw_qmp_client_inflight(c->client) >= GW_EP_MAX_INFLIGHT) ||
-                 sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
-                 gw_backend_backlog(c->ep->gw) > GW_EP_BACKEND_BACKLOG;
-    sg_gw_fd_pause_input(c->fd, pause);
+    bool wait = must_wait(c);
+    sg_gw_fd_pause_input(c->fd, wait || c->stalled);
+    if (!wait && c->stalled)
+        sg_gw_timer_arm(&c->resume, 0); /* from the loop: never inside a feed */
 }
 
 static void conn_send(void *opaque, const char *json_text, size_t len)
@@ -92,7 +102,7 @@ static void conn_send(void *opaque, const char *json_text, size_t len)
     struct ep_conn *c = opaque;
     if (c->dropping)
         return;
-    if (!sg_gw_fd_write(c->fd, json_text, len) || !sg_gw_fd_write(c->fd, "\r\n", 2)) {
+    if (!sg_gw_fd_write_line(c->fd, json_text, len)) {
         /* A client that does not read its replies or events would make us
          * hold unbounded memory: it is dropped. */
         drop(c);
@@ -118,7 +128,9 @@ static bool on_span(void *opaque, const char *bytes, size_t len)
     c->nfds = 0;
     if (!sg_gw_qmp_client_input(c->client, bytes, len, c->fds, n))
         drop(c);
-    return !c->dropping;
+    /* The rest of what was read waits in the decoder while the client has
+     * too much in flight. */
+    return !c->dropping && !must_wait(c);
 }
 
 static const struct sg_qmp_decoder_ops dec_ops = { NULL, NULL, on_span };
@@ -154,11 +166,12 @@ static ssize_t receive(struct ep_conn *c, char *buf, size_t cap)
     return n;
 }
 
+static void fed(struct ep_conn *c, enum sg_qmp_feed r, const struct sg_error *errp);
+
 static bool conn_readable(void *opaque, struct sg_gw_fd *f)
 {
     struct ep_conn *c = opaque;
-    struct gw_qmp_endpoint *ep = c->ep;
-    if (c->dropping)
+    if (c->dropping || c->stalled)
         return true;
     char buf[GW_EP_READ_BYTES];
     ssize_t n;
@@ -171,22 +184,40 @@ static bool conn_readable(void *opaque, struct sg_gw_fd *f)
     if (n <= 0)
         return false;
     struct sg_error err = { 0 };
-    enum sg_qmp_feed r = sg_qmp_decoder_feed(c->dec, buf, (size_t)n, &err);
+    fed(c, sg_qmp_decoder_feed(c->dec, buf, (size_t)n, &err), &err);
+    return true;
+}
+
+/* After a feed or a resume: limits, and what the decoder still holds. */
+static void fed(struct ep_conn *c, enum sg_qmp_feed r, const struct sg_error *errp)
+{
+    struct gw_qmp_endpoint *ep = c->ep;
+    struct sg_error err = *errp;
     ep->partial_total -= c->partial;
     c->partial = sg_qmp_decoder_pending(c->dec);
     ep->partial_total += c->partial;
     if (r == SG_QMP_FEED_FATAL) {
         send_error(c, err.msg);
         drop(c); /* after the error is written */
-        return true;
+        return;
     }
     if (ep->partial_total > GW_EP_MAX_PARTIAL_TOTAL && c->partial) {
         send_error(c, "too many half-sent QMP messages in the gateway (connection closed)");
         drop(c);
-        return true;
+        return;
     }
+    c->stalled = r == SG_QMP_FEED_STOPPED;
     update_flow(c);
-    return true;
+}
+
+static void resume_input(void *opaque)
+{
+    struct ep_conn *c = opaque;
+    if (c->dropping || !c->stalled || must_wait(c))
+        return;
+    c->stalled = false;
+    struct sg_error err = { 0 };
+    fed(c, sg_qmp_decoder_resume(c->dec, &err), &err);
 }
 
 static void conn_drained(void *opaque, struct sg_gw_fd *f)
@@ -201,6 +232,7 @@ static void conn_unlink(struct ep_conn *c)
     if (c->next)
         c->next->pprev = c->pprev;
     c->ep->partial_total -= c->partial;
+    sg_gw_timer_cancel(&c->resume);
     drop_fds(c);
     sg_gw_qmp_client_free(c->client);
     sg_qmp_decoder_free(c->dec);
@@ -224,6 +256,7 @@ static void accept_one(struct gw_qmp_endpoint *ep, int fd)
         return;
     }
     c->ep = ep;
+    sg_gw_timer_init(&c->resume, ep->gw->loop, resume_input, c);
     c->dec = sg_qmp_decoder_new(&dec_ops, c);
     if (!c->dec) {
         free(c);
@@ -314,8 +347,10 @@ struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path
     }
     ep->gw = gw;
     ep->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (path)
-        fd = gw_unix_listen(path, err);
+    if (path) {
+        fd = sg_unix_listen(path, 16, false, err);
+        sg_unix_name_get(path, &ep->name);
+    }
     if (fd < 0) {
         sg_error_prefix(err, "--qmp");
         goto fail;
@@ -324,7 +359,7 @@ struct gw_qmp_endpoint *gw_qmp_endpoint_start(struct sg_gw *gw, const char *path
     if (!ep->listen) {
         close(fd);
         if (path)
-            unlink(path);
+            sg_unix_name_remove(path, &ep->name);
         goto fail;
     }
     return ep;
@@ -349,7 +384,7 @@ void gw_qmp_endpoint_free(struct gw_qmp_endpoint *ep)
         sg_gw_fd_detach(ep->listen);
     /* An inherited socket (no path) belongs to whoever made it. */
     if (ep->path)
-        unlink(ep->path);
+        sg_unix_name_remove(ep->path, &ep->name);
     if (ep->spare_fd >= 0)
         close(ep->spare_fd);
     free(ep->path);

@@ -23,7 +23,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "gw_unix.h"
+#include "qmp_unix.h"
 
 #define GW_DISK_SIZE "64M"
 #define GW_VMM_START_TIMEOUT_MS 15000
@@ -350,7 +350,7 @@ struct gw_vmm *gw_vmm_start(struct sg_gw *gw, int *qmp_fd, struct sg_error *err)
             close(ep[0]);
             goto fail;
         }
-        fd = gw_unix_connect(sock, NULL);
+        fd = sg_unix_connect(sock, NULL);
         if (fd >= 0)
             break;
         if (waited >= GW_VMM_START_TIMEOUT_MS) {

@@ -10,7 +10,7 @@
 #include <unistd.h>
 
 #include "gw_internal.h"
-#include "gw_unix.h"
+#include "qmp_unix.h"
 #include "sg_hmp.h"
 #ifdef SG_HAVE_WEB
 #include "web.h"
@@ -94,7 +94,7 @@ int main(int argc, char **argv)
 #endif
     /* An inherited --qmp socket is checked (and made close-on-exec) before
      * anything is started, so a child never inherits it. */
-    if (opt.qmp_fd >= 0 && !gw_unix_inherited_listener(opt.qmp_fd, &err)) {
+    if (opt.qmp_fd >= 0 && !sg_unix_inherited_listener(opt.qmp_fd, &err)) {
         fprintf(stderr, "snapgate: --qmp fd:%d: %s\n", opt.qmp_fd, err.msg);
         return SG_GW_EXIT_USAGE;
     }
@@ -135,7 +135,7 @@ int main(int argc, char **argv)
     int rc = SG_GW_EXIT_USAGE;
     int qmp_fd = -1;
     if (opt.connect_path) {
-        qmp_fd = gw_unix_connect(opt.connect_path, &err);
+        qmp_fd = sg_unix_connect(opt.connect_path, &err);
         if (qmp_fd < 0)
             sg_error_prefix(&err, "--connect");
     } else {
@@ -182,11 +182,9 @@ int main(int argc, char **argv)
         goto out;
     }
     if (!monitor) {
-        const json_t *q = json_object_get(gw.backend_version, "qemu");
-        fprintf(stderr, "snapgate: connected to %s %lld.%lld.%lld\n", sg_gw_backend_kind(&gw),
-                (long long)json_integer_value(json_object_get(q, "major")),
-                (long long)json_integer_value(json_object_get(q, "minor")),
-                (long long)json_integer_value(json_object_get(q, "micro")));
+        char be[256];
+        sg_gw_backend_describe(&gw, be, sizeof be);
+        fprintf(stderr, "snapgate %s: connected to %s\n", SNAPGATE_VERSION, be);
     }
 
     sg_gw_loop_run(gw.loop);

@@ -1,60 +1,84 @@
-// app.js: the snapgate console page.  Status and the snapshot list come from
-// /qmp (query-status, query-block, query-named-block-nodes, query-jobs and
-// events); take/load/delete go through /hmp as savevm/loadvm/delvm, so the
-// browser uses the gateway's one HMP path (name resolution, job ids, devices).
+// app.js: the snapgate console page.  Status, the snapshot list, the current
+// snapshot and jobs come from /qmp (query-status, query-block,
+// query-named-block-nodes, query-jobs, x-snapgate-query-current-snapshot and
+// events); take/load/delete go through /hmp as savevm/loadvm/delvm with the
+// tag quoted, so the browser uses the gateway's one HMP path (name
+// resolution, job ids, devices) and any tag is addressed exactly.
 import { Qmp } from './qmp.js';
-import { Hmp, hmpError, setupConsole } from './hmp.js';
-import { disksOf, buildRows, humanSize, formatDate, formatClock, defaultTag } from './snapshots.js';
+import { Hmp, hmpError, hmpQuote, setupConsole } from './hmp.js';
+import { disksOf, buildRows, humanSize, formatDate, formatClock, defaultTag, tagProblem } from './snapshots.js';
 import { startSerial } from './serial.js';
+import { Jobs } from './jobs.js';
 
 const $ = (id) => document.getElementById(id);
 
-// The token arrives in the URL once; the server also set it as a cookie, so
-// take it out of the address bar (and of screenshots, history, bookmarks).
+// The token arrives in the URL once.  It is kept in sessionStorage (per
+// origin: scheme, host and port, so no other local server ever sees it; a
+// cookie would be sent to every port of 127.0.0.1) and taken out of the
+// address bar (and of screenshots, history, bookmarks).
 const params = new URLSearchParams(location.search);
-const token = params.get('token') || '';
-if (token) history.replaceState(null, '', location.pathname);
+let token = params.get('token') || '';
+try {
+  if (token) sessionStorage.setItem('snapgate.token', token);
+  else token = sessionStorage.getItem('snapgate.token') || '';
+} catch { /* storage disabled: the token lives in this page only */ }
+if (params.has('token')) history.replaceState(null, '', location.pathname);
 const wsBase = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}`;
 const wsUrl = (path) => `${wsBase}${path}${token ? `?token=${encodeURIComponent(token)}` : ''}`;
 
 const state = {
-  qmp: null, hmp: null, running: null, rows: [], disks: [],
+  qmp: null, hmp: null, status: null, rows: [], disks: [],
   busy: false,              // an operation of ours is in flight
-  backendJobs: [],          // from query-jobs
-  jobBars: new Map(),       // job id -> element
-  current: loadCurrent(),
+  current: null,            // {tag, how, time} from the gateway
 };
-
-function loadCurrent() {
-  try { return JSON.parse(localStorage.getItem('snapgate.current') || 'null'); } catch { return null; }
-}
-function saveCurrent(tag, how) {
-  state.current = tag ? { tag, how } : null;
-  try { localStorage.setItem('snapgate.current', JSON.stringify(state.current)); } catch { /* private mode */ }
-}
 
 function showError(msg) {
   $('error-text').textContent = msg;
   $('error').hidden = false;
 }
-$('error-close').addEventListener('click', () => { $('error').hidden = true; });
+function hideError() { $('error').hidden = true; }
+$('error-close').addEventListener('click', hideError);
 
 function setLink(text) { $('link').textContent = text; }
 
+// ---- jobs ------------------------------------------------------------------------
+const jobs = new Jobs($('jobs'), {
+  cancel: async (id) => {
+    try { await state.qmp.cmd('job-cancel', { id }); } catch (e) { showError(`Cancel ${id}: ${e.message}`); }
+  },
+  changed: () => { renderStatus(); renderSnapshots(); },
+  poll: () => state.qmp ? state.qmp.cmd('query-jobs') : Promise.reject(new Error('not connected')),
+});
+const jobRunning = () => state.busy || jobs.active();
+
 // ---- VM status ---------------------------------------------------------------
+// QEMU's run states, as an operator reads them; a save or load in progress
+// shows the job (the VM is neither running nor simply paused then).
+const STATUS_LABEL = { 'save-vm': 'saving snapshot', 'restore-vm': 'loading snapshot', prelaunch: 'not started',
+  'finish-migrate': 'migrating', inmigrate: 'migrating', postmigrate: 'migrated', 'io-error': 'I/O error',
+  'internal-error': 'internal error', shutdown: 'shut down', 'guest-panicked': 'guest panicked' };
+
 function renderStatus() {
   const b = $('vm-status');
-  const st = state.running === null ? 'unknown' : state.running ? 'running' : 'paused';
-  b.textContent = st;
-  b.className = `badge ${st}`;
-  const ok = !!state.qmp && state.running !== null;
-  $('btn-stop').disabled = !ok || !state.running;
-  $('btn-cont').disabled = !ok || state.running;
+  const st = state.status || 'unknown';
+  const job = jobs.activeJob();
+  const label = job && st !== 'running' && st !== 'paused' ? (STATUS_LABEL[st] || st)
+    : job && st === 'paused' && /save|load/.test(job.type || '') ? `paused · ${job.type}` : (STATUS_LABEL[st] || st);
+  b.textContent = state.status === null ? 'not connected' : label;
+  b.className = `badge ${st === 'running' ? 'running' : st === 'paused' ? 'paused' : state.status === null ? '' : 'busy'}`;
+  const ok = !!state.qmp && state.status !== null;
+  const busy = jobRunning();
+  const stop = $('btn-stop'), cont = $('btn-cont');
+  stop.disabled = !ok || busy || st !== 'running';
+  cont.disabled = !ok || busy || st !== 'paused';
+  const why = busy ? 'not while a snapshot job runs' : '';
+  stop.title = why;
+  cont.title = why;
 }
 
 async function refreshStatus() {
   const s = await state.qmp.cmd('query-status');
-  state.running = !!s.running;
+  state.status = s.status || (s.running ? 'running' : 'paused');
   renderStatus();
 }
 
@@ -66,12 +90,14 @@ async function vmCmd(cmd) {
 
 // ---- snapshot list -------------------------------------------------------------
 async function refreshSnapshots() {
-  const [blk, nodes] = await Promise.all([
+  const [blk, nodes, cur] = await Promise.all([
     state.qmp.cmd('query-block'),
     state.qmp.cmd('query-named-block-nodes').catch(() => []),
+    state.qmp.cmd('x-snapgate-query-current-snapshot').catch(() => ({})),
   ]);
   state.disks = disksOf(blk, nodes);
   state.rows = buildRows(state.disks);
+  state.current = cur && cur.tag !== undefined ? cur : null;
   renderSnapshots();
 }
 
@@ -83,60 +109,95 @@ function chip(text, cls, title) {
   return s;
 }
 
+function button(text, action, label, onclick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = text;
+  b.dataset.action = action;
+  b.setAttribute('aria-label', label);
+  b.addEventListener('click', onclick);
+  return b;
+}
+
+// Rows are rebuilt only when something shown changed, so that a polled job
+// does not take the keyboard focus away from a button every 200 ms.
+let shownKey = '';
 function renderSnapshots() {
+  const busy = jobRunning() || !state.hmp;
+  const key = JSON.stringify([state.rows, state.current, busy, state.disks.map((d) => [d.device, d.ro])]);
+  $('btn-take').disabled = busy;
+  if (key === shownKey) return;
+  shownKey = key;
   const body = $('snap-body');
+  const focused = document.activeElement && body.contains(document.activeElement)
+    ? [document.activeElement.closest('tr').dataset.tag, document.activeElement.dataset.action] : null;
   body.replaceChildren();
-  const jobRunning = isJobRunning();
   for (const r of state.rows) {
     const tr = document.createElement('tr');
     tr.dataset.tag = r.tag;
-    const isCur = state.current && state.current.tag === r.tag;
+    const isCur = !!state.current && state.current.tag === r.tag;
     if (isCur) tr.classList.add('current');
-    const td = (text, cls) => {
+    const td = (content, cls, label) => {
       const c = document.createElement('td');
       if (cls) c.className = cls;
-      if (text instanceof Node) c.append(text); else c.textContent = text;
+      if (label) c.dataset.label = label;
+      if (content instanceof Node) c.append(content); else c.textContent = content;
       tr.append(c);
       return c;
     };
     const mark = document.createElement('span');
+    mark.className = 'marker';
     if (isCur) {
-      mark.className = 'marker';
+      const when = state.current.time ? ` at ${formatDate(state.current.time * 1000)}` : '';
       mark.textContent = '●';
-      mark.title = `last ${state.current.how} from this console`;
-      mark.setAttribute('aria-label', `last ${state.current.how}`);
+      mark.title = `current: ${state.current.how}${when}`;
+      mark.setAttribute('aria-label', `current snapshot (${state.current.how})`);
     }
-    td(mark);
-    const tagCell = td(r.tag);
+    td(mark, 'mark');
+    // Long tags wrap (three lines at most); the whole tag is in the tooltip and a
+    // click on it unfolds it.
+    const name = document.createElement('span');
+    name.className = 'tag-text';
+    name.textContent = r.tag;
+    name.title = r.tag;
+    name.tabIndex = 0;
+    name.setAttribute('role', 'button');
+    name.setAttribute('aria-expanded', 'false');
+    const unfold = () => {
+      const open = name.classList.toggle('open');
+      name.setAttribute('aria-expanded', String(open));
+    };
+    name.addEventListener('click', unfold);
+    name.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); unfold(); } });
+    const tagCell = td(name, 'tag');
+    if (isCur) tagCell.append(chip(state.current.how === 'loaded' ? 'current · loaded' : 'current · saved', 'cur'));
     if (r.partial) tagCell.append(chip('partial', 'partial', `missing on ${r.missing.join(', ')}`));
     if (r.duplicate) tagCell.append(chip('duplicate tag', 'partial', 'several snapshots carry this tag on one disk'));
-    td(r.id, 'num');
+    td(r.id, 'num id', 'ID');
     // VM size doubles as the with-RAM / disk-only column to keep the table narrow.
-    const size = td(r.withRam ? humanSize(r.vmSize) : '', 'num');
+    const size = td(r.withRam ? humanSize(r.vmSize) : '', 'num size', 'VM size');
     size.title = r.withRam ? 'with RAM: the VM state is saved' : 'disk only: no VM state';
     if (!r.withRam) size.append(chip('disk only', ''));
-    td(formatDate(r.date), 'num');
-    td(formatClock(r.clockNs), 'num');
+    // Day and time wrap as wholes (never inside "2026-12-01").
+    const date = document.createElement('span');
+    for (const [i, part] of formatDate(r.date).split(' ').entries()) {
+      const w = document.createElement('span');
+      w.className = 'nowrap';
+      w.textContent = part;
+      date.append(...(i ? [' ', w] : [w]));
+    }
+    td(date, 'num date', 'Date');
+    td(formatClock(r.clockNs), 'num clock', 'VM clock');
     const act = td('', 'actions');
-    const load = document.createElement('button');
-    load.type = 'button';
-    load.textContent = 'Load';
-    load.dataset.action = 'load';
-    load.disabled = jobRunning || !r.withRam || r.partial;
-    load.title = !r.withRam ? 'disk-only snapshots hold no VM state' : r.partial ? 'not on every disk' : '';
-    load.setAttribute('aria-label', `Load snapshot ${r.tag}`);
-    load.addEventListener('click', () => confirmThen('Load snapshot',
+    const load = button('Load', 'load', `Load snapshot ${r.tag}`, () => confirmThen('Load snapshot',
       `Load snapshot “${r.tag}”? The VM returns to that moment; what happened since is lost.`,
-      'Load', () => runOp(`loadvm ${r.tag}`, 'loaded', r.tag)));
-    const del = document.createElement('button');
-    del.type = 'button';
-    del.textContent = 'Delete';
-    del.dataset.action = 'delete';
-    del.disabled = jobRunning;
-    del.setAttribute('aria-label', `Delete snapshot ${r.tag}`);
-    del.addEventListener('click', () => confirmThen('Delete snapshot',
+      'Load', () => runOp('loadvm', r.tag)));
+    load.disabled = busy || !r.withRam || r.partial;
+    load.title = !r.withRam ? 'disk-only snapshots hold no VM state' : r.partial ? 'not on every disk' : '';
+    const del = button('Delete', 'delete', `Delete snapshot ${r.tag}`, () => confirmThen('Delete snapshot',
       `Delete snapshot “${r.tag}” from every disk? This cannot be undone.`,
-      'Delete', () => runOp(`delvm ${r.tag}`, 'deleted', r.tag)));
+      'Delete', () => runOp('delvm', r.tag)));
+    del.disabled = busy;
     act.append(load, del);
     body.append(tr);
   }
@@ -148,22 +209,27 @@ function renderSnapshots() {
     : '';
   const tagInput = $('take-tag');
   if (!tagInput.dataset.edited) tagInput.value = defaultTag(new Set(state.rows.map((r) => r.tag)));
-  $('btn-take').disabled = jobRunning || !state.hmp;
+  if (focused) {
+    const tr = [...body.rows].find((x) => x.dataset.tag === focused[0]);
+    const el = tr && (focused[1] ? tr.querySelector(`[data-action="${focused[1]}"]`) : tr.querySelector('.tag-text'));
+    if (el && !el.disabled) el.focus();
+  }
 }
 
 $('take-tag').addEventListener('input', (ev) => { ev.target.dataset.edited = ev.target.value ? '1' : ''; });
 $('take-form').addEventListener('submit', (ev) => {
   ev.preventDefault();
-  const tag = $('take-tag').value.trim();
-  if (!tag || /\s/.test(tag)) { showError('A snapshot tag must be one word without spaces.'); return; }
+  const tag = $('take-tag').value;
+  const bad = tagProblem(tag);
+  if (bad) { showError(bad); return; }
   const over = state.rows.some((r) => r.tag === tag);
-  const go = () => { $('take-tag').dataset.edited = ''; runOp(`savevm ${tag}`, 'taken', tag); };
+  const go = () => { $('take-tag').dataset.edited = ''; runOp('savevm', tag); };
   if (over) confirmThen('Replace snapshot', `A snapshot “${tag}” exists. Replace it?`, 'Replace', go);
   else go();
 });
 
 // ---- confirmation dialog ----------------------------------------------------
-function confirmThen(title, text, okLabel, action) {
+export function confirmThen(title, text, okLabel, action) {
   const dlg = $('confirm');
   $('confirm-title').textContent = title;
   $('confirm-text').textContent = text;
@@ -174,126 +240,70 @@ function confirmThen(title, text, okLabel, action) {
   $('confirm-cancel').focus();   // the safe choice is the default
 }
 
-// ---- operations and jobs --------------------------------------------------------
-function isJobRunning() {
-  return state.busy || state.backendJobs.some((j) => j.status !== 'concluded' && j.status !== 'null');
-}
+// ---- operations ---------------------------------------------------------------
+const VERB = { savevm: 'Take', loadvm: 'Load', delvm: 'Delete' };
 
-async function runOp(line, how, tag) {
-  if (isJobRunning()) return;
+async function runOp(cmd, tag) {
+  if (jobRunning()) return;
   state.busy = true;
-  $('error').hidden = true;
-  clearFinishedBars();
+  hideError();
+  jobs.clearFinished();
+  jobs.expect(cmd, tag);
+  renderStatus();
   renderSnapshots();
-  pollJobs();
+  // The tag is quoted: a bare word would be cut at its first space.
+  const line = `${cmd} ${hmpQuote(tag)}`;
   try {
     const reply = await state.hmp.exec(line);
     const err = hmpError(reply);
-    if (err) {
-      showError(`${line}: ${err.replace(/^Error: /, '')}`);
-      markBarsFinished('failed');
-    } else {
-      if (how === 'deleted') { if (state.current && state.current.tag === tag) saveCurrent(null); }
-      else saveCurrent(tag, how);
-      markBarsFinished('done');
-      if (reply.trim()) consolePane.append(`(${line}) ${reply.endsWith('\n') ? reply : reply + '\n'}`);
-    }
+    if (err && !jobs.wasCancelled(cmd)) showError(`${VERB[cmd]} snapshot “${tag}” failed:\n${err}`);
+    if (!err && reply.trim()) consolePane.append(`(${cmd} “${tag}”) ${reply.endsWith('\n') ? reply : reply + '\n'}`);
+    jobs.lineDone(cmd, !err);
   } catch (e) {
-    showError(`${line}: ${e.message}`);
-    markBarsFinished('failed');
+    showError(`${VERB[cmd]} snapshot “${tag}” failed:\n${e.message}`);
+    jobs.lineDone(cmd, false);
   } finally {
     state.busy = false;
-    await Promise.allSettled([refreshJobs(), refreshSnapshots(), refreshStatus()]);
+    await Promise.allSettled([jobs.refresh(), refreshSnapshots(), refreshStatus()]);
+    renderStatus();
+    renderSnapshots();
   }
-}
-
-function jobBar(job) {
-  let el = state.jobBars.get(job.id);
-  if (!el) {
-    el = document.createElement('div');
-    el.className = 'job';
-    el.dataset.job = job.id;
-    el.innerHTML = '<span class="job-name"></span><span class="job-state"></span><progress max="100" value="0"></progress>';
-    el.querySelector('.job-name').textContent = `${job.type || 'job'} ${job.id}`;
-    el.querySelector('progress').setAttribute('aria-label', `progress of ${job.id}`);
-    $('jobs').append(el);
-    state.jobBars.set(job.id, el);
-  }
-  return el;
-}
-
-function setBar(el, pct, label, st) {
-  const p = el.querySelector('progress');
-  p.value = pct;
-  el.querySelector('.job-state').textContent = label;
-  el.dataset.state = st;
-}
-
-function renderJobs() {
-  for (const j of state.backendJobs) {
-    const el = jobBar(j);
-    if (el.dataset.state === 'done' || el.dataset.state === 'failed') continue;
-    const total = j['total-progress'] || 0, cur = j['current-progress'] || 0;
-    const pct = total ? Math.min(100, Math.round((cur * 100) / total)) : 0;
-    if (j.error) setBar(el, pct, `failed: ${j.error}`, 'failed');
-    else setBar(el, pct, `${j.status} · ${pct}% (${humanSize(cur)} of ${humanSize(total)})`, 'running');
-  }
-}
-
-function markBarsFinished(st) {
-  for (const el of state.jobBars.values()) {
-    if (el.dataset.state === 'running' || !el.dataset.state) {
-      if (st === 'done') setBar(el, 100, 'completed · 100%', 'done');
-      else setBar(el, el.querySelector('progress').value, 'failed', 'failed');
-    }
-  }
-}
-
-function clearFinishedBars() {
-  for (const [id, el] of state.jobBars) {
-    if (el.dataset.state === 'done' || el.dataset.state === 'failed') {
-      el.remove();
-      state.jobBars.delete(id);
-    }
-  }
-}
-
-async function refreshJobs() {
-  if (!state.qmp) return;
-  state.backendJobs = await state.qmp.cmd('query-jobs');
-  renderJobs();
-}
-
-let pollTimer = null;
-function pollJobs() {
-  clearTimeout(pollTimer);
-  const tick = async () => {
-    try { await refreshJobs(); } catch { /* disconnected: reconnect logic reports it */ }
-    const again = isJobRunning();
-    if (!again) renderSnapshots();
-    pollTimer = setTimeout(tick, again ? 200 : 3000);
-  };
-  tick();
 }
 
 // ---- events and connections -------------------------------------------------
 let refreshQueued = null;
 function onEvent(ev) {
-  if (ev.event === 'STOP') { state.running = false; renderStatus(); }
-  else if (ev.event === 'RESUME') { state.running = true; renderStatus(); }
-  else if (ev.event === 'JOB_STATUS_CHANGE') {
-    pollJobs();
-    // Snapshots made by other clients (the terminal monitor, scripts) show up too.
-    clearTimeout(refreshQueued);
-    refreshQueued = setTimeout(() => refreshSnapshots().catch(() => {}), 150);
+  if (ev.event === 'STOP' || ev.event === 'RESUME') {
+    refreshStatus().catch(() => {});
+  } else if (ev.event === 'JOB_STATUS_CHANGE') {
+    jobs.event(ev.data || {});
+    refreshStatus().catch(() => {});
+    // Snapshots made by other clients (the terminal monitor, scripts) show up
+    // too, and with them the gateway's current snapshot.
+    const st = ev.data && ev.data.status;
+    if (st === 'concluded' || st === 'null' || st === 'created') {
+      clearTimeout(refreshQueued);
+      refreshQueued = setTimeout(() => refreshSnapshots().catch(() => {}), 100);
+    }
   } else if (ev.event === 'SHUTDOWN') { setLink('guest shut down'); }
 }
 
-const consolePane = setupConsole(() => state.hmp || { exec: () => Promise.reject(new Error('monitor not connected')) },
-  { out: $('hmp-out'), form: $('hmp-form'), input: $('hmp-line') });
+const consolePane = setupConsole(
+  () => state.hmp || { exec: () => Promise.reject(new Error('monitor not connected')) },
+  () => state.qmp,
+  { out: $('hmp-out'), form: $('hmp-form'), input: $('hmp-line') },
+  confirmThen);
+
+const NO_TOKEN = 'No token: open the address that snapgate printed at start ' +
+  '("web console: http://…/?token=…"); this page was opened without it.';
 
 let reconnectDelay = 1000;
 async function connect() {
+  if (!token) {
+    setLink('no token');
+    showError(NO_TOKEN);
+    return;
+  }
   setLink('connecting…');
   const qmp = new Qmp(wsUrl('/qmp'));
   const hmp = new Hmp(wsUrl('/hmp'));
@@ -304,31 +314,36 @@ async function connect() {
     state.hmp = hmp;
     qmp.onEvent = onEvent;
     const lost = () => {
-      state.qmp = null; state.hmp = null; state.running = null;
+      if (state.qmp !== qmp) return;
+      state.qmp = null; state.hmp = null; state.status = null;
       renderStatus(); renderSnapshots();
-      qmp.close(); hmp.ws && hmp.ws.close();
+      qmp.close(); hmp.close();
       setLink('disconnected, retrying…');
       setTimeout(connect, reconnectDelay);
       reconnectDelay = Math.min(reconnectDelay * 2, 15000);
     };
     qmp.onClose = lost;
-    hmp.onClose = lost;
+    hmp.onClose = (ev) => {
+      if (ev.code === 1008) showError(`The monitor connection was closed: ${ev.reason || 'policy violation'}`);
+      lost();
+    };
     reconnectDelay = 1000;
     const v = greeting.version && greeting.version.qemu;
     setLink(v ? `connected · back end ${v.major}.${v.minor}.${v.micro} ${greeting.version.package || ''}` : 'connected');
-    await Promise.all([refreshStatus(), refreshSnapshots()]);
-    pollJobs();
+    await Promise.all([refreshStatus(), refreshSnapshots(), jobs.refresh()]);
+    renderStatus();
   } catch (e) {
     qmp.close();
-    if (hmp.ws) hmp.ws.close();
+    hmp.close();
     setLink('not connected');
     showError(`Cannot reach the console (${e.message}). Open the URL that snapgate printed ` +
-      '("web console: …/?token=…"): the token may be wrong, or the gateway has stopped.');
+      '("web console: …/?token=…"): the token may be wrong (each start makes a new one), or the gateway has stopped.');
     setTimeout(connect, Math.max(reconnectDelay, 5000));
     reconnectDelay = Math.min(reconnectDelay * 2, 15000);
   }
 }
 
 renderStatus();
-window.sgSerial = startSerial(wsUrl('/serial'), $('serial-term'), $('serial-note'));
+renderSnapshots();
+window.sgSerial = startSerial(wsUrl('/serial'), $('serial-term'), $('serial-note'), !!token);
 connect();

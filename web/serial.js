@@ -3,7 +3,7 @@
 import { Terminal } from './node_modules/@xterm/xterm/lib/xterm.mjs';
 import { FitAddon } from './node_modules/@xterm/addon-fit/lib/addon-fit.mjs';
 
-export function startSerial(url, el, note) {
+export function startSerial(url, el, note, haveToken) {
   const term = new Terminal({
     convertEol: false, cursorBlink: true, scrollback: 5000, fontSize: 13,
     fontFamily: 'ui-monospace, "DejaVu Sans Mono", monospace',
@@ -26,8 +26,10 @@ export function startSerial(url, el, note) {
     };
     ws.onclose = () => {
       if (!opened) {
-        // Refused at upgrade: the back end has no serial port of ours.
-        note.textContent = 'No serial console: the back end is not the bundled VMM.';
+        // Refused at upgrade (the browser does not say why): without a token
+        // every socket is refused; with one, /serial exists only when the back
+        // end is the bundled VMM.
+        note.textContent = 'No serial console: the back end is not the bundled VMM (or the token was refused).';
         note.hidden = false;
         return;
       }
@@ -39,6 +41,12 @@ export function startSerial(url, el, note) {
     ws.onerror = () => {};
   };
   term.onData((d) => { if (ws && ws.readyState === WebSocket.OPEN) ws.send(enc.encode(d)); });
-  connect();
+  if (haveToken) {
+    connect();
+  } else {
+    // Every socket would be refused: say why instead of trying.
+    note.textContent = 'No serial console: this page was opened without the token. Open the address snapgate printed ("web console: …/?token=…").';
+    note.hidden = false;
+  }
   return term;
 }

@@ -91,3 +91,17 @@ export function defaultTag(existing, now = new Date()) {
   for (let i = 2; existing.has(tag); i++) tag = `${base}-${i}`;
   return tag;
 }
+
+// QEMU keeps a snapshot name in 256 bytes with its NUL (INTERFACES.md 7: one
+// limit, checked up front, never cut): at most 255 bytes of UTF-8.
+export const TAG_MAX_BYTES = 255;
+
+// Why a tag cannot be taken as typed, or null.  Spaces, quotes and
+// backslashes are fine (the line quotes the tag); control characters are not.
+export function tagProblem(tag) {
+  if (!tag.trim()) return 'Type a tag for the snapshot.';
+  const bytes = new TextEncoder().encode(tag).length;
+  if (bytes > TAG_MAX_BYTES) return `The tag is ${bytes} bytes of UTF-8; at most ${TAG_MAX_BYTES} fit.`;
+  if (/[\u0000-\u001f\u007f]/.test(tag)) return 'A tag cannot contain control characters (tabs, new lines).';
+  return null;
+}

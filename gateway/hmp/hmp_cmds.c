@@ -78,38 +78,36 @@ void sg_hmp_cmd_primary(const struct sg_hmp_cmd_def *d, char *buf, unsigned n)
     snprintf(buf, n, "%.*s", len, d->names);
 }
 
-static void help_one(int profile, const struct sg_hmp_cmd_def *d, struct sg_strbuf *out)
+static void help_one(const struct sg_hmp_cmd_def *d, struct sg_strbuf *out)
 {
-    char primary[32], line[512];
-    sg_hmp_cmd_primary(d, primary, sizeof primary);
-    const struct sg_q72_help *q = profile == SG_HMP_PROFILE_QEMU72
-                                      ? sg_q72_help_lookup(primary, d->is_info)
-                                      : NULL;
-    if (q) {
-        sg_q72_help_line(q, d->is_info, line, sizeof line);
-        sg_sb_printf(out, "%s\n", line);
-    } else {
-        sg_sb_printf(out, "%s%s %s -- %s\n", d->is_info ? "info " : "", d->names, d->params,
-                     d->help);
-    }
+    sg_sb_printf(out, "%s%s %s -- %s\n", d->is_info ? "info " : "", d->names, d->params, d->help);
 }
 
-static void help_table(int profile, bool is_info, struct sg_strbuf *out)
+static void help_table(bool is_info, struct sg_strbuf *out)
 {
     unsigned n;
     const struct sg_hmp_cmd_def *t = sg_hmp_cmd_table(is_info, &n);
     for (unsigned i = 0; i < n; i++)
-        if (!(profile == SG_HMP_PROFILE_QEMU72 && t[i].snapgate_only))
-            help_one(profile, &t[i], out);
+        help_one(&t[i], out);
+}
+
+static void put_sb(void *opaque, const char *s)
+{
+    sg_sb_puts(opaque, s);
 }
 
 bool sg_hmp_help(int profile, const char *topic, const char *subtopic, struct sg_strbuf *out)
 {
+    if (profile == SG_HMP_PROFILE_QEMU72) {
+        const char *args[2] = { topic ? topic : "", subtopic ? subtopic : "" };
+        int nargs = !*args[0] ? 0 : !*args[1] ? 1 : 2;
+        sg_q72_help_reply(args, nargs, put_sb, out);
+        return true;
+    }
     if (!topic || !*topic) {
-        help_table(profile, false, out);
-        if (profile != SG_HMP_PROFILE_QEMU72)
-            sg_sb_puts(out, "Other commands are passed to the back end when it has a human "
-                            "monitor.\n");
+        help_table(false, out);
+        sg_sb_puts(out, "Other commands are passed to the back end when it has a human "
+                        "monitor.\n");
         return true;
     }
     const struct sg_hmp_cmd_def *d = sg_hmp_cmd_find(topic, false);
@@ -117,15 +115,15 @@ bool sg_hmp_help(int profile, const char *topic, const char *subtopic, struct sg
         return false;
     if (d->op == SG_HMP_OP_INFO) {
         if (!subtopic || !*subtopic) {
-            help_table(profile, true, out);
+            help_table(true, out);
             return true;
         }
         const struct sg_hmp_cmd_def *s = sg_hmp_cmd_find(subtopic, true);
-        if (!s || (profile == SG_HMP_PROFILE_QEMU72 && s->snapgate_only))
+        if (!s)
             return false;
-        help_one(profile, s, out);
+        help_one(s, out);
         return true;
     }
-    help_one(profile, d, out);
+    help_one(d, out);
     return true;
 }

@@ -229,3 +229,63 @@ bool sg_hmp_plan_add(struct sg_hmp_plan *p, const struct sg_hmp_disks *d, int vm
     p->njobs++;
     return true;
 }
+
+bool sg_hmp_plan_delete_by_id(struct sg_hmp_plan *p, const struct sg_hmp_disks *d, int vmstate,
+                              const char *id, struct sg_error *err)
+{
+    const struct sg_hmp_snap *target = NULL;
+    if (vmstate >= 0 && (size_t)vmstate < d->n)
+        for (size_t j = 0; j < d->disk[vmstate].nsnaps; j++)
+            if (strcmp(d->disk[vmstate].snaps[j].id, id) == 0)
+                target = &d->disk[vmstate].snaps[j];
+    if (!target) {
+        sg_error_set(err, "Snapshot ID '%s' does not exist on '%s'", id,
+                     vmstate >= 0 ? d->disk[vmstate].device : "(no vmstate disk)");
+        return false;
+    }
+    for (size_t i = 0; i < d->n; i++) {
+        const struct sg_hmp_disk *k = &d->disk[i];
+        if (!sg_hmp_disk_in_snapshot(k) || !k->can_snapshot)
+            continue;
+        /* The same VM snapshot on another disk: same tag and the same date
+         * (savevm writes one date on every disk); on the vmstate disk, the
+         * ID itself. */
+        const struct sg_hmp_snap *pick = NULL;
+        size_t same = 0;
+        for (size_t j = 0; j < k->nsnaps; j++) {
+            const struct sg_hmp_snap *x = &k->snaps[j];
+            if (strcmp(x->tag, target->tag) != 0)
+                continue;
+            if ((int)i == vmstate ? strcmp(x->id, id) == 0
+                                  : x->date_sec == target->date_sec &&
+                                        x->date_nsec == target->date_nsec) {
+                pick = x;
+                same++;
+            }
+        }
+        if (!pick)
+            continue;   /* this disk holds no copy of that snapshot */
+        if (same > 1) {
+            sg_error_set(err, "Snapshot tag '%s' is carried %zu times on '%s' with the date of "
+                         "snapshot ID %s; delete it there by hand "
+                         "(blockdev-snapshot-delete-internal-sync)",
+                         target->tag, same, k->device, id);
+            return false;
+        }
+        if (p->njobs >= sizeof p->jobs / sizeof p->jobs[0]) {
+            sg_error_set(err, "too many disks");
+            return false;
+        }
+        struct sg_hmp_job *j = &p->jobs[p->njobs];
+        j->job_id[0] = '\0';
+        j->cmd = json_pack("{s:s, s:{s:s, s:s, s:s}}", "execute",
+                           "blockdev-snapshot-delete-internal-sync", "arguments", "device",
+                           k->node[0] ? k->node : k->device, "id", pick->id, "name", pick->tag);
+        if (!j->cmd) {
+            sg_error_set(err, "out of memory");
+            return false;
+        }
+        p->njobs++;
+    }
+    return true;
+}

@@ -15,7 +15,10 @@ struct sg_hmp_cmd {
     struct sg_hmp_cmd *next;
     unsigned refs;
     bool finished, detached, cancelled;
+    bool failed;               /* the reply reports a failure */
+    bool fallback_failed;      /* c->fallback is an error text */
     sg_hmp_done_fn done;
+    sg_hmp_note_fn note;       /* early notes (sg_hmp_set_note), or NULL */
     sg_hmp_progress_fn progress;
     void *opaque;
     int profile;
@@ -46,6 +49,7 @@ static void engine_release(struct sg_hmp *h)
     json_decref(h->refresh_qblock);
     free(h->vmstate_node);
     free(h->prefix);
+    free(h->current);
     free(h);
 }
 
@@ -125,6 +129,7 @@ static void finish(struct sg_hmp_cmd *c, bool quit)
     c->finished = true;
     unlink_cmd(c);
     if (!c->detached && c->done) {
+        c->h->done_failed = c->failed;
         const char *text = sg_sb_str(&c->out);
         if (c->profile == SG_HMP_PROFILE_QEMU72) {
             char *crlf = sg_q72_crlf_dup(text);
@@ -139,6 +144,7 @@ static void finish(struct sg_hmp_cmd *c, bool quit)
 
 static void finish_error(struct sg_hmp_cmd *c, const char *msg)
 {
+    c->failed = true;
     sg_sb_printf(&c->out, SG_Q72_ERROR_PREFIX "%s\n", msg);
     finish(c, false);
 }
@@ -186,10 +192,14 @@ static void h_forwarded(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
         text = "";
     /* The back end's text already has its own line ends; the QEMU profile
      * keeps them byte for byte, people get plain "\n". */
+    /* The back end's own monitor reports failures in its text only. */
+    c->failed = strncmp(text, "unknown command: ", 17) == 0 ||
+                strncmp(text, SG_Q72_ERROR_PREFIX, strlen(SG_Q72_ERROR_PREFIX)) == 0;
     if (c->profile == SG_HMP_PROFILE_QEMU72) {
         if (!c->detached && c->done) {
             c->finished = true;
             unlink_cmd(c);
+            h->done_failed = c->failed;
             c->done(c->opaque, text, false);
             cmd_unref(c);
             return;
@@ -212,7 +222,43 @@ static void forward_now(struct sg_hmp_cmd *c)
         return;
     }
     sg_sb_puts(&c->out, sg_sb_str(&c->fallback));
+    c->failed = c->fallback_failed;
     finish(c, false);
+}
+
+/* What to say about a command snapgate does not run itself when the back
+ * end has no human monitor to run it: QEMU's text in the qemu-7.2 profile;
+ * in the snapgate profile, whether it is a QEMU command (that needs a
+ * monitor we do not have) or no command at all.  `what` is the command as
+ * QEMU names it ("nosuch", "info registers"). */
+static void set_unknown(struct sg_hmp_cmd *c, const char *what)
+{
+    c->fallback_failed = true;
+    if (c->profile == SG_HMP_PROFILE_QEMU72) {
+        sg_sb_printf(&c->fallback, SG_Q72_UNKNOWN_COMMAND "\n", what);
+        return;
+    }
+    char first[128] = "", second[128] = "";
+    sscanf(what, "%127s %127s", first, second);
+    bool qemu_has = sg_q72_help_find(first, false) &&
+                    (strcmp(first, "info") != 0 || sg_q72_help_find(second, true));
+    if (qemu_has)
+        sg_sb_printf(&c->fallback,
+                     "Error: '%s' needs a back end with its own human monitor; this back end "
+                     "has none ('help' lists the commands snapgate runs itself)\n",
+                     what);
+    else
+        sg_sb_printf(&c->fallback, SG_Q72_UNKNOWN_COMMAND " ('help' lists the commands)\n",
+                     what);
+}
+
+/* A note on the resolution, told before the job runs (see sg_hmp_set_note). */
+static void note(struct sg_hmp_cmd *c, const char *text)
+{
+    if (c->note && !c->detached)
+        c->note(c->opaque, text);
+    else
+        sg_sb_puts(&c->out, text);
 }
 
 static void h_commands(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
@@ -314,6 +360,15 @@ static void h_job_reply(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
     check_job(c);
 }
 
+static void h_sync_step(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
+{
+    if (reply_failed(c, reply))
+        return;
+    refresh(h);
+    c->step++;
+    run_step(c);
+}
+
 static void run_step(struct sg_hmp_cmd *c)
 {
     if (c->step >= c->plan.njobs) {
@@ -325,7 +380,10 @@ static void run_step(struct sg_hmp_cmd *c)
         finish_error(c, "cancelled");
         return;
     }
-    send_qmp(c->h, c, json_incref(c->plan.jobs[c->step].cmd), h_job_reply);
+    /* A step without a job id is a plain command (delvm -i on a duplicated
+     * tag), done when it replies. */
+    send_qmp(c->h, c, json_incref(c->plan.jobs[c->step].cmd),
+             c->plan.jobs[c->step].job_id[0] ? h_job_reply : h_sync_step);
 }
 
 /* ---- gathering the disks ------------------------------------------------ */
@@ -360,8 +418,43 @@ static void gather(struct sg_hmp_cmd *c, void (*after)(struct sg_hmp_cmd *c))
     send_qmp(c->h, c, mkcmd("query-block", NULL), h_qblock);
 }
 
+void sg_hmp_set_current(struct sg_hmp *h, const char *tag)
+{
+    free(h->current);
+    h->current = tag ? strdup(tag) : NULL;
+}
+
+/* QEMU has no notion of a current snapshot: only the snapgate profile names
+ * it, and only while a disk still holds it. */
+static void format_current(struct sg_hmp_cmd *c)
+{
+    bool listed = false;
+    for (size_t i = 0; c->h->current && i < c->disks.n && !listed; i++)
+        for (size_t j = 0; j < c->disks.disk[i].nsnaps && !listed; j++)
+            listed = strcmp(c->disks.disk[i].snaps[j].tag, c->h->current) == 0;
+    if (listed)
+        sg_sb_printf(&c->out, "Current snapshot: '%s' (the last one saved or loaded)\n",
+                     c->h->current);
+}
+
+/* snapgate profile: the tree and the current position follow the table
+ * when the back end knows them (snapgate-vmm); QEMU answers CommandNotFound. */
+static void h_tree(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
+{
+    (void)h;
+    sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
+    sg_hmp_format_snapshot_tree(json_object_get(reply, "return"), &c->out);
+    format_current(c);
+    finish(c, false);
+}
+
 static void after_info_snapshots(struct sg_hmp_cmd *c)
 {
+    if (c->profile != SG_HMP_PROFILE_QEMU72) {
+        json_t *a = c->h->vmstate_node ? json_pack("{s:s}", "vmstate", c->h->vmstate_node) : NULL;
+        send_qmp(c->h, c, mkcmd("x-snapgate-query-snapshot-tree", a), h_tree);
+        return;
+    }
     sg_hmp_format_snapshots(&c->disks, c->h->vmstate_node, c->profile, &c->out);
     finish(c, false);
 }
@@ -392,8 +485,11 @@ static void after_savevm(struct sg_hmp_cmd *c)
     } else {
         sg_hmp_default_tag(&c->disks, h->now ? h->now(h->now_opaque) : time(NULL), true, tag,
                            sizeof tag);
-        if (c->profile != SG_HMP_PROFILE_QEMU72)
-            sg_sb_printf(&c->out, "(snapshot tag '%s')\n", tag);
+        if (c->profile != SG_HMP_PROFILE_QEMU72) {
+            char msg[sizeof tag + 32];
+            snprintf(msg, sizeof msg, "(snapshot tag '%s')\n", tag);
+            note(c, msg);
+        }
     }
     if (sg_hmp_safety_refuses(c->safety, "savevm", &c->disks, tag, &err)) {
         finish_error(c, err.msg);
@@ -487,6 +583,24 @@ static void after_delvm_q72(struct sg_hmp_cmd *c)
         run_step(c);
 }
 
+/* The tag of snapshot ID `id` on the vmstate disk is carried twice on some
+ * disk of the VM. */
+static bool tag_duplicated(const struct sg_hmp_disks *d, int vs, const char *id)
+{
+    if (vs < 0)
+        return false;
+    const struct sg_hmp_disk *v = &d->disk[vs];
+    for (size_t j = 0; j < v->nsnaps; j++) {
+        if (strcmp(v->snaps[j].id, id) != 0)
+            continue;
+        for (size_t i = 0; i < d->n; i++)
+            if (sg_hmp_disk_in_snapshot(&d->disk[i]) && d->disk[i].can_snapshot &&
+                sg_hmp_tag_count(&d->disk[i], v->snaps[j].tag, NULL) > 1)
+                return true;
+    }
+    return false;
+}
+
 static void after_load_or_del(struct sg_hmp_cmd *c)
 {
     bool load = c->p.def->op == SG_HMP_OP_LOADVM;
@@ -502,7 +616,20 @@ static void after_load_or_del(struct sg_hmp_cmd *c)
         return;
     }
     sg_error_clear(&err);   /* delvm needs no vmstate disk (only -i reads one) */
+    if (!load && c->p.flag == 'i' && tag_duplicated(&c->disks, vs, c->p.name)) {
+        if (!sg_hmp_plan_delete_by_id(&c->plan, &c->disks, vs, c->p.name, &err)) {
+            finish_error(c, err.msg);
+            return;
+        }
+        char msg[SG_HMP_NAME_MAX + 128];
+        snprintf(msg, sizeof msg, "(snapshot ID %s; its tag is carried by others too: deleted "
+                 "by ID disk by disk)\n", c->p.name);
+        note(c, msg);
+        run_step(c);
+        return;
+    }
     struct sg_hmp_resolved res;
+    struct sg_strbuf res_text = {0};
     if (!sg_hmp_resolve(&c->disks, vs, c->p.name, (enum sg_hmp_match)c->p.flag, load, verb,
                         &res, &err)) {
         /* Which snapshot a bare ID matched helps to read the error. */
@@ -511,8 +638,12 @@ static void after_load_or_del(struct sg_hmp_cmd *c)
         finish_error(c, err.msg);
         return;
     }
-    if (res.note[0])
-        sg_sb_printf(&c->out, "%s\n", res.note);
+    if (res.note[0]) {
+        sg_sb_puts(&res_text, res.note);
+        sg_sb_putc(&res_text, '\n');
+        note(c, sg_sb_str(&res_text));
+        sg_sb_free(&res_text);
+    }
     if (load && !c->h->backend_exact_tags &&
         sg_hmp_tag_shadowed(&c->disks, res.tag, &err)) {
         finish_error(c, err.msg);
@@ -530,18 +661,17 @@ static void start(struct sg_hmp_cmd *c)
 {
     struct sg_hmp *h = c->h;
     bool q72 = c->profile == SG_HMP_PROFILE_QEMU72;
-    char msg[512];
     switch (sg_hmp_parse(c->line, c->profile, &c->p)) {
     case SG_HMP_PARSE_EMPTY:
         finish(c, false);
         return;
     case SG_HMP_PARSE_ERROR:
         sg_sb_puts(&c->out, c->p.error);
+        c->failed = true;
         finish(c, false);
         return;
     case SG_HMP_PARSE_UNKNOWN:
-        snprintf(msg, sizeof msg, SG_Q72_UNKNOWN_COMMAND "\n", c->p.unknown);
-        sg_sb_puts(&c->fallback, msg);
+        set_unknown(c, c->p.unknown);
         forward_or(c);
         return;
     case SG_HMP_PARSE_OK:
@@ -556,27 +686,19 @@ static void start(struct sg_hmp_cmd *c)
         bool help = c->p.def->op == SG_HMP_OP_HELP;
         const char *topic = help ? c->p.topic : "info";
         const char *sub = help ? c->p.subtopic : "";
-        struct sg_strbuf ours = {0};
-        bool known = sg_hmp_help(c->profile, topic, sub, &ours);
-        /* QEMU's own full lists are longer than ours: with a QEMU back end
-         * the qemu-7.2 profile shows them. */
-        bool full_list = !*topic || (strcmp(topic, "info") == 0 && !*sub);
-        if (known && !(q72 && full_list)) {
-            sg_sb_puts(&c->out, sg_sb_str(&ours));
-            sg_sb_free(&ours);
+        /* The qemu-7.2 profile answers from QEMU 7.2's recorded lists, so
+         * its replies are QEMU's whatever the back end; the snapgate
+         * profile lists snapgate's commands and leaves other topics to a
+         * back end's own monitor. */
+        if (sg_hmp_help(c->profile, topic, sub, &c->out)) {
             finish(c, false);
             return;
         }
-        if (known) {
-            sg_sb_puts(&c->fallback, sg_sb_str(&ours));
-        } else {
-            char what[300];
-            snprintf(what, sizeof what, "%s%s%s", topic, *sub && !strcmp(topic, "info") ? " " : "",
-                     !strcmp(topic, "info") ? sub : "");
-            snprintf(msg, sizeof msg, SG_Q72_UNKNOWN_COMMAND "\n", what);
-            sg_sb_puts(&c->fallback, msg);
-        }
-        sg_sb_free(&ours);
+        char what[300];
+        bool info = strcmp(topic, "info") == 0;
+        snprintf(what, sizeof what, "%s%s%s", topic, info && *sub ? " " : "", info ? sub : "");
+        set_unknown(c, what);
+        c->fallback_failed = false;   /* asking for help is no failure */
         forward_or(c);
         return;
     }
@@ -631,6 +753,9 @@ struct sg_hmp *sg_hmp_new(const struct sg_hmp_backend *be, const struct sg_hmp_o
         h->now_opaque = opt->now_opaque;
         h->backend_replaces = opt->backend_replaces;
         h->backend_exact_tags = opt->backend_exact_tags;
+        h->no_forward = opt->no_forward;
+        if (h->no_forward)
+            h->hmc = 0;
     }
     if (!h->prefix || (opt && opt->vmstate_node && *opt->vmstate_node && !h->vmstate_node)) {
         engine_release(h);
@@ -690,6 +815,17 @@ void sg_hmp_cancel(struct sg_hmp_cmd *c)
     c->cancelled = true;
     if (c->job_accepted && !c->job_concluded)
         send_cancel(c);
+}
+
+void sg_hmp_set_note(struct sg_hmp_cmd *c, sg_hmp_note_fn fn)
+{
+    if (c && !c->finished)
+        c->note = fn;
+}
+
+bool sg_hmp_done_failed(const struct sg_hmp *h)
+{
+    return h->done_failed;
 }
 
 void sg_hmp_detach(struct sg_hmp_cmd *c)
@@ -776,6 +912,17 @@ void sg_hmp_tick(struct sg_hmp *h)
 
 /* ---- snapshot cache ----------------------------------------------------- */
 
+/* A refresh asked for while one was in flight runs now: the lists that
+ * one read may predate the job that asked. */
+static void refresh_done(struct sg_hmp *h)
+{
+    h->refreshing = false;
+    if (h->refresh_again) {
+        h->refresh_again = false;
+        refresh(h);
+    }
+}
+
 static void h_refresh_named(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t *reply)
 {
     struct sg_hmp_disks d;
@@ -786,14 +933,14 @@ static void h_refresh_named(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t 
     }
     json_decref(h->refresh_qblock);
     h->refresh_qblock = NULL;
-    h->refreshing = false;
+    refresh_done(h);
 }
 
 static void h_refresh_qblock(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t *reply)
 {
     json_t *ret = json_object_get(reply, "return");
     if (!ret) {
-        h->refreshing = false;
+        refresh_done(h);
         return;
     }
     h->refresh_qblock = json_incref(ret);
@@ -802,8 +949,12 @@ static void h_refresh_qblock(struct sg_hmp *h, struct sg_hmp_cmd *unused, json_t
 
 static void refresh(struct sg_hmp *h)
 {
-    if (h->refreshing || h->dead)
+    if (h->dead)
         return;
+    if (h->refreshing) {
+        h->refresh_again = true;
+        return;
+    }
     h->refreshing = true;
     send_qmp(h, NULL, mkcmd("query-block", NULL), h_refresh_qblock);
 }

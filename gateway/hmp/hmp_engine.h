@@ -15,6 +15,8 @@ struct sg_hmp {
     void *now_opaque;
     bool backend_replaces;
     bool backend_exact_tags;
+    bool no_forward;
+    bool done_failed;         /* valid inside a `done` callback */
     unsigned job_counter;
     unsigned outstanding;     /* back-end requests not answered yet */
     bool dead;                /* sg_hmp_free ran; freed when outstanding == 0 */
@@ -22,8 +24,10 @@ struct sg_hmp {
     int hmc;                  /* back end has human-monitor-command: -1 unknown */
     bool polling;             /* tick's query-jobs in flight */
     bool refreshing;
+    bool refresh_again;       /* asked for while one ran: its answer may be stale */
     json_t *refresh_qblock;   /* query-block answer while the refresh runs */
     char **tags, **ids;       /* completion cache (NULL-terminated) */
+    char *current;            /* sg_hmp_set_current, or NULL */
 };
 
 /* Replaces the completion cache with the tags/IDs of `d`. */

@@ -239,8 +239,12 @@ void sg_hmp_format_jobs(json_t *list, struct sg_strbuf *out)
         long long tot = json_integer_value(json_object_get(j, "total-progress"));
         sg_sb_printf(out, "%s: %s, %s", str_or(j, "id", "?"), str_or(j, "type", "?"),
                      str_or(j, "status", "?"));
-        if (tot > 0)
-            sg_sb_printf(out, ", %lld%% (%lld of %lld bytes)", cur * 100 / tot, cur, tot);
+        if (tot > 0) {
+            char c[32], t[32];
+            sg_q72_size_str((uint64_t)cur, c, sizeof c);
+            sg_q72_size_str((uint64_t)tot, t, sizeof t);
+            sg_sb_printf(out, ", %lld%% (%s of %s)", cur * 100 / tot, c, t);
+        }
         if (json_is_string(json_object_get(j, "error")))
             sg_sb_printf(out, ", error: %s", str_or(j, "error", ""));
         sg_sb_puts(out, "\n");

@@ -43,14 +43,21 @@ static bool check_unique(const struct sg_hmp_disks *d, const char *tag, bool via
             continue;
         char ids[256];
         ids_with_tag(&d->disk[i], tag, ids, sizeof ids);
+        /* Advice that works: `delvm -i ID` deletes one of the duplicates
+         * (by ID, disk by disk), after which the tag is unique again. */
         if (via_id)
             sg_error_set(err,
-                         "Snapshot ID %s cannot be chosen alone: its tag '%s' is shared by IDs "
-                         "%s on '%s', and snapshot jobs address snapshots by tag",
-                         id, tag, ids, d->disk[i].device);
+                         "Snapshot ID %s cannot be loaded alone: its tag '%s' is shared by IDs "
+                         "%s on '%s', and snapshot-load addresses snapshots by tag; delete the "
+                         "other ones first ('delvm -i ID'), then 'loadvm %s'",
+                         id, tag, ids, d->disk[i].device, tag);
+        else if (strcmp(verb, "delvm") == 0)
+            sg_error_set(err, "Snapshot tag '%s' is ambiguous: IDs %s on '%s'; use 'delvm -i ID'",
+                         tag, ids, d->disk[i].device);
         else
-            sg_error_set(err, "Snapshot tag '%s' is ambiguous: IDs %s on '%s'; use '%s -i ID'",
-                         tag, ids, d->disk[i].device, verb);
+            sg_error_set(err, "Snapshot tag '%s' is ambiguous: IDs %s on '%s'; delete the ones "
+                         "you do not want with 'delvm -i ID', then '%s %s'",
+                         tag, ids, d->disk[i].device, verb, tag);
         return false;
     }
     return true;
@@ -82,6 +89,9 @@ bool sg_hmp_resolve(const struct sg_hmp_disks *d, int vmstate, const char *name,
             return false;
         if (how == SG_HMP_MATCH_ANY)
             snprintf(res->note, sizeof res->note, "(matched snapshot ID %s, tag '%s')", name,
+                     by_id->tag);
+        else   /* -i: say which snapshot that is */
+            snprintf(res->note, sizeof res->note, "(snapshot ID %s, tag '%s')", name,
                      by_id->tag);
     } else if (tag_hits) {
         /* Rules 1 (-t), 2 and 3. */
@@ -157,7 +167,9 @@ bool sg_hmp_tag_shadowed(const struct sg_hmp_disks *d, const char *tag, struct s
         sg_error_set(err,
                      "Snapshot tag '%s' is also the ID of snapshot '%s' on '%s'; this back "
                      "end would restore that one (it looks names up as IDs first), so "
-                     "loadvm refuses",
-                     tag, s->tag, d->disk[i].device);
+                     "loadvm refuses. 'loadvm -i %s' loads '%s'; to load '%s' itself, "
+                     "delete '%s' first ('delvm -i %s'), or revert the disks offline "
+                     "with 'snapgate-img snapshot -a -t %s FILE' (without the VM state)",
+                     tag, s->tag, d->disk[i].device, tag, s->tag, tag, s->tag, tag, tag);
     return s != NULL;
 }

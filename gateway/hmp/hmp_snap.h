@@ -117,8 +117,22 @@ bool sg_hmp_plan_add(struct sg_hmp_plan *p, const struct sg_hmp_disks *d, int vm
                      const char *kind, const char *tag, const char *prefix, const char *verb,
                      unsigned *counter);
 
+/* delvm -i ID where the tag of snapshot ID (on the vmstate disk) is carried
+ * twice on some disk, so snapshot-delete (which names a tag) cannot pick it:
+ * one blockdev-snapshot-delete-internal-sync per disk instead (plan steps
+ * with an empty job_id run as plain commands).  On each disk of the VM the
+ * copy of that VM snapshot goes (the vmstate disk: that ID; the others:
+ * the same tag and date); a disk with two such copies is an error naming
+ * it, before anything is deleted.  False with `err` set. */
+bool sg_hmp_plan_delete_by_id(struct sg_hmp_plan *p, const struct sg_hmp_disks *d, int vmstate,
+                              const char *id, struct sg_error *err);
+
 /* ---- Formatting -------------------------------------------------------- */
 /* info snapshots for a profile ("\n" ends). */
+/* The snapshot tree of x-snapgate-query-snapshot-tree's reply (nothing
+ * when `tree` is NULL or has fewer than one snapshot): each snapshot under
+ * its parent, "NOW" under the current one (hmp_tree.c). */
+void sg_hmp_format_snapshot_tree(json_t *tree, struct sg_strbuf *out);
 void sg_hmp_format_snapshots(const struct sg_hmp_disks *d, const char *vmstate_override,
                              int profile, struct sg_strbuf *out);
 void sg_hmp_format_status(json_t *query_status, struct sg_strbuf *out);

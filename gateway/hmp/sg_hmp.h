@@ -65,6 +65,11 @@ struct sg_hmp_options {
      * snapgate profile refuses loadvm of a tag that is another snapshot's
      * ID on some disk instead of restoring the wrong one. */
     bool backend_exact_tags;
+    /* The back end's human-monitor-command is a snapgate engine as well
+     * (snapgate-vmm): lines this engine does not know are answered here
+     * (QEMU's texts in the qemu-7.2 profile) instead of being sent there,
+     * where they would be just as unknown. */
+    bool no_forward;
 };
 
 struct sg_hmp;
@@ -105,6 +110,19 @@ void sg_hmp_cancel(struct sg_hmp_cmd *c);
  * command itself runs to its end (its job is waited for and dismissed). */
 void sg_hmp_detach(struct sg_hmp_cmd *c);
 
+/* Only inside `done`: true when the line failed (an error reply, an unknown
+ * command, a parse error, a cancelled job).  The readline monitor drops the
+ * lines typed ahead after a failure. */
+bool sg_hmp_done_failed(const struct sg_hmp *h);
+
+/* Notes on how a name was resolved ("(matched snapshot ID 2, tag 'x')"),
+ * known before the job starts.  Without a note function they open the
+ * reply given to `done`; with one they go to it as soon as they are known
+ * (the monitor shows them before the progress bar) and the reply leaves
+ * them out.  Call right after sg_hmp_exec returned a handle. */
+typedef void (*sg_hmp_note_fn)(void *opaque, const char *text);
+void sg_hmp_set_note(struct sg_hmp_cmd *c, sg_hmp_note_fn fn);
+
 /* Every event from the back end (borrowed), e.g. JOB_STATUS_CHANGE, STOP. */
 void sg_hmp_on_event(struct sg_hmp *h, json_t *event);
 /* Called by the owner about every 100 ms: polls query-jobs for the progress
@@ -122,6 +140,21 @@ bool sg_hmp_busy(const struct sg_hmp *h);
  * malloc'd strings (free with sg_hmp_strv_free), or NULL when none match. */
 char **sg_hmp_complete(struct sg_hmp *h, const char *buf, size_t start, const char *word);
 void sg_hmp_strv_free(char **v);
+/* The owner's current snapshot (the gateway's: last saved or loaded), or
+ * NULL; `info snapshots` names it after the table in the snapgate profile.
+ * The string is copied. */
+void sg_hmp_set_current(struct sg_hmp *h, const char *tag);
+/* Completion of a snapshot name typed without quotes and with spaces in it
+ * ("loadvm with sp" -> "loadvm \"with space\"").  When `buf[0..point)`
+ * ends inside the NAME argument of savevm/loadvm/delvm [-t|-i], returns
+ * the names (raw, unquoted) that begin with what was typed there, and sets
+ * `*arg_start` to where the argument begins; NULL otherwise or when none
+ * match.  Free with sg_hmp_strv_free. */
+char **sg_hmp_complete_name(struct sg_hmp *h, const char *buf, size_t point, size_t *arg_start);
+/* `name` as the parser reads it back: quoted and escaped when needed;
+ * `open` leaves the closing quote off (a prefix still being typed).
+ * malloc'd; NULL when out of memory. */
+char *sg_hmp_quote_name(const char *name, bool open);
 /* Asks the back end for the snapshot lists now (e.g. right after connect). */
 void sg_hmp_refresh_snapshots(struct sg_hmp *h);
 

@@ -3,6 +3,7 @@
 #include "img.h"
 #include "sg_q72.h"
 
+#include <getopt.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -34,6 +35,14 @@ void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n)
     }
 }
 
+/* The virtual size as QEMU reports it: its block layer counts whole 512-byte
+ * sectors, so a raw file's odd tail rounds up. */
+static unsigned long long virtual_size(struct sg_block *bs)
+{
+    unsigned long long v = sg_block_size(bs);
+    return strcmp(sg_block_format(bs), "raw") == 0 ? (v + 511) / 512 * 512 : v;
+}
+
 static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_info *l, int n)
 {
     json_t *o = json_object();
@@ -45,7 +54,9 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
                 json_object_set_new(s, "icount", json_integer(l[i].icount));
             json_object_set_new(s, "vm-clock-nsec",
                                 json_integer((json_int_t)(l[i].vm_clock_nsec % 1000000000ULL)));
-            json_object_set_new(s, "name", json_string(l[i].name));
+            char *name = sg_utf8_lossy(l[i].name);   /* as qemu-img: U+FFFD */
+            json_object_set_new(s, "name", json_string(name ? name : ""));
+            free(name);
             json_object_set_new(s, "date-sec", json_integer((json_int_t)l[i].date_sec));
             json_object_set_new(s, "date-nsec", json_integer((json_int_t)l[i].date_nsec));
             json_object_set_new(s, "vm-clock-sec",
@@ -56,7 +67,7 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
         }
         json_object_set_new(o, "snapshots", a);
     }
-    json_object_set_new(o, "virtual-size", json_integer((json_int_t)sg_block_size(bs)));
+    json_object_set_new(o, "virtual-size", json_integer((json_int_t)virtual_size(bs)));
     json_object_set_new(o, "filename", json_string(file));
     if (sg_block_cluster_size(bs))
         json_object_set_new(o, "cluster-size", json_integer((json_int_t)sg_block_cluster_size(bs)));
@@ -91,32 +102,43 @@ static int info_json(struct sg_block *bs, const char *file, struct sg_snapshot_i
 
 int img_info(int argc, char **argv)
 {
-    bool json = false;
-    const char *file = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--output=json"))
-            json = true;
-        else if (!strcmp(argv[i], "--output=human"))
-            json = false;
-        else if (!strcmp(argv[i], "--output") && i + 1 < argc)
-            json = !strcmp(argv[++i], "json");
-        else if (!file && argv[i][0] != '-')
-            file = argv[i];
-        else {
-            img_error("usage: snapgate-img info [--output=json] FILE");
+    bool json = false, force_share = false;
+    const char *fmt = NULL;
+    enum { OPT_OUTPUT = 256, OPT_CHAIN, OPT_IMAGE_OPTS };
+    static const struct option longopts[] = {
+        {"help", no_argument, 0, 'h'},
+        {"output", required_argument, 0, OPT_OUTPUT},
+        {"force-share", no_argument, 0, 'U'},
+        {"backing-chain", no_argument, 0, OPT_CHAIN},
+        {"image-opts", no_argument, 0, OPT_IMAGE_OPTS},
+        {0, 0, 0, 0},
+    };
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, ":f:hU", longopts, NULL)) != -1;) {
+        switch (c) {
+        case 'f': fmt = optarg; break;
+        case 'U': force_share = true; break;
+        case OPT_OUTPUT:
+            if (!img_output_format(optarg, &json))
+                return 1;
+            break;
+        case OPT_CHAIN: break;   /* snapgate images have no backing files */
+        case OPT_IMAGE_OPTS:
+            img_error("--image-opts is not supported by snapgate-img");
             return 1;
+        case 'h': return img_usage_error("info [-f FMT] [-U] [--output=human|json] FILE");
+        default: return img_getopt_error(c, argv);
         }
     }
-    if (!file) {
-        img_error("usage: snapgate-img info [--output=json] FILE");
+    if (optind != argc - 1)
+        return img_usage_error("Expecting one image file name");
+    const char *file = argv[optind];
+    if (!img_check_format(file, fmt))
         return 1;
-    }
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(file, NULL, SG_BLOCK_RDONLY, &err);
-    if (!bs) {
-        img_error("Could not open '%s': %s", file, err.msg);
+    struct sg_block *bs = img_open(file, fmt, false, force_share);
+    if (!bs)
         return 1;
-    }
     struct sg_snapshot_info *l;
     int n = sg_block_snapshot_list(bs, &l, &err);
     if (n < 0) {
@@ -129,11 +151,11 @@ int img_info(int argc, char **argv)
         rc = info_json(bs, file, l, n);
     } else {
         char vs[32], ds[32];
-        img_size_str(vs, sizeof vs, sg_block_size(bs));
+        img_size_str(vs, sizeof vs, virtual_size(bs));
         int64_t act = sg_block_actual_size(bs);
         img_size_str(ds, sizeof ds, act < 0 ? 0 : (unsigned long long)act);
         printf("image: %s\nfile format: %s\nvirtual size: %s (%llu bytes)\ndisk size: %s\n",
-               file, sg_block_format(bs), vs, (unsigned long long)sg_block_size(bs), ds);
+               file, sg_block_format(bs), vs, virtual_size(bs), ds);
         if (sg_block_cluster_size(bs))
             printf("cluster_size: %llu\n", (unsigned long long)sg_block_cluster_size(bs));
         if (n > 0) {

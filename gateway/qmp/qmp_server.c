@@ -1,4 +1,5 @@
 #include "qmp_server.h"
+#include "qmp_unix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,9 +21,20 @@ struct sg_qmp_server {
     size_t ncmds, capcmds;
     int listen_fd;
     char *listen_path;
+    struct sg_unix_name listen_name;
     struct sg_qmp_session *sessions;  /* doubly linked, newest first */
     size_t nsessions;
+    size_t partial_total;   /* bytes of half-received messages, all sessions */
+    int spare_fd;           /* given up at the descriptor limit (see accept) */
+    bool at_fd_limit;
 };
+
+/* Bounds (INTERFACES.md 4, issue 17): a client that does not read is not read
+ * from once this much output waits for it, and disconnected past the second
+ * bound; half-received messages may hold at most the third over all. */
+#define SG_QMP_PAUSE_BACKLOG (1u << 20)
+#define SG_QMP_MAX_BACKLOG (16u << 20)
+#define SG_QMP_MAX_PARTIAL_TOTAL (64u << 20)
 
 struct sg_qmp_session {
     struct sg_qmp_server *srv;
@@ -34,6 +46,7 @@ struct sg_qmp_session {
     struct sg_qmp_transport t;
     void *t_opaque;
     struct sg_qmp_decoder *dec;  /* created on first stream input */
+    size_t partial;              /* its share of srv->partial_total */
     struct sg_qmp_outbuf out;
     bool negotiated;
     bool closing;     /* no more input; end once output is flushed */
@@ -74,6 +87,11 @@ void sg_qmp_session_send(struct sg_qmp_session *s, const json_t *msg)
     }
     bool was_empty = sg_qmp_outbuf_pending(&s->out) == 0;
     struct sg_error err = {0};
+    if (sg_qmp_outbuf_pending(&s->out) > SG_QMP_MAX_BACKLOG) {
+        /* It does not read (events keep coming): cut off, not grown. */
+        s->dead = true;
+        return;
+    }
     if (!sg_qmp_outbuf_append_msg(&s->out, msg, &err)) {
         s->dead = true;  /* out of memory: better to drop the client than lose replies */
         return;
@@ -103,6 +121,7 @@ struct sg_qmp_server *sg_qmp_server_new(const json_t *version, const struct sg_q
     if (!srv)
         return NULL;
     srv->listen_fd = -1;
+    srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (ops)
         srv->ops = *ops;
     srv->opaque = opaque;
@@ -125,7 +144,9 @@ void sg_qmp_server_free(struct sg_qmp_server *srv)
     if (srv->listen_fd >= 0)
         close(srv->listen_fd);
     if (srv->listen_path)
-        unlink(srv->listen_path);
+        sg_unix_name_remove(srv->listen_path, &srv->listen_name);
+    if (srv->spare_fd >= 0)
+        close(srv->spare_fd);
     free(srv->listen_path);
     free(srv->cmds);
     json_decref(srv->version);
@@ -492,6 +513,7 @@ void sg_qmp_session_free(struct sg_qmp_session *s)
     if (s->next)
         s->next->prev = s->prev;
     srv->nsessions--;
+    srv->partial_total -= s->partial;
     if (s->fd >= 0) {
         if (!s->dead)
             sg_qmp_outbuf_flush(&s->out, s->fd, NULL);  /* best effort: last error reply */
@@ -559,10 +581,20 @@ bool sg_qmp_session_on_readable(struct sg_qmp_session *s)
     /* Bounded so one flooding client cannot starve the others; the fd stays
      * readable and the loop calls again. */
     for (int round = 0; round < 64 && !s->closing && !s->dead; round++) {
+        if (sg_qmp_outbuf_pending(&s->out) > SG_QMP_PAUSE_BACKLOG)
+            break; /* replies it has not read yet: its input waits (pollfds agrees) */
         char buf[65536];
         ssize_t n = read(s->fd, buf, sizeof buf);
         if (n > 0) {
             sg_qmp_session_feed(s, buf, (size_t)n);
+            size_t now = s->dec ? sg_qmp_decoder_pending(s->dec) : 0;
+            s->srv->partial_total += now - s->partial;
+            s->partial = now;
+            if (now && s->srv->partial_total > SG_QMP_MAX_PARTIAL_TOTAL) {
+                send_error(s, NULL, SG_ERR_GENERIC,
+                           "too many half-sent QMP messages (connection closed)");
+                s->closing = true;
+            }
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -631,36 +663,20 @@ static bool unix_path(const char *addr, char *out, size_t outlen, struct sg_erro
 
 bool sg_qmp_server_listen(struct sg_qmp_server *srv, const char *addr, struct sg_error *err)
 {
-    struct sockaddr_un sa = {.sun_family = AF_UNIX};
-    struct stat st;
+    char path[sizeof ((struct sockaddr_un *)0)->sun_path];
     if (srv->listen_fd >= 0) {
         sg_error_set(err, "QMP server already listening");
         return false;
     }
-    if (!unix_path(addr, sa.sun_path, sizeof sa.sun_path, err))
+    if (!unix_path(addr, path, sizeof path, err))
         return false;
-    /* Only a leftover socket is replaced: never delete a regular file. */
-    if (lstat(sa.sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(sa.sun_path);
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = sg_unix_listen(path, 16, true, err);
     if (fd < 0) {
-        sg_error_set_errno(err, errno, "QMP socket");
+        sg_error_prefix(err, "QMP socket");
         return false;
     }
-    if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        sg_error_set_errno(err, errno, "cannot bind QMP socket %s", sa.sun_path);
-        close(fd);
-        return false;
-    }
-    /* chmod before listen(): until then every connect() is refused, so
-     * nobody can slip in through the umask's wider mode. */
-    if (chmod(sa.sun_path, 0600) < 0 || listen(fd, 16) < 0) {
-        sg_error_set_errno(err, errno, "cannot listen on QMP socket %s", sa.sun_path);
-        close(fd);
-        unlink(sa.sun_path);
-        return false;
-    }
-    srv->listen_path = strdup(sa.sun_path);
+    srv->listen_path = strdup(path);
+    sg_unix_name_get(path, &srv->listen_name);
     srv->listen_fd = fd;
     return true;
 }
@@ -676,10 +692,28 @@ struct sg_qmp_session *sg_qmp_server_accept(struct sg_qmp_server *srv, struct sg
         return NULL;
     for (;;) {
         int fd = accept4(srv->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd >= 0)
+        if (fd >= 0) {
+            srv->at_fd_limit = false;
             return sg_qmp_server_adopt_fd(srv, fd, err);
+        }
         if (errno == EINTR || errno == ECONNABORTED)
             continue;
+        if ((errno == EMFILE || errno == ENFILE) && srv->spare_fd >= 0) {
+            /* At the descriptor limit the listening socket stays readable:
+             * the connection is taken on the spare descriptor and closed
+             * (the client sees EOF at once, the loop does not spin), and
+             * the error is reported once until a connection succeeds. */
+            close(srv->spare_fd);
+            int c = accept4(srv->listen_fd, NULL, NULL, SOCK_CLOEXEC);
+            if (c >= 0)
+                close(c);
+            srv->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+            if (!srv->at_fd_limit)
+                sg_error_set(err, "QMP accept: too many open files; refusing new "
+                                  "connections until clients leave");
+            srv->at_fd_limit = true;
+            return NULL;
+        }
         if (errno != EAGAIN && errno != EWOULDBLOCK)
             sg_error_set_errno(err, errno, "QMP accept");
         return NULL;
@@ -701,7 +735,7 @@ size_t sg_qmp_server_pollfds(const struct sg_qmp_server *srv, struct pollfd *fds
     for (struct sg_qmp_session *s = srv->sessions; s && n < max; s = s->next) {
         if (s->custom || s->fd < 0)
             continue;
-        short ev = s->closing ? 0 : POLLIN;
+        short ev = s->closing || sg_qmp_outbuf_pending(&s->out) > SG_QMP_PAUSE_BACKLOG ? 0 : POLLIN;
         /* ended sessions ask for POLLOUT so the next round reaps them */
         if (sg_qmp_outbuf_pending(&s->out) > 0 || !session_alive(s))
             ev |= POLLOUT;

@@ -143,6 +143,21 @@ enum sg_qmp_feed sg_qmp_decoder_feed(struct sg_qmp_decoder *d, const void *data,
     return SG_QMP_FEED_OK;
 }
 
+enum sg_qmp_feed sg_qmp_decoder_resume(struct sg_qmp_decoder *d, struct sg_error *err)
+{
+    /* After a stop the buffer starts at the next message (or holds the
+     * start of one): scanning it again from a fresh state is the same as
+     * feeding those bytes anew. */
+    unsigned char *old = d->buf;
+    size_t n = d->len;
+    d->buf = NULL;
+    d->len = d->cap = 0;
+    memset(&d->scan, 0, sizeof d->scan);
+    enum sg_qmp_feed r = n ? sg_qmp_decoder_feed(d, old, n, err) : SG_QMP_FEED_OK;
+    free(old);
+    return r;
+}
+
 /* ---- output queue ------------------------------------------------------ */
 
 void sg_qmp_outbuf_init(struct sg_qmp_outbuf *o)

@@ -55,6 +55,9 @@ void sg_qmp_decoder_free(struct sg_qmp_decoder *d);
 /* Feeds received bytes; calls the callbacks for every message completed. */
 enum sg_qmp_feed sg_qmp_decoder_feed(struct sg_qmp_decoder *d, const void *data, size_t len,
                                      struct sg_error *err);
+/* After SG_QMP_FEED_STOPPED: goes on with the bytes held back (the owner
+ * is ready for more messages again).  Same results as a feed. */
+enum sg_qmp_feed sg_qmp_decoder_resume(struct sg_qmp_decoder *d, struct sg_error *err);
 /* Bytes of an incomplete message held back (0 between messages). */
 size_t sg_qmp_decoder_pending(const struct sg_qmp_decoder *d);
 

@@ -179,6 +179,8 @@ static bool container(struct cur *c, int depth, struct sg_qmp_top *top)
     unsigned char close = obj ? '}' : ']';
     c->i++;
     ws(c);
+    if (top)
+        top->insert_at = c->i;
     if (c->i < c->n && c->p[c->i] == close) {
         c->i++;
         return true;
@@ -325,7 +327,7 @@ char *sg_qmp_top_set_id(const char *buf, size_t len, const struct sg_qmp_top *to
         cut_len = sp->cut_len;
         id_len = 0;
     } else if (id) {                  /* insert it first: {"id": X, ...} */
-        cut_off = top->open + 1;
+        cut_off = top->insert_at;
         cut_len = 0;
         pre = "\"id\": ";
         post = top->members ? ", " : "";

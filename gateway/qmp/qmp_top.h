@@ -41,6 +41,7 @@ struct sg_qmp_top {
     bool too_deep;       /* nested deeper than SG_QMP_MAX_DEPTH */
     bool other_keys;     /* members other than those of enum sg_qmp_top_key */
     size_t open;         /* offset of the object's '{' */
+    size_t insert_at;    /* where a new first member goes: the first key, or the '}' */
     size_t members;
     struct sg_qmp_span m[SG_TOP_NKEYS];
 };

@@ -38,6 +38,7 @@ void sg_error_set_errno(struct sg_error *err, int errnum, const char *fmt, ...)
     va_start(ap, fmt);
     vset(err, SG_ERR_GENERIC, fmt, ap);
     va_end(ap);
+    err->errnum = errnum;
     size_t n = strlen(err->msg);
     snprintf(err->msg + n, sizeof err->msg - n, ": %s", strerror(errnum));
 }

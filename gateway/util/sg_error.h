@@ -15,6 +15,7 @@ struct sg_error {
     bool set;
     char cls[32];    /* QMP error class, SG_ERR_GENERIC unless said otherwise */
     char msg[1024];  /* human-readable, no trailing newline */
+    int errnum;      /* the errno behind it (sg_error_set_errno), else 0 */
 };
 
 /* Sets a GenericError; the first error set wins (later calls are ignored). */
@@ -22,7 +23,7 @@ void sg_error_set(struct sg_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void sg_error_set_class(struct sg_error *err, const char *cls, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/* Like sg_error_set but appends ": strerror(errnum)". */
+/* Like sg_error_set but appends ": strerror(errnum)" and keeps errnum. */
 void sg_error_set_errno(struct sg_error *err, int errnum, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /* Prepends "PREFIX: " to an error that is set (context added on the way up). */

@@ -1,73 +1,110 @@
 /* hmp_link.c: human-monitor-command for snapgate-vmm, through the shared
  * HMP engine (gateway/hmp) — no second HMP parser here.  The engine talks
- * QMP to this very server over an in-process session: its commands enter
- * the same dispatch as a socket client's, replies come back by id, and
- * every event the server broadcasts reaches the engine too. */
+ * QMP to this very server through libsgqmp's own client (sans-IO) over an
+ * in-process session: the client negotiates, numbers the commands and
+ * matches the replies (no id table here), its commands enter the same
+ * dispatch as a socket client's, and every event the server broadcasts
+ * reaches the engine too. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "hmp_link.h"
+#include "qmp_client.h"
 #include "qmp_server.h"
 #include "sg_hmp.h"
 #include "vmm.h"
 
-#define MAX_PENDING 64
+struct sg_hmp_link {
+    struct sg_vmm *vmm;
+    struct sg_qmp_session *session;  /* the server's side */
+    struct sg_qmp_client *client;    /* the engine's side */
+    struct sg_hmp *hmp;
+    bool pumping;
+    uint64_t last_tick_ns;
+};
 
-struct pending {
-    long long id;
+/* The client's output goes into the session (which may answer at once,
+ * and the answer may make the engine send more: the outer call keeps
+ * pumping, so nothing recurses deeper than one level). */
+static void pump(struct sg_hmp_link *l)
+{
+    if (l->pumping)
+        return;
+    l->pumping = true;
+    for (;;) {
+        size_t len;
+        const char *out = sg_qmp_client_output(l->client, &len);
+        if (!len || !l->session)
+            break;
+        char *copy = malloc(len);
+        if (!copy)
+            break;
+        memcpy(copy, out, len);
+        sg_qmp_client_consume(l->client, len);
+        sg_qmp_session_feed(l->session, copy, len);
+        free(copy);
+    }
+    l->pumping = false;
+}
+
+/* Everything the server sends to the engine's session: replies and events,
+ * handed to the client as the stream it expects. */
+static void link_send(void *opaque, const char *text, size_t len)
+{
+    struct sg_hmp_link *l = opaque;
+    if (!l->client)
+        return;
+    sg_qmp_client_feed(l->client, text, len);
+    sg_qmp_client_feed(l->client, "\r\n", 2);
+    pump(l);
+}
+
+static void link_event(void *opaque, const json_t *event)
+{
+    struct sg_hmp_link *l = opaque;
+    if (l->hmp)
+        sg_hmp_on_event(l->hmp, (json_t *)event);
+}
+
+struct call {
     sg_hmp_reply_fn cb;
     void *cb_opaque;
 };
 
-struct sg_hmp_link {
-    struct sg_vmm *vmm;
-    struct sg_qmp_session *session;
-    struct sg_hmp *hmp;
-    struct pending pending[MAX_PENDING];
-    int n_pending;
-    long long next_id;
-    uint64_t last_tick_ns;
-};
-
-/* Everything the server sends to the engine's session: replies and events. */
-static void link_send(void *opaque, const char *text, size_t len)
+/* The engine wants whole reply messages ({"return"} or {"error"}). */
+static void link_reply(void *opaque, const json_t *ret, const struct sg_error *err)
 {
-    struct sg_hmp_link *l = opaque;
-    json_t *msg = json_loadb(text, len, 0, NULL);
-    if (!msg)
-        return;
-    if (json_object_get(msg, "event")) {
-        if (l->hmp)
-            sg_hmp_on_event(l->hmp, msg);
-    } else if (json_is_integer(json_object_get(msg, "id"))) {
-        long long id = json_integer_value(json_object_get(msg, "id"));
-        for (int i = 0; i < l->n_pending; i++) {
-            if (l->pending[i].id != id)
-                continue;
-            struct pending p = l->pending[i];
-            l->pending[i] = l->pending[--l->n_pending];
-            json_object_del(msg, "id");
-            p.cb(p.cb_opaque, msg);
-            break;
-        }
-    }
+    struct call *c = opaque;
+    json_t *msg = ret ? json_pack("{s:O}", "return", (json_t *)ret)
+                      : sg_qmp_error_reply_err(NULL, err);
+    c->cb(c->cb_opaque, msg);
     json_decref(msg);
+    free(c);
 }
 
 static void link_qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
 {
     struct sg_hmp_link *l = opaque;
-    if (!l->session || l->n_pending >= MAX_PENDING) {
+    struct call *c = malloc(sizeof *c);
+    const char *name = json_string_value(json_object_get(cmd, "execute"));
+    struct sg_error err = { 0 };
+    if (!c || !name || !l->client) {
+        free(c);
         json_decref(cmd);
         cb(cb_opaque, NULL);
         return;
     }
-    long long id = ++l->next_id;
-    l->pending[l->n_pending++] = (struct pending){ id, cb, cb_opaque };
-    json_object_set_new(cmd, "id", json_integer(id));
-    sg_qmp_session_input_json(l->session, cmd);   /* may answer synchronously */
+    *c = (struct call){ cb, cb_opaque };
+    json_t *args = json_incref(json_object_get(cmd, "arguments"));
+    if (!sg_qmp_client_execute(l->client, name, args, link_reply, c, &err)) {
+        free(c);
+        json_decref(cmd);
+        cb(cb_opaque, NULL);
+        return;
+    }
     json_decref(cmd);
+    pump(l); /* may answer synchronously */
 }
 
 struct hmc_call {
@@ -132,12 +169,14 @@ bool sg_hmp_link_init(struct sg_vmm *vmm, struct sg_error *err)
         return false;
     }
     l->vmm = vmm;
+    static const struct sg_qmp_client_ops cops = { .event = link_event };
+    l->client = sg_qmp_client_new(&cops, l);
     static const struct sg_qmp_transport t = { .send = link_send };
-    l->session = sg_qmp_server_session_new(vmm->qmp, &t, l);
-    json_t *neg = json_pack("{s:s}", "execute", "qmp_capabilities");
-    if (l->session && neg)
-        sg_qmp_session_input_json(l->session, neg);
-    json_decref(neg);
+    /* The greeting reaches the client at once; it negotiates through pump. */
+    if (l->client)
+        l->session = sg_qmp_server_session_new(vmm->qmp, &t, l);
+    if (l->session)
+        pump(l);
     struct sg_hmp_backend be = { .qmp = link_qmp, .opaque = l };
     struct sg_hmp_options opt = {
         .job_id_prefix = "hmp-",
@@ -145,10 +184,11 @@ bool sg_hmp_link_init(struct sg_vmm *vmm, struct sg_error *err)
          * until the new one is committed. */
         .backend_replaces = true,
         .backend_exact_tags = true,   /* snapshot-load matches tags only */
+        .no_forward = true,           /* our human-monitor-command is this engine */
     };
     l->hmp = sg_hmp_new(&be, &opt);
     vmm->hmp_link = l;
-    if (!l->session || !l->hmp) {
+    if (!l->client || !l->session || !l->hmp) {
         sg_error_set(err, "out of memory");
         return false;
     }
@@ -180,8 +220,11 @@ void sg_hmp_link_free(struct sg_vmm *vmm)
         return;
     if (l->hmp)
         sg_hmp_free(l->hmp);
-    /* Unanswered engine requests: the engine is gone, drop them. */
-    l->n_pending = 0;
+    l->hmp = NULL;
+    /* Unanswered engine requests: the engine is gone, their callbacks are
+     * not called (sg_qmp_client_free does not). */
+    sg_qmp_client_free(l->client);
+    l->client = NULL;
     free(l);
     vmm->hmp_link = NULL;
 }

@@ -18,10 +18,12 @@
 #include "devices/pci.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "linux_boot.h"
 #ifdef SG_VMM_HAVE_HMP
 #include "hmp_link.h"
 #endif
 #include "qmp_server.h"
+#include "qmp_unix.h"
 #include "vmm.h"
 #include "vmstate.h"
 
@@ -41,16 +43,9 @@ static int unix_socket(const char *path, bool listen_, struct sg_error *err)
         return -1;
     }
     if (listen_) {
-        unlink(path);
-        mode_t old = umask(0077);
-        int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
-        umask(old);
-        if (r < 0 || listen(fd, 1) < 0) {
-            sg_error_set_errno(err, errno, "%s", path);
-            close(fd);
-            return -1;
-        }
-        fcntl(fd, F_SETFL, O_NONBLOCK);
+        /* The shared helper: replaces only a stale socket, never a file. */
+        close(fd);
+        return sg_unix_listen(path, 1, true, err);
     } else if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0) {
         sg_error_set_errno(err, errno, "%s", path);
         close(fd);
@@ -143,12 +138,15 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
         return false;
     vm->serial = dev;
     for (int i = 0; i < vm->nr_drives; i++) {
-        unsigned irq = pci_irqs[i % (sizeof(pci_irqs) / sizeof(pci_irqs[0]))];
+        /* Linux finds its lines in the MP table (one GSI per slot); the demo
+         * guest keeps the ISA lines it has always had. */
+        unsigned irq = vm->kernel[0] ? SG_LINUX_PCI_GSI_BASE + (unsigned)i
+                                     : pci_irqs[i % (sizeof(pci_irqs) / sizeof(pci_irqs[0]))];
         if (!(dev = sg_virtio_blk_create(&vm->drives[i], 1u + (unsigned)i, (unsigned)i, irq, err)) ||
             !sg_vm_add_device(vm, dev, err))
             return false;
     }
-    if (!sg_vm_load_demo_guest(vm, err))
+    if (!(vm->kernel[0] ? sg_linux_load(vm, err) : sg_vm_load_demo_guest(vm, err)))
         return false;
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (!sg_vcpu_init(vm, &vm->vcpus[i], i, err))
@@ -189,6 +187,7 @@ static void guest_notification(struct sg_vmm *vmm)
     char buf[16];
     while (read(vmm->vm.notify_rd, buf, sizeof(buf)) > 0)
         ;
+    sg_vmm_block_io_errors(vmm);
     int kind = atomic_exchange(&vmm->vm.guest_exit, 0);
     if (kind == 0)
         return;
@@ -415,6 +414,14 @@ int main(int argc, char **argv)
         return 0;
     }
 
+    /* Refused up front rather than a VM that seems to hang for hours. */
+    char pvm_msg[400];
+    if (vmm->opts.kernel[0] && !getenv("SNAPGATE_VMM_ALLOW_PVM") &&
+        sg_linux_host_is_pvm(pvm_msg, sizeof(pvm_msg))) {
+        free(vmm);
+        return fail(-1, pvm_msg);
+    }
+
     int report_fd = -1;
     if (vmm->opts.daemonize) {
         int r = daemonize_start(&report_fd);
@@ -426,7 +433,9 @@ int main(int argc, char **argv)
     struct sg_vm *vm = &vmm->vm;
     vm->ram_size = vmm->opts.ram_size;
     vm->nr_vcpus = vmm->opts.smp;
-    vm->guest_kind = "snapgate-demo";
+    vm->guest_kind = vmm->opts.kernel[0] ? "linux" : "snapgate-demo";
+    snprintf(vm->kernel, sizeof(vm->kernel), "%s", vmm->opts.kernel);
+    snprintf(vm->initrd, sizeof(vm->initrd), "%s", vmm->opts.initrd);
     vm->kvm_fd = vm->vm_fd = -1;
     for (int i = 0; i < SG_VM_MAX_VCPUS; i++)
         vm->vcpus[i].fd = -1;

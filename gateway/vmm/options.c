@@ -169,9 +169,14 @@ bool sg_vmm_parse_args(int argc, char **argv, struct sg_vmm_opts *o, struct sg_e
             if (!copy(o->name, sizeof(o->name), v, "-name", err))
                 return false;
             i++;
-        } else if (!strcmp(a, "-kernel") || !strcmp(a, "-initrd")) {
-            sg_error_set(err, "%s: booting a Linux kernel is not supported yet (only the built-in demo guest)", a);
-            return false;
+        } else if (!strcmp(a, "-kernel")) {
+            if (!copy(o->kernel, sizeof(o->kernel), next, "-kernel", err))
+                return false;
+            i++;
+        } else if (!strcmp(a, "-initrd")) {
+            if (!copy(o->initrd, sizeof(o->initrd), next, "-initrd", err))
+                return false;
+            i++;
         } else if (!strcmp(a, "-append")) {
             if (!copy(o->append, sizeof(o->append), next, "-append", err))
                 return false;
@@ -225,6 +230,10 @@ bool sg_vmm_parse_args(int argc, char **argv, struct sg_vmm_opts *o, struct sg_e
     }
     if (o->daemonize && !strcmp(o->serial, "stdio")) {
         sg_error_set(err, "-daemonize cannot be used with -serial stdio");
+        return false;
+    }
+    if (o->initrd[0] && !o->kernel[0]) {
+        sg_error_set(err, "-initrd is only valid with -kernel");
         return false;
     }
     if (!o->serial[0])   /* a daemon has no terminal to print on */

@@ -1,6 +1,8 @@
 /* qmp_cmds.c: snapgate-vmm's QMP commands of the machine and its block
  * devices, with QEMU 7.2's schemas (the job/snapshot commands are in
  * jobs.c and snapshot_*.c). */
+#include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -24,10 +26,23 @@ struct sg_drive *sg_vmm_find_device(struct sg_vmm *vmm, const char *device)
     return NULL;
 }
 
+/* A tag as JSON text whatever its bytes: as QEMU's JSON writer, each byte
+ * that is not part of valid UTF-8 becomes U+FFFD (a Latin-1 tag made by
+ * qemu-img, "caf\xe9", reads "caf\ufffd"); control characters are escaped
+ * by jansson.  Without this json_pack fails and the snapshot vanishes
+ * from every list (issue 17). */
+static json_t *json_text(const char *s)
+{
+    char *t = sg_utf8_lossy(s);
+    json_t *j = t ? json_string(t) : NULL;
+    free(t);
+    return j;
+}
+
 json_t *sg_vmm_snapshot_info_json(const struct sg_snapshot_info *si)
 {
-    json_t *o = json_pack("{s:s, s:s, s:I, s:I, s:I, s:I, s:I}",
-                          "id", si->id, "name", si->name ? si->name : "",
+    json_t *o = json_pack("{s:s, s:o, s:I, s:I, s:I, s:I, s:I}",
+                          "id", si->id, "name", json_text(si->name ? si->name : ""),
                           "vm-state-size", (json_int_t)si->vm_state_size,
                           "date-sec", (json_int_t)si->date_sec,
                           "date-nsec", (json_int_t)si->date_nsec,
@@ -104,7 +119,8 @@ static void cmd_query_block(struct sg_qmp_req *req, json_t *args, void *opaque)
         snprintf(qdev, sizeof(qdev), "/machine/peripheral-anon/device[%d]/virtio-backend", i);
         json_t *o = json_pack("{s:s, s:s, s:b, s:b, s:s, s:s}", "device", d->device_name,
                               "qdev", qdev, "locked", 0, "removable", 0, "type", "unknown",
-                              "io-status", "ok");
+                              "io-status", !d->iostatus ? "ok"
+                                           : d->iostatus == ENOSPC ? "nospace" : "failed");
         json_object_set_new(o, "inserted", block_device_info(d));
         json_array_append_new(arr, o);
     }

@@ -41,6 +41,11 @@ static void start_job(struct sg_qmp_req *req, json_t *args, struct sg_vmm *vmm,
                       const struct sg_job_driver *drv)
 {
     struct sg_error err = { 0 };
+    /* One limit, checked before anything runs (op->tag is never cut). */
+    if (!sg_snapshot_tag_check(json_string_value(json_object_get(args, "tag")), &err)) {
+        sg_qmp_req_error(req, &err);
+        return;
+    }
     struct snap_op *op = op_from_args(vmm, args);
     if (!op) {
         sg_qmp_req_errorf(req, SG_ERR_GENERIC, "out of memory");
@@ -145,5 +150,6 @@ bool sg_vmm_jobs_init(struct sg_vmm *vmm, struct sg_error *err)
         { "transaction", sg_snap_cmd_transaction, transaction_args, 0, vmm },
         { NULL },
     };
-    return sg_vmm_jobs_register(vmm, err) && sg_qmp_server_add_commands(vmm->qmp, cmds, err);
+    return sg_vmm_jobs_register(vmm, err) && sg_qmp_server_add_commands(vmm->qmp, cmds, err) &&
+           sg_snap_tree_register(vmm, err);
 }

@@ -74,8 +74,12 @@ static bool internal_create(struct sg_vmm *vmm, struct sg_drive *d, const char *
     bool ok = sg_block_flush(d->bs, err) && sg_block_snapshot_create(d->bs, &si, err);
     pthread_mutex_unlock(&d->lock);
     if (!ok) {
+        /* QEMU 7.2 appends the cause (error_setg_errno): ": No space left on
+         * device"; ours is the errno when there is one, else the message. */
         struct sg_error e2 = { 0 };
-        sg_error_set(&e2, "Failed to create snapshot '%s' on device '%s'", name, device);
+        sg_error_set(&e2, "Failed to create snapshot '%s' on device '%s': %s", name, device,
+                     err->errnum ? strerror(err->errnum) : err->msg);
+        e2.errnum = err->errnum;
         *err = e2;
         return false;
     }

@@ -1,8 +1,14 @@
 /* snapshot_load.c: the snapshot-load job and -loadvm.  Beyond QEMU 7.2's
  * checks and texts, load validates every disk, the VM state header and the
- * configuration before it touches anything (load_validate); then a worker
- * reverts the disks and rebuilds guest RAM from the snapshot's allocation
- * map, and the main loop applies the machine state. */
+ * configuration before it touches anything (load_validate).  Then, lazily
+ * (ram_lazy.c): pause, revert the disks, swap in RAM that fills on first
+ * touch, apply the machine state and resume -- the guest runs within
+ * milliseconds while a filler thread brings the rest of RAM in, and the job
+ * concludes when all of it is there.  Where that is not possible (no
+ * userfaultfd, an odd cluster size) a worker reverts the disks and reads
+ * RAM before the guest resumes, as before.  Either way the vmstate disk's
+ * active vmstate area then shares the loaded snapshot's clusters, so the
+ * next save writes only what the guest changes after the load. */
 #include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -12,6 +18,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ram_dirty.h"
+#include "ram_lazy.h"
 #include "snapshot_op.h"
 
 /* Everything that can be checked without changing anything. */
@@ -158,19 +166,25 @@ static bool ram_clear(struct sg_vm *vm, uint64_t idx, uint64_t len, size_t ps, s
  * guest RAM, overwriting whatever the guest had there.  Together they cover
  * all of RAM, so nothing of the pre-load guest survives, and a mostly empty
  * snapshot restores without reading or committing its empty part. */
-static void *load_worker(void *arg)
+static bool revert_disks(struct snap_op *op, struct sg_error *err)
 {
-    struct snap_op *op = arg;
-    struct sg_vm *vm = &op->vmm->vm;
     bool ok = true;
     for (int i = 0; ok && i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
         pthread_mutex_lock(&d->lock);
-        ok = sg_block_snapshot_goto(d->bs, op->ids[i], &op->werr);
+        ok = sg_block_snapshot_goto(d->bs, op->ids[i], err);
         pthread_mutex_unlock(&d->lock);
         if (!ok)
-            sg_error_prefix(&op->werr, "Error while reverting '%s'", d->device_name);
+            sg_error_prefix(err, "Error while reverting '%s'", d->device_name);
     }
+    return ok;
+}
+
+static void *load_worker(void *arg)
+{
+    struct snap_op *op = arg;
+    struct sg_vm *vm = &op->vmm->vm;
+    bool ok = op->disks_reverted || revert_disks(op, &op->werr);
     long sps = sysconf(_SC_PAGESIZE);
     size_t ps = sps > 0 ? (size_t)sps : 4096;
     struct sg_block_extent ext[64];
@@ -211,10 +225,66 @@ static void *load_worker(void *arg)
 /* A load that failed half way leaves a guest that must not run. */
 static enum sg_job_step load_broken(struct sg_job *job, struct snap_op *op)
 {
-    op->vmm->running = false;
+    struct sg_vmm *vmm = op->vmm;
+    vmm->running = false;
+    if (!op->paused)
+        sg_vmm_stop(vmm, true);   /* a lazy load had resumed it */
     sg_snap_resume_vm(op);
+    vmm->vm.pos.valid = vmm->vm.pos.base = false;
     (void)job;
     return SG_JOB_STEP_FAILED;
+}
+
+/* The load is complete: the VM stands at this snapshot, and the active
+ * vmstate area becomes the base of the next incremental save. */
+static void load_done(struct snap_op *op)
+{
+    struct sg_vm *vm = &op->vmm->vm;
+    struct sg_snap_pos *pos = &vm->pos;
+    memset(pos, 0, sizeof(*pos));
+    pos->valid = true;
+    snprintf(pos->node, sizeof(pos->node), "%s", op->vmdrive->node_name);
+    snprintf(pos->id, sizeof(pos->id), "%.31s", op->vm_snap_id);
+    for (unsigned k = 0; k < op->hdr.nr_disks; k++) {
+        if (op->hdr.disks[k].is_vmstate) {
+            pos->date_sec = op->hdr.disks[k].date_sec;
+            pos->date_nsec = op->hdr.disks[k].date_nsec;
+        }
+    }
+    pthread_mutex_lock(&op->vmdrive->lock);
+    pos->base = sg_block_vmstate_share_from(op->vmdrive->bs, op->vm_snap_id, NULL);
+    pthread_mutex_unlock(&op->vmdrive->lock);
+}
+
+/* Paused, state validated: revert the disks, start the lazy fill, apply the
+ * machine state.  false: fall back to the eager worker (disks_reverted says
+ * whether it still has to revert); *broken: nothing can be saved. */
+static bool load_lazy_start(struct sg_job *job, struct snap_op *op, bool *broken)
+{
+    struct sg_vmm *vmm = op->vmm;
+    struct sg_vm *vm = &vmm->vm;
+    *broken = false;
+    if (!revert_disks(op, &job->err)) {
+        *broken = true;
+        return false;
+    }
+    op->disks_reverted = true;
+    /* A new period of dirty tracking starts with the loaded RAM. */
+    uint64_t *old = sg_ram_dirty_start(vm, &job->err) ? sg_ram_dirty_take(vm, &job->err) : NULL;
+    free(old);
+    struct sg_error lerr = { 0 };
+    if (!old || !sg_ram_lazy_arm(op->lazy, &lerr)) {
+        sg_ram_lazy_free(op->lazy);
+        op->lazy = NULL;
+        return false;
+    }
+    if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err)) {
+        *broken = true;
+        return false;
+    }
+    vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
+    sg_snap_resume_vm(op);
+    return true;
 }
 
 static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
@@ -225,17 +295,40 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
     if (cancelled && op->phase == 0)
         return SG_JOB_STEP_FAILED;
     switch (op->phase) {
-    case 0:
+    case 0: {
         if (!load_validate(job, op))
             return SG_JOB_STEP_FAILED;
         job->total = op->hdr.ram_offset + op->hdr.ram_size;
         job->cur = op->hdr.ram_offset;
+        if (!op->eager) {
+            struct sg_error lerr = { 0 };
+            pthread_mutex_lock(&op->vmdrive->lock);
+            op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id,
+                                           op->hdr.ram_offset, &lerr);
+            pthread_mutex_unlock(&op->vmdrive->lock);
+        }
         sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
         op->reverted = true;
-        if (!sg_snap_start_worker(op, load_worker, &job->err))
+        bool broken = false;
+        if (op->lazy && load_lazy_start(job, op, &broken)) {
+            op->phase = 2;
+            return SG_JOB_STEP_WAIT;
+        }
+        if (broken || !sg_snap_start_worker(op, load_worker, &job->err))
             return load_broken(job, op);
         op->phase = 1;
         return SG_JOB_STEP_WAIT;
+    }
+    case 2: {
+        job->cur = op->hdr.ram_offset + sg_ram_lazy_progress(op->lazy);
+        int r = sg_ram_lazy_poll(op->lazy, &job->err);
+        if (r == 0)
+            return SG_JOB_STEP_WAIT;
+        if (r < 0)
+            return load_broken(job, op);
+        load_done(op);
+        return SG_JOB_STEP_DONE;
+    }
     case 1:
         job->cur = op->hdr.ram_offset + atomic_load(&op->progress);
         if (!sg_snap_worker_finished(op))
@@ -247,6 +340,10 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
             return load_broken(job, op);
         vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
+        if (!sg_ram_dirty_start(vm, &job->err))
+            return load_broken(job, op);
+        free(sg_ram_dirty_take(vm, &job->err));
+        load_done(op);
         sg_snap_resume_vm(op);
         return SG_JOB_STEP_DONE;
     }

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ram_lazy.h"
 #include "snapshot_op.h"
 
 bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err)
@@ -41,6 +42,11 @@ void sg_snap_op_free(void *p)
             atomic_store(&op->cancel, true);
             pthread_join(op->worker, NULL);
         }
+        sg_ram_child_end(&op->child);
+        sg_ram_lazy_free(op->lazy);
+        if (op->sem_ready)
+            sem_destroy(&op->frozen);
+        free(op->dirty);
         free(op->blob);
     }
     free(op);

@@ -12,7 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <semaphore.h>
+
 #include "jobs.h"
+#include "ram_live.h"
 #include "vmm.h"
 #include "vmstate.h"
 
@@ -52,6 +55,28 @@ struct snap_op {
     _Atomic uint64_t progress;
     bool worker_ok;
     struct sg_error werr;
+
+    /* Live save (snapshot_save.c): the instant's RAM lives in `child`; the
+     * worker posts `frozen` once it holds every drive lock, so the guest
+     * may run again; `dirty` (NULL: write all) are the pages changed since
+     * the incremental base. */
+    struct sg_ram_child child;
+    struct sg_block_frozen frozen_disk[SG_VM_MAX_DRIVES];
+    bool held[SG_VM_MAX_DRIVES];
+    sem_t frozen;
+    bool sem_ready;
+    uint64_t *dirty;
+    bool incremental;
+    uint64_t date_sec;
+    uint32_t date_nsec;
+    uint64_t bytes_written;   /* RAM bytes handed to the block layer */
+    uint64_t unsynced;        /* written since the last unlocked fdatasync */
+    struct sg_snap_pos parent;   /* recorded in the header */
+
+    /* Lazy load (ram_lazy.c); eager: read all RAM before resuming */
+    struct sg_ram_lazy *lazy;
+    bool eager;
+    bool disks_reverted;
 };
 
 bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
@@ -67,6 +92,9 @@ bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
 
 void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
 void sg_snap_resume_vm(struct snap_op *op);
+
+/* snapshot_tree.c: x-snapgate-query-snapshot-tree, x-snapgate-ram-checksum. */
+bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err);
 
 /* The jobs, in snapshot_save.c, snapshot_load.c and snapshot_delete.c. */
 extern const struct sg_job_driver sg_snap_save_drv;

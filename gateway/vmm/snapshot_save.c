@@ -1,20 +1,42 @@
-/* snapshot_save.c: the snapshot-save job: its main-loop steps, the worker
- * that writes guest RAM (leaving untouched pages out) to the vmstate area,
- * and the commit that writes the header and creates the disk snapshots.
+/* snapshot_save.c: the snapshot-save job, live: the guest pauses only
+ * while its machine state is captured and its RAM is frozen by a fork
+ * (ram_live.c), and runs while RAM is written.
  *
- * Save, in main-loop steps (the monitor answers between them):
- *   validate -> pause, capture CPU/devices, write state blob -> write RAM in
- *   8 MiB pieces -> write header, create the disk snapshots (vmstate disk
- *   last: its snapshot is the commit point) -> resume.
- * Any failure or job-cancel before the commit point discards the vmstate
- * area and deletes the snapshots already made, so nothing is left behind. */
+ * The steps, and the instant T they all describe:
+ *   main loop: validate -> pause -> capture CPU/devices, take the dirty
+ *     pages since the incremental base, fork (T) -> start the worker and
+ *     wait until it holds every drive lock -> resume;
+ *   worker: with the locks held no guest write can reach a disk, so each
+ *     disk is held aside as it is at T (sg_block_freeze: a hidden tree,
+ *     listed nowhere); unlock; write the state blob and RAM from the child
+ *     into the active vmstate area: only the clusters with a page changed
+ *     since the base when that area holds the base (the rest stays shared
+ *     with it), else every touched cluster into an emptied area; write the
+ *     header; then each held disk becomes its snapshot
+ *     (sg_block_frozen_snapshot), the vmstate disk last, taking the area
+ *     with it and keeping a shared copy active as the next save's base:
+ *     that last transaction is the commit point.
+ * Any failure or job-cancel before the commit drops what is held and
+ * deletes what was made; a crash leaves only leaked clusters (qemu-img
+ * check: leaks, no errors; no snapshot that was not reported done). */
+#include <errno.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
+#include "ram_dirty.h"
 #include "snapshot_op.h"
+
+/* Lock hold per vmstate write: the monitor's query-block waits for it. */
+#define SAVE_WRITE_MAX (256u << 10)
+/* Written data is pushed to the disk without the lock every so often: a
+ * metadata flush under the lock (a new L2 table, the commit) would else
+ * write back everything written so far while query-block waits. */
+#define SAVE_SYNC_EVERY (32u << 20)
 
 /* The ID the next snapshot on `d` gets: max(IDs) + 1 (block.h's rule). */
 static bool next_id(struct sg_drive *d, char *out, size_t len, struct sg_error *err)
@@ -38,32 +60,122 @@ static bool next_id(struct sg_drive *d, char *out, size_t len, struct sg_error *
 
 static void save_undo(struct snap_op *op)
 {
+    struct sg_vm *vm = &op->vmm->vm;
     for (int i = 0; i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
         pthread_mutex_lock(&d->lock);
         if (op->created[i])
             sg_block_snapshot_delete(d->bs, op->ids[i], NULL);
+        if (op->held[i])
+            sg_block_frozen_drop(d->bs, &op->frozen_disk[i], NULL);
+        op->held[i] = false;
         if (d == op->vmdrive)
             sg_block_vmstate_discard(d->bs, NULL);
         pthread_mutex_unlock(&d->lock);
         op->created[i] = false;
     }
+    /* The area no longer holds the base; the pages stay changed. */
+    if (op->vmdrive && !strcmp(vm->pos.node, op->vmdrive->node_name))
+        vm->pos.base = false;
+    sg_ram_dirty_giveback(vm, op->dirty);
+    sg_ram_child_end(&op->child);
     sg_snap_resume_vm(op);
 }
 
 static bool vmstate_write(struct snap_op *op, uint64_t off, const void *buf, size_t len,
                           struct sg_error *err)
 {
-    pthread_mutex_lock(&op->vmdrive->lock);
-    bool ok = sg_block_vmstate_write(op->vmdrive->bs, off, buf, len, err);
-    pthread_mutex_unlock(&op->vmdrive->lock);
-    return ok;
+    const char *p = buf;
+    if (op->unsynced + len > SAVE_SYNC_EVERY) {
+        fdatasync(sg_block_host_fd(op->vmdrive->bs));   /* only a head start: errors come later */
+        op->unsynced = 0;
+    }
+    op->unsynced += len;
+    while (len) {
+        size_t n = len < SAVE_WRITE_MAX ? len : SAVE_WRITE_MAX;
+        pthread_mutex_lock(&op->vmdrive->lock);
+        bool ok = sg_block_vmstate_write(op->vmdrive->bs, off, p, n, err);
+        pthread_mutex_unlock(&op->vmdrive->lock);
+        if (!ok)
+            return false;
+        off += n;
+        p += n;
+        len -= n;
+    }
+    return true;
+}
+
+/* Worker, with every drive lock held (taken in drive order): each disk
+ * as it is at T, held aside (sg_block_freeze) until the commit makes it a
+ * snapshot.  The active vmstate area is left as it is: the base of an
+ * incremental save, or emptied for a full one. */
+static bool save_disks_at_instant(struct snap_op *op, struct sg_error *err)
+{
+    for (int i = 0; i < op->n; i++) {
+        struct sg_drive *d = op->drives[i];
+        if (!sg_block_flush(d->bs, err) || !sg_block_freeze(d->bs, &op->frozen_disk[i], err)) {
+            sg_error_prefix(err, "Error while creating snapshot on '%s'", d->device_name);
+            return false;
+        }
+        op->held[i] = true;
+    }
+    return true;
+}
+
+/* Turns the held disk of drive i into its snapshot, with the ID the
+ * header recorded. */
+static bool attach_disk(struct snap_op *op, int i, struct sg_error *err)
+{
+    struct sg_drive *d = op->drives[i];
+    bool vms = d == op->vmdrive;
+    struct sg_snapshot_info si;
+    memset(&si, 0, sizeof(si));
+    si.name = op->tag;
+    si.date_sec = op->date_sec;
+    si.date_nsec = op->date_nsec;
+    si.vm_clock_nsec = op->hdr.vm_clock_ns;
+    si.vm_state_size = vms ? op->hdr.ram_offset + op->hdr.ram_size : 0;
+    si.icount = -1;
+    pthread_mutex_lock(&d->lock);
+    bool ok = sg_block_flush(d->bs, err) &&
+              sg_block_frozen_snapshot(d->bs, &op->frozen_disk[i], &si, vms, err);
+    pthread_mutex_unlock(&d->lock);
+    if (!ok) {
+        sg_error_prefix(err, "Error while creating snapshot on '%s'", d->device_name);
+        return false;
+    }
+    op->held[i] = false;
+    op->created[i] = true;
+    if (strcmp(si.id, op->ids[i]) != 0) {
+        snprintf(op->ids[i], sizeof(op->ids[i]), "%s", si.id);
+        sg_error_set(err, "snapshot on '%s' got ID %s, not the one recorded", d->device_name,
+                     si.id);
+        return false;
+    }
+    return true;
+}
+
+/* x-replace: the snapshots that already carry the tag (other than this
+ * save's), removed only after the new save has committed. */
+static void delete_replaced(struct snap_op *op)
+{
+    for (int i = 0; op->replace && i < op->n; i++) {
+        struct sg_drive *d = op->drives[i];
+        struct sg_snapshot_info *list = NULL;
+        pthread_mutex_lock(&d->lock);
+        int n = sg_block_snapshot_list(d->bs, &list, NULL);
+        for (int k = 0; k < n; k++)
+            /* Best effort: the new snapshot is committed either way; a
+             * left-over old one is still a valid snapshot. */
+            if (list[k].name && !strcmp(list[k].name, op->tag) && strcmp(list[k].id, op->ids[i]))
+                sg_block_snapshot_delete(d->bs, list[k].id, NULL);
+        pthread_mutex_unlock(&d->lock);
+        sg_snapshot_info_free_list(list, n);
+    }
 }
 
 static bool save_commit(struct snap_op *op, struct sg_error *err)
 {
-    struct timespec now;
-    clock_gettime(CLOCK_REALTIME, &now);
     struct sg_vmstate_header *h = &op->hdr;
     h->nr_disks = 0;
     for (int i = 0; i < op->n; i++) {
@@ -74,125 +186,118 @@ static bool save_commit(struct snap_op *op, struct sg_error *err)
         snprintf(hd->node, sizeof(hd->node), "%s", d->node_name);
         snprintf(hd->snap_id, sizeof(hd->snap_id), "%s", op->ids[i]);
         hd->size = sg_block_size(d->bs);
-        hd->date_sec = (uint64_t)now.tv_sec;
-        hd->date_nsec = (uint32_t)now.tv_nsec;
+        hd->date_sec = op->date_sec;
+        hd->date_nsec = op->date_nsec;
         hd->is_vmstate = d == op->vmdrive;
     }
-    /* x-replace: the snapshots that already carry the tag, removed only
-     * after the new save has committed (a failed save keeps them). */
-    char old[SG_VM_MAX_DRIVES][8][128];
-    int n_old[SG_VM_MAX_DRIVES] = { 0 };
-    for (int i = 0; op->replace && i < op->n; i++) {
-        struct sg_drive *d = op->drives[i];
-        struct sg_snapshot_info *list = NULL;
-        pthread_mutex_lock(&d->lock);
-        int n = sg_block_snapshot_list(d->bs, &list, err);
-        pthread_mutex_unlock(&d->lock);
-        if (n < 0)
-            return false;
-        for (int k = 0; k < n && n_old[i] < 8; k++)
-            if (list[k].name && !strcmp(list[k].name, op->tag))
-                snprintf(old[i][n_old[i]++], 128, "%s", list[k].id);
-        sg_snapshot_info_free_list(list, n);
+    if (op->parent.valid) {
+        h->has_parent = 1;
+        snprintf(h->parent_id, sizeof(h->parent_id), "%s", op->parent.id);
+        h->parent_date_sec = op->parent.date_sec;
+        h->parent_date_nsec = op->parent.date_nsec;
     }
     uint8_t page[SG_VMSTATE_HEADER_SIZE];
     sg_vmstate_header_encode(h, page);
     if (!vmstate_write(op, 0, page, sizeof(page), err))
         return false;
+    /* Most of the data reaches the disk here, without the lock, so the
+     * flush under it (and query-block behind it) has little left to do. */
+    if (fdatasync(sg_block_host_fd(op->vmdrive->bs)) < 0 && errno != EINVAL) {
+        sg_error_set_errno(err, errno, "Error while creating snapshot on '%s': flush",
+                           op->vmdrive->device_name);
+        return false;
+    }
     /* The vmstate disk goes last: once its snapshot exists the save is
      * complete; before that, save_undo() removes every trace. */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < op->n; i++) {
-            struct sg_drive *d = op->drives[i];
-            if ((d == op->vmdrive) != (pass == 1))
-                continue;
-            struct sg_snapshot_info si;
-            memset(&si, 0, sizeof(si));
-            si.name = op->tag;
-            si.date_sec = (uint64_t)now.tv_sec;
-            si.date_nsec = (uint32_t)now.tv_nsec;
-            si.vm_clock_nsec = h->vm_clock_ns;
-            si.vm_state_size = d == op->vmdrive ? h->ram_offset + h->ram_size : 0;
-            si.icount = -1;
-            pthread_mutex_lock(&d->lock);
-            bool ok = sg_block_flush(d->bs, err) && sg_block_snapshot_create(d->bs, &si, err);
-            pthread_mutex_unlock(&d->lock);
-            if (!ok) {
-                sg_error_prefix(err, "Error while creating snapshot on '%s'", d->device_name);
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < op->n; i++)
+            if ((op->drives[i] == op->vmdrive) == (pass == 1) && !attach_disk(op, i, err))
                 return false;
-            }
-            op->created[i] = true;
-            if (strcmp(si.id, op->ids[i]) != 0) {
-                snprintf(op->ids[i], sizeof(op->ids[i]), "%s", si.id);
-                sg_error_set(err, "snapshot on '%s' got ID %s, not the one recorded",
-                             d->device_name, si.id);
-                return false;
-            }
-        }
+    delete_replaced(op);
+    return true;
+}
+
+/* Which chunks of [done, done+len) of RAM to write: with a base, those with
+ * a page changed since it; without, those the guest touched (kvm/ram_scan.c
+ * on the child says why the rest is zero, and the area starts empty). */
+static void pick_chunks(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
+                        uint64_t done, size_t len, size_t chunk, bool *want)
+{
+    struct sg_vm *vm = &op->vmm->vm;
+    size_t ps = rs->page_size, per = chunk / ps;
+    if (op->incremental) {
+        for (size_t c = 0; c < len / chunk; c++)
+            want[c] = sg_ram_dirty_test(op->dirty, ps, done + c * chunk, chunk);
+        return;
     }
-    for (int i = 0; i < op->n; i++) {
-        struct sg_drive *d = op->drives[i];
-        for (int k = 0; k < n_old[i]; k++) {
-            pthread_mutex_lock(&d->lock);
-            /* Best effort: the new snapshot is committed either way; a
-             * left-over old one is still a valid snapshot. */
-            sg_block_snapshot_delete(d->bs, old[i][k], NULL);
-            pthread_mutex_unlock(&d->lock);
+    sg_ram_scan_untouched(rs, (char *)vm->ram + done, len / ps, untouched);
+    for (size_t c = 0; c < len / chunk; c++) {
+        bool skip = true;
+        for (size_t k = 0; k < per && skip; k++)
+            skip = untouched[c * per + k];
+        want[c] = !skip;
+    }
+}
+
+/* One SG_SNAP_RAM_STEP piece of RAM at T: runs of wanted chunks are read
+ * from the child and written; a chunk is a cluster (at most 1 MiB, the
+ * RAM offset's alignment), so what is skipped stays as it was (shared with
+ * the base, or unallocated). */
+static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
+                           bool *want, char *buf, uint64_t done, size_t len, struct sg_error *err)
+{
+    struct sg_vm *vm = &op->vmm->vm;
+    uint64_t cs = sg_block_cluster_size(op->vmdrive->bs);
+    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
+    if (chunk < rs->page_size)
+        chunk = rs->page_size;
+    if (len % chunk || done % chunk) {
+        op->bytes_written += len;
+        return sg_ram_child_read(&op->child, (char *)vm->ram + done, buf, len, err) &&
+               vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, buf, len, err);
+    }
+    pick_chunks(op, rs, untouched, done, len, chunk, want);
+    size_t nc = len / chunk;
+    for (size_t c = 0; c < nc;) {
+        if (!want[c]) {
+            c++;
+            continue;
         }
+        size_t e = c;
+        while (e < nc && want[e])
+            e++;
+        size_t off = c * chunk, n = (e - c) * chunk;
+        if (!sg_ram_child_read(&op->child, (char *)vm->ram + done + off, buf, n, err) ||
+            !vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off, buf, n, err))
+            return false;
+        op->bytes_written += n;
+        c = e;
     }
     return true;
 }
 
-/* Writes one SG_SNAP_RAM_STEP piece of guest RAM [done, done+len) to the vmstate
- * area, leaving out every chunk whose pages the guest never touched
- * (kvm/ram_scan.c says why they are zero).  Leaving them out is only right
- * because the active vmstate area was emptied before the save began
- * (save_step): an unwritten range of it reads as zeros.  A chunk is a
- * cluster (at most 1 MiB, the RAM offset's alignment), so what is written
- * is whole clusters and what is skipped stays unallocated. */
-static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
-                           uint64_t done, size_t len, struct sg_error *err)
-{
-    struct sg_vm *vm = &op->vmm->vm;
-    char *ram = (char *)vm->ram + done;
-    size_t ps = rs->page_size;
-    uint64_t cs = sg_block_cluster_size(op->vmdrive->bs);
-    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
-    if (chunk < ps)
-        chunk = ps;
-    if (rs->fd < 0 || len % chunk || done % chunk)
-        return vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, ram, len, err);
-    sg_ram_scan_untouched(rs, ram, len / ps, untouched);
-    size_t per = chunk / ps, run = 0;   /* run: bytes to write that end at `off` */
-    for (size_t off = 0; off < len; off += chunk) {
-        bool skip = true;
-        for (size_t k = 0; k < per && skip; k++)
-            skip = untouched[off / ps + k];
-        if (!skip) {
-            run += chunk;
-            continue;
-        }
-        if (run && !vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off - run, ram + off - run,
-                                  run, err))
-            return false;
-        run = 0;
-    }
-    return !run || vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + len - run, ram + len - run,
-                                 run, err);
-}
-
-/* Worker: guest RAM into the vmstate area, then the header and the disk
- * snapshots.  Cancel is honoured between RAM pieces. */
 static void *save_worker(void *arg)
 {
     struct snap_op *op = arg;
     struct sg_vm *vm = &op->vmm->vm;
+    for (int i = 0; i < op->n; i++)
+        pthread_mutex_lock(&op->drives[i]->lock);
+    sem_post(&op->frozen);
+    bool ok = save_disks_at_instant(op, &op->werr);
+    for (int i = op->n - 1; i >= 0; i--)
+        pthread_mutex_unlock(&op->drives[i]->lock);
+    ok = ok && vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &op->werr);
+
     struct sg_ram_scan rs;
-    sg_ram_scan_open(&rs);   /* unavailable: every page is written (and zero-tested) */
-    bool *untouched = malloc(SG_SNAP_RAM_STEP / rs.page_size * sizeof(bool));
-    bool ok = untouched != NULL;
-    if (!ok)
+    sg_ram_scan_open_pid(&rs, op->child.pid);   /* unavailable: every page counts as touched */
+    size_t ps = rs.page_size;
+    bool *untouched = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
+    bool *want = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
+    char *buf = malloc(SG_SNAP_RAM_STEP);
+    if (ok && (!untouched || !want || !buf)) {
         sg_error_set(&op->werr, "out of memory");
+        ok = false;
+    }
     for (uint64_t done = 0; ok && done < vm->ram_size;) {
         if (atomic_load(&op->cancel)) {
             ok = false;
@@ -200,17 +305,91 @@ static void *save_worker(void *arg)
         }
         uint64_t left = vm->ram_size - done;
         size_t len = left < SG_SNAP_RAM_STEP ? (size_t)left : SG_SNAP_RAM_STEP;
-        ok = save_ram_piece(op, &rs, untouched, done, len, &op->werr);
+        ok = save_ram_piece(op, &rs, untouched, want, buf, done, len, &op->werr);
         done += len;
         atomic_store(&op->progress, done);
     }
     free(untouched);
+    free(want);
+    free(buf);
     sg_ram_scan_close(&rs);
     if (ok && !atomic_load(&op->cancel))
         ok = save_commit(op, &op->werr);
+    /* Here, not on the main loop: the child's exit tears down its copy of
+     * the page tables, and waiting for that would stall the monitor. */
+    sg_ram_child_end(&op->child);
+    /* Pages the guest wrote during the save were copied one by one and
+     * split their huge pages; put them back so the next fork stays cheap. */
+    madvise(vm->ram, vm->ram_size, SG_MADV_COLLAPSE);
     op->worker_ok = ok;
     atomic_store(&op->worker_done, true);
     return NULL;
+}
+
+static bool save_validate(struct sg_job *job, struct snap_op *op)
+{
+    if (!sg_snap_resolve_devices(op, true, &job->err) || !sg_snap_all_can_snapshot(op, &job->err))
+        return false;
+    int r = sg_snap_all_have_tag(op, &job->err);
+    if (r < 0)
+        return false;
+    if (r == 1 && !op->replace) {
+        sg_error_set(&job->err, "Snapshot '%s' already exists in one or more devices", op->tag);
+        return false;
+    }
+    if (!sg_snap_find_vmstate_drive(op, &job->err))
+        return false;
+    if (op->vmm->vm.state == SG_RUN_SHUTDOWN) {
+        sg_error_set(&job->err, "The VM has shut down");
+        return false;
+    }
+    return true;
+}
+
+/* The pause: everything that must describe the same instant. */
+static bool save_instant(struct sg_job *job, struct snap_op *op)
+{
+    struct sg_vm *vm = &op->vmm->vm;
+    sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    op->date_sec = (uint64_t)now.tv_sec;
+    op->date_nsec = (uint32_t)now.tv_nsec;
+    sg_vmstate_header_init(&op->hdr, vm);
+    op->hdr.vm_clock_ns = sg_vmm_vm_clock_ns(op->vmm);
+    if (!sg_vmstate_capture(vm, &op->blob, &op->blob_len, &job->err))
+        return false;
+    if (op->blob_len > SG_VMSTATE_RAM_OFFSET - SG_VMSTATE_STATE_OFFSET) {
+        sg_error_set(&job->err, "machine state too large (%zu bytes)", op->blob_len);
+        return false;
+    }
+    op->hdr.state_len = op->blob_len;
+    op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
+    op->parent = vm->pos;
+    op->incremental = vm->pos.base && !strcmp(vm->pos.node, op->vmdrive->node_name);
+    if (!sg_ram_dirty_start(vm, &job->err) || !(op->dirty = sg_ram_dirty_take(vm, &job->err)))
+        return false;
+    if (!op->incremental) {
+        /* The writer leaves untouched pages out, so the area must read as
+         * zeros: a crashed or failed save can have left data in it. */
+        pthread_mutex_lock(&op->vmdrive->lock);
+        bool empty = sg_block_vmstate_discard(op->vmdrive->bs, &job->err);
+        pthread_mutex_unlock(&op->vmdrive->lock);
+        if (!empty)
+            return false;
+    }
+    if (sem_init(&op->frozen, 0, 0) != 0) {
+        sg_error_set_errno(&job->err, errno, "semaphore");
+        return false;
+    }
+    op->sem_ready = true;
+    if (!sg_ram_child_fork(&op->child, &job->err) ||
+        !sg_snap_start_worker(op, save_worker, &job->err))
+        return false;
+    while (sem_wait(&op->frozen) != 0 && errno == EINTR)
+        ;
+    sg_snap_resume_vm(op);
+    return true;
 }
 
 static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
@@ -225,52 +404,22 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
         return SG_JOB_STEP_FAILED;
     }
     switch (op->phase) {
-    case 0: {
-        if (!sg_snap_resolve_devices(op, true, &job->err) || !sg_snap_all_can_snapshot(op, &job->err))
+    case 0:
+        if (!save_validate(job, op))
             return SG_JOB_STEP_FAILED;
-        int r = sg_snap_all_have_tag(op, &job->err);
-        if (r < 0)
-            return SG_JOB_STEP_FAILED;
-        if (r == 1 && !op->replace) {
-            sg_error_set(&job->err, "Snapshot '%s' already exists in one or more devices", op->tag);
-            return SG_JOB_STEP_FAILED;
-        }
-        if (!sg_snap_find_vmstate_drive(op, &job->err))
-            return SG_JOB_STEP_FAILED;
-        if (op->vmm->vm.state == SG_RUN_SHUTDOWN) {
-            sg_error_set(&job->err, "The VM has shut down");
-            return SG_JOB_STEP_FAILED;
-        }
-        sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
-        sg_vmstate_header_init(&op->hdr, vm);
-        op->hdr.vm_clock_ns = sg_vmm_vm_clock_ns(op->vmm);
-        if (!sg_vmstate_capture(vm, &op->blob, &op->blob_len, &job->err)) {
-            save_undo(op);
-            return SG_JOB_STEP_FAILED;
-        }
-        if (op->blob_len > SG_VMSTATE_RAM_OFFSET - SG_VMSTATE_STATE_OFFSET) {
-            sg_error_set(&job->err, "machine state too large (%zu bytes)", op->blob_len);
-            save_undo(op);
-            return SG_JOB_STEP_FAILED;
-        }
-        op->hdr.state_len = op->blob_len;
-        op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
         job->total = SG_VMSTATE_RAM_OFFSET + vm->ram_size;
-        /* The RAM writer leaves untouched pages out, so the area must read
-         * as zeros first: a crashed save can have left data in it. */
-        pthread_mutex_lock(&op->vmdrive->lock);
-        bool empty = sg_block_vmstate_discard(op->vmdrive->bs, &job->err);
-        pthread_mutex_unlock(&op->vmdrive->lock);
-        if (!empty ||
-            !vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &job->err) ||
-            !sg_snap_start_worker(op, save_worker, &job->err)) {
+        if (!save_instant(job, op)) {
+            if (op->worker_started) {
+                atomic_store(&op->cancel, true);
+                while (!sg_snap_worker_finished(op))
+                    nanosleep(&(struct timespec){ 0, 1000000 }, NULL);
+            }
             save_undo(op);
             return SG_JOB_STEP_FAILED;
         }
         job->cur = SG_VMSTATE_RAM_OFFSET;
         op->phase = 1;
         return SG_JOB_STEP_WAIT;
-    }
     case 1:
         job->cur = SG_VMSTATE_RAM_OFFSET + atomic_load(&op->progress);
         if (!sg_snap_worker_finished(op))
@@ -280,7 +429,16 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
             save_undo(op);
             return SG_JOB_STEP_FAILED;
         }
-        sg_snap_resume_vm(op);
+        int vi = 0;
+        while (op->drives[vi] != op->vmdrive)
+            vi++;
+        /* The new position, and the base of the next incremental save. */
+        struct sg_snap_pos *pos = &vm->pos;
+        pos->valid = pos->base = true;
+        snprintf(pos->node, sizeof(pos->node), "%s", op->vmdrive->node_name);
+        snprintf(pos->id, sizeof(pos->id), "%s", op->ids[vi]);
+        pos->date_sec = op->date_sec;
+        pos->date_nsec = op->date_nsec;
         return SG_JOB_STEP_DONE;
     }
     return SG_JOB_STEP_FAILED;

@@ -31,6 +31,11 @@ struct sg_drive {
     char format[16];        /* as requested ("" = probe) */
     bool readonly;
     pthread_mutex_t lock;   /* shared by virtio-blk (vCPU thread) and jobs */
+    /* A failed guest request, from virtio-blk to the main loop (which emits
+     * BLOCK_IO_ERROR, and stops the VM for werror=enospc): the errno, 0 none. */
+    atomic_int io_error;
+    atomic_bool io_error_write, io_error_stop;
+    int iostatus;           /* main loop: errno of the error that stopped the VM, 0 ok */
 };
 
 struct sg_vm;
@@ -45,13 +50,31 @@ struct sg_vcpu {
     bool thread_started;
 };
 
+struct sg_ram_dirty;
+
+/* Where the VM stands in its snapshot tree (snapshot_save.c, snapshot_load.c):
+ * the snapshot it was last saved as or loaded from, on the vmstate disk
+ * `node`.  `base`: that disk's active vmstate area holds this snapshot's RAM
+ * and ram_dirty.c has tracked every change since, so the next save writes
+ * only what changed. */
+struct sg_snap_pos {
+    bool valid;
+    bool base;
+    char node[64];
+    char id[32];
+    uint64_t date_sec;
+    uint32_t date_nsec;
+};
+
 struct sg_vm {
     /* configuration */
     uint64_t ram_size;
     int nr_vcpus;
     char name[128];
-    char cmdline[256];
-    const char *guest_kind;     /* "snapgate-demo" */
+    char cmdline[2048];         /* -append */
+    char kernel[512];           /* -kernel: "" = the demo guest */
+    char initrd[512];
+    const char *guest_kind;     /* "snapgate-demo" or "linux" */
 
     /* KVM */
     int kvm_fd, vm_fd;
@@ -59,6 +82,8 @@ struct sg_vm {
     uint64_t ram_low;       /* RAM at GPA 0; ram_size - ram_low more at 4 GiB */
     uint64_t tsc_khz;
     struct sg_vcpu vcpus[SG_VM_MAX_VCPUS];
+    struct sg_ram_dirty *dirty;   /* ram_dirty.c; NULL until the first snapshot */
+    struct sg_snap_pos pos;
 
     /* devices, in creation order (this order is saved in snapshots) */
     pthread_mutex_t io_lock;
@@ -87,6 +112,7 @@ struct sg_vm {
 
 /* ---- kvm/vm_kvm.c ----------------------------------------------------- */
 bool sg_vm_init(struct sg_vm *vm, struct sg_error *err);
+bool sg_vm_set_ram_slots(struct sg_vm *vm, uint32_t flags, struct sg_error *err);
 bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err);
 bool sg_vm_add_device(struct sg_vm *vm, struct sg_device *dev, struct sg_error *err);
 void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level);
@@ -105,6 +131,7 @@ struct sg_ram_scan {
 };
 /* false: the kernel cannot tell (every page then counts as touched). */
 bool sg_ram_scan_open(struct sg_ram_scan *rs);
+bool sg_ram_scan_open_pid(struct sg_ram_scan *rs, int pid);   /* 0: this process */
 void sg_ram_scan_close(struct sg_ram_scan *rs);
 /* untouched[i] = page i of [addr, addr + npages pages) of guest RAM has
  * never been populated, so it reads as zeros.  On failure all are false. */

@@ -23,7 +23,9 @@ struct sg_vmm_opts {
     uint64_t ram_size;
     int smp;
     char name[128];
-    char append[256];
+    char append[2048];
+    char kernel[512];       /* -kernel BZIMAGE ("" = demo guest) */
+    char initrd[512];
     struct sg_drive_opt drives[SG_VM_MAX_DRIVES];
     int nr_drives;
     char qmp[512];          /* "" = no QMP */
@@ -56,6 +58,7 @@ struct sg_vmm {
     int nr_jobs;
     uint64_t vm_clock_base_ns;   /* guest run time before the current run */
     uint64_t run_started_ns;     /* monotonic time the guest last resumed (0 if stopped) */
+    bool io_error_stopped;       /* stopped by werror=enospc: status "io-error" */
 };
 
 /* ---- vmm_run.c: run state shared by QMP commands and jobs --------------- */
@@ -63,6 +66,10 @@ struct sg_vmm {
 void sg_vmm_stop(struct sg_vmm *vmm, bool emit_event);
 void sg_vmm_cont(struct sg_vmm *vmm, bool emit_event);
 const char *sg_vmm_status(const struct sg_vmm *vmm);
+/* Main loop: BLOCK_IO_ERROR for each failed guest request virtio-blk
+ * reported, and QEMU's default werror=enospc: a write that found the disk
+ * full stops the VM ("io-error") and is retried by cont. */
+void sg_vmm_block_io_errors(struct sg_vmm *vmm);
 uint64_t sg_vmm_vm_clock_ns(const struct sg_vmm *vmm);
 uint64_t sg_now_ns(void);
 

@@ -1,11 +1,14 @@
 /* vmm_run.c: the run state that QMP reports (QEMU's RunState names) and the
  * guest clock that snapshots record (time the guest actually ran). */
+#include <errno.h>
+#include <string.h>
 #include <time.h>
 
 #include <jansson.h>
 
 #include "qmp_server.h"
 #include "vmm.h"
+#include "devices/virtio_blk.h"
 
 uint64_t sg_now_ns(void)
 {
@@ -37,10 +40,46 @@ void sg_vmm_cont(struct sg_vmm *vmm, bool emit_event)
 {
     if (!vmm->run_started_ns && vmm->vm.state != SG_RUN_SHUTDOWN) {
         vmm->prelaunch = false;
+        if (vmm->io_error_stopped) {
+            /* QEMU retries the requests werror=stop held (the vCPU is parked). */
+            vmm->io_error_stopped = false;
+            for (int i = 0; i < vmm->vm.nr_drives; i++)
+                vmm->vm.drives[i].iostatus = 0;
+            pthread_mutex_lock(&vmm->vm.io_lock);
+            for (int i = 0; i < vmm->vm.nr_devices; i++)
+                sg_virtio_blk_restart(vmm->vm.devices[i]);
+            pthread_mutex_unlock(&vmm->vm.io_lock);
+        }
         vmm->run_started_ns = sg_now_ns();
         sg_vm_resume(&vmm->vm);
         if (emit_event && vmm->qmp)
             sg_qmp_server_emit_event(vmm->qmp, "RESUME", NULL);
+    }
+}
+
+void sg_vmm_block_io_errors(struct sg_vmm *vmm)
+{
+    for (int i = 0; i < vmm->vm.nr_drives; i++) {
+        struct sg_drive *d = &vmm->vm.drives[i];
+        int e = atomic_exchange(&d->io_error, 0);
+        if (!e)
+            continue;
+        bool stop = atomic_load(&d->io_error_stop);
+        json_t *ev = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s}", "device", d->device_name,
+                               "node-name", d->node_name, "operation",
+                               atomic_load(&d->io_error_write) ? "write" : "read", "action",
+                               stop ? "stop" : "report", "nospace", e == ENOSPC, "reason",
+                               strerror(e));
+        if (vmm->qmp)
+            sg_qmp_server_emit_event(vmm->qmp, "BLOCK_IO_ERROR", ev);
+        else
+            json_decref(ev);
+        if (stop && vmm->run_started_ns) {
+            d->iostatus = e;
+            vmm->running = false;
+            vmm->io_error_stopped = true;
+            sg_vmm_stop(vmm, true);
+        }
     }
 }
 
@@ -54,5 +93,7 @@ const char *sg_vmm_status(const struct sg_vmm *vmm)
     }
     if (vmm->run_started_ns)
         return "running";
+    if (vmm->io_error_stopped)
+        return "io-error";
     return vmm->prelaunch ? "prelaunch" : "paused";
 }

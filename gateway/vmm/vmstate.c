@@ -210,6 +210,15 @@ static int msr_list(struct sg_vm *vm, int vcpu_fd, uint32_t *out, int max)
     return n;
 }
 
+/* Optional vCPU state, probed as QEMU does: without XSAVE in the host CPU (a guest
+ * CPU model without it, in a nested setup) KVM refuses KVM_SET_XCRS with EINVAL
+ * and reports KVM_CAP_XCRS = 0; the XCRS record is then saved with nr_xcrs = 0
+ * (no XCR0) and not applied, and the FP state goes through KVM_SET_FPU. */
+static bool kvm_has(struct sg_vm *vm, int cap)
+{
+    return ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, cap) > 0;
+}
+
 static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, struct sg_error *err)
 {
     if (ioctl(fd, req, buf) < 0) {
@@ -242,6 +251,7 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct
             put_rec(&b, REC_VM_IRQCHIP, chip, &ic, sizeof(ic));
     }
 
+    bool has_xcrs = kvm_has(vm, KVM_CAP_XCRS);
     for (int c = 0; ok && c < vm->nr_vcpus; c++) {
         int fd = vm->vcpus[c].fd;
         uint32_t ci = (uint32_t)c;
@@ -254,6 +264,7 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct
         struct kvm_lapic_state lapic;
         struct kvm_vcpu_events ev;
         struct kvm_xsave *xs = calloc(1, sizeof(*xs));
+        memset(&xcrs, 0, sizeof(xcrs));
         if (!xs) {
             sg_error_set(err, "out of memory");
             ok = false;
@@ -264,7 +275,7 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct
              cpu_get(fd, KVM_GET_SREGS, &sregs, "KVM_GET_SREGS", err) &&
              cpu_get(fd, KVM_GET_FPU, &fpu, "KVM_GET_FPU", err) &&
              cpu_get(fd, KVM_GET_XSAVE, xs, "KVM_GET_XSAVE", err) &&
-             cpu_get(fd, KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS", err) &&
+             (!has_xcrs || cpu_get(fd, KVM_GET_XCRS, &xcrs, "KVM_GET_XCRS", err)) &&
              cpu_get(fd, KVM_GET_DEBUGREGS, &dregs, "KVM_GET_DEBUGREGS", err) &&
              cpu_get(fd, KVM_GET_LAPIC, &lapic, "KVM_GET_LAPIC", err) &&
              cpu_get(fd, KVM_GET_VCPU_EVENTS, &ev, "KVM_GET_VCPU_EVENTS", err);
@@ -516,14 +527,16 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
     for (uint32_t chip = 0; ok && chip < 3; chip++)
         ok = cpu_set(vm->vm_fd, KVM_SET_IRQCHIP, find_rec(recs, n, REC_VM_IRQCHIP, chip),
                      "KVM_SET_IRQCHIP", err);
+    bool has_xsave = kvm_has(vm, KVM_CAP_XSAVE), has_xcrs = kvm_has(vm, KVM_CAP_XCRS);
     for (int c = 0; ok && c < vm->nr_vcpus; c++) {
         int fd = vm->vcpus[c].fd;
         uint32_t ci = (uint32_t)c;
         ok = cpu_set(fd, KVM_SET_MP_STATE, find_rec(recs, n, REC_CPU_MP_STATE, ci), "KVM_SET_MP_STATE", err) &&
              cpu_set(fd, KVM_SET_REGS, find_rec(recs, n, REC_CPU_REGS, ci), "KVM_SET_REGS", err) &&
              cpu_set(fd, KVM_SET_SREGS, find_rec(recs, n, REC_CPU_SREGS, ci), "KVM_SET_SREGS", err) &&
-             cpu_set(fd, KVM_SET_XSAVE, find_rec(recs, n, REC_CPU_XSAVE, ci), "KVM_SET_XSAVE", err) &&
-             cpu_set(fd, KVM_SET_XCRS, find_rec(recs, n, REC_CPU_XCRS, ci), "KVM_SET_XCRS", err) &&
+             (has_xsave ? cpu_set(fd, KVM_SET_XSAVE, find_rec(recs, n, REC_CPU_XSAVE, ci), "KVM_SET_XSAVE", err)
+                        : cpu_set(fd, KVM_SET_FPU, find_rec(recs, n, REC_CPU_FPU, ci), "KVM_SET_FPU", err)) &&
+             (!has_xcrs || cpu_set(fd, KVM_SET_XCRS, find_rec(recs, n, REC_CPU_XCRS, ci), "KVM_SET_XCRS", err)) &&
              cpu_set(fd, KVM_SET_DEBUGREGS, find_rec(recs, n, REC_CPU_DEBUGREGS, ci), "KVM_SET_DEBUGREGS", err) &&
              cpu_set(fd, KVM_SET_LAPIC, find_rec(recs, n, REC_CPU_LAPIC, ci), "KVM_SET_LAPIC", err) &&
              cpu_set(fd, KVM_SET_MSRS, find_rec(recs, n, REC_CPU_MSRS, ci), "KVM_SET_MSRS", err) &&

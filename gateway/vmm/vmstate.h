@@ -65,6 +65,14 @@ struct sg_vmstate_header {
     /* Added after header_crc so version-1 headers keep their layout; 0 in a
      * header written before guests could exceed 3 GiB (= all RAM low). */
     uint64_t ram_low;
+    /* The snapshot tree (zeros in older headers: no parent known): the
+     * snapshot on this vmstate disk the VM was last saved as or loaded
+     * from when this one was taken, by ID and date (an ID can be reused
+     * after a delete, the pair cannot). */
+    uint32_t has_parent;
+    uint32_t parent_date_nsec;
+    uint64_t parent_date_sec;
+    char parent_id[32];
 };
 
 uint32_t sg_crc32(const void *data, size_t len);

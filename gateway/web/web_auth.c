@@ -173,11 +173,7 @@ int sg_web_check_upgrade(struct sg_web *web, struct lws *wsi, enum sg_web_kind *
     const char *qtok = lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok);
     if (qtok)
         ok = sg_web_token_equal(web->token, qtok);
-    if (!ok) {
-        size_t max = sizeof tok;
-        if (lws_http_cookie_get(wsi, "sg_token", tok, &max) == 0)
-            ok = sg_web_token_equal(web->token, tok);
-    }
+    /* Only the URL: a cookie would reach other servers on this host too. */
     OPENSSL_cleanse(tok, sizeof tok);
     if (!ok)
         return HTTP_STATUS_FORBIDDEN;

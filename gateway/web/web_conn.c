@@ -131,6 +131,8 @@ static void hmp_next(struct sg_web_conn *c)
         c->hmp_head = l->next;
         if (!c->hmp_head)
             c->hmp_tail = NULL;
+        c->hmp_queued--;
+        c->hmp_queued_bytes -= strlen(l->text);
         c->hmp_busy = true;
         c->hmp_done_now = false;
         struct sg_gw_hmp_req *r = sg_gw_hmp_exec(c->web->gw, l->text, c->web->hmp_style,
@@ -142,12 +144,22 @@ static void hmp_next(struct sg_web_conn *c)
     }
 }
 
-static void hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, size_t len)
+/* Returns -1 to close the connection (queue over its bounds). */
+static int hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, size_t len)
 {
     len = sg_web_hmp_line_len(text, len);
+    if (c->hmp_queued + 1 > SG_WEB_HMP_QUEUE_LINES ||
+        c->hmp_queued_bytes + len > SG_WEB_HMP_QUEUE_BYTES) {
+        static const char why[] = "too many HMP lines waiting for the running one";
+        lwsl_warn("web: /hmp client closed: %u lines (%zu bytes) queued\n", c->hmp_queued,
+                  c->hmp_queued_bytes);
+        lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION, (unsigned char *)why,
+                         sizeof why - 1);
+        return -1;
+    }
     struct sg_web_hmp_line *l = malloc(sizeof *l + len + 1);
     if (!l)
-        return;
+        return -1;
     l->next = NULL;
     memcpy(l->text, text, len);
     l->text[len] = '\0';
@@ -156,7 +168,10 @@ static void hmp_queue_line(struct sg_web_conn *c, const unsigned char *text, siz
     else
         c->hmp_head = l;
     c->hmp_tail = l;
+    c->hmp_queued++;
+    c->hmp_queued_bytes += strlen(l->text);   /* what hmp_next subtracts */
     hmp_next(c);
+    return 0;
 }
 
 /* ---- input -------------------------------------------------------------- */
@@ -225,8 +240,7 @@ static int conn_receive(struct sg_web_conn *c, const void *in, size_t len)
         return 0;
     if (c->kind == SG_WEB_QMP)
         return qmp_message(c);
-    hmp_queue_line(c, c->rx.buf, c->rx.len);
-    return 0;
+    return hmp_queue_line(c, c->rx.buf, c->rx.len);
 }
 
 /* ---- lifetime ----------------------------------------------------------- */
@@ -253,6 +267,8 @@ void sg_web_conn_detach(struct sg_web_conn *c)
         free(l);
     }
     c->hmp_tail = NULL;
+    c->hmp_queued = 0;
+    c->hmp_queued_bytes = 0;
     if (c->web) {
         if (c->prev)
             c->prev->next = c->next;

@@ -1,6 +1,7 @@
 /* web_http.c: the static console page.  Only files under the docroot are
  * served, with headers that keep the page (which carries the token in its
- * URL) from being framed, sniffed or leaking the token through Referer. */
+ * URL) from being framed, sniffed or leaking the token through Referer.
+ * No cookie is ever set (see sg_web_serve_http). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,10 +49,21 @@ bool sg_web_find_docroot(const char *configured, char *out, size_t outsz, struct
     char *slash = strrchr(exe, '/');
     if (slash)
         *slash = '\0';
-    /* build/snapgate -> ../web (source tree); prefix/bin -> ../share/snapgate/web. */
-    static const char *const rel[] = { "../web", "../share/snapgate/web", "web", "../../web" };
+    /* build/snapgate -> ../web (source tree); prefix/bin -> ../share/snapgate/web;
+     * then the places the build knows (CMake sets them): the install
+     * prefix's page, and the source tree's for a build folder outside it
+     * (cmake -B /elsewhere). */
+    static const char *const rel[] = { "../web", "../share/snapgate/web", "web", "../../web",
+#ifdef SG_WEB_SOURCE_DIR
+                                       SG_WEB_SOURCE_DIR,
+#endif
+#ifdef SG_WEB_INSTALL_DIR
+                                       SG_WEB_INSTALL_DIR,
+#endif
+    };
     for (size_t i = 0; i < sizeof rel / sizeof rel[0]; i++) {
-        if ((size_t)snprintf(tmp, sizeof tmp, "%s/%s", exe, rel[i]) >= sizeof tmp)
+        if ((size_t)snprintf(tmp, sizeof tmp, "%s%s%s", rel[i][0] == '/' ? "" : exe,
+                             rel[i][0] == '/' ? "" : "/", rel[i]) >= sizeof tmp)
             continue;
         char real[PATH_MAX];
         if (realpath(tmp, real) && has_index(real)) {
@@ -127,7 +139,6 @@ int sg_web_serve_http(struct sg_web *web, struct lws *wsi, const char *uri)
 {
     if (!lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI))
         return finish(wsi, sg_web_deny(wsi, HTTP_STATUS_METHOD_NOT_ALLOWED, "not a GET"));
-    bool index = strcmp(uri, "/") == 0 || strcmp(uri, "/index.html") == 0;
     const char *rel = strcmp(uri, "/") == 0 ? "/index.html" : uri;
     const char *mime = mime_of(rel);
     char path[PATH_MAX], real[PATH_MAX];
@@ -152,16 +163,10 @@ int sg_web_serve_http(struct sg_web *web, struct lws *wsi, const char *uri)
     if (web->tls && add_hdr(wsi, "strict-transport-security:", "max-age=31536000", &p, end))
         return -1;
 
-    /* The page is opened as /?token=...; a cookie lets it be reloaded from a
-     * bookmark without the token and keeps the token out of later URLs. */
-    char tok[SG_WEB_TOKEN_MAX + 8];
-    const char *qtok = index ? lws_get_urlarg_by_name(wsi, "token=", tok, sizeof tok) : NULL;
-    if (qtok && sg_web_token_equal(web->token, qtok)) {
-        char cookie[SG_WEB_TOKEN_MAX + 96];
-        snprintf(cookie, sizeof cookie, "sg_token=%s; Path=/; HttpOnly; SameSite=Strict%s",
-                 web->token, web->tls ? "; Secure" : "");
-        if (add_hdr(wsi, "set-cookie:", cookie, &p, end))
-            return -1;
-    }
+    /* No cookie: cookies are not bound to a port, so one for 127.0.0.1 would
+     * be sent to every other local web server (and readable by whoever runs
+     * it).  The page keeps the token from /?token= in sessionStorage, which
+     * is per origin (scheme, host and port), and sends it in the WebSocket
+     * URL. */
     return finish(wsi, lws_serve_http_file(wsi, real, mime, (const char *)hbuf, (int)(p - hbuf)));
 }

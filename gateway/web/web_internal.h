@@ -23,6 +23,11 @@
  * being copied into lws' own partial-send buffer. */
 #define SG_WEB_FRAGMENT      (16u * 1024u)
 #define SG_WEB_TOKEN_MAX     128
+/* /hmp lines run one after the other; while one runs (a save can take
+ * minutes) the next ones wait here.  A client that keeps sending is closed
+ * (1008) past either bound instead of growing the gateway without limit. */
+#define SG_WEB_HMP_QUEUE_LINES 64
+#define SG_WEB_HMP_QUEUE_BYTES (1024u * 1024u)
 
 enum sg_web_kind { SG_WEB_QMP = 1, SG_WEB_HMP, SG_WEB_SERIAL };
 
@@ -56,6 +61,8 @@ struct sg_web_conn {
     struct sg_gw_hmp_req *hmp_req;
     bool hmp_busy, hmp_done_now;
     struct sg_web_hmp_line *hmp_head, *hmp_tail;
+    unsigned hmp_queued;         /* lines waiting (not the running one) */
+    size_t hmp_queued_bytes;
     bool hmp_quit;
     unsigned serial_sub;
 };

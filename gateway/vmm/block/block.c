@@ -81,9 +81,17 @@ struct sg_block *sg_block_open(const char *path, const char *format, unsigned fl
         }
     }
     bool ro = flags & SG_BLOCK_RDONLY;
+    if ((flags & SG_BLOCK_FORCE_SHARE) && !ro) {
+        sg_error_set(err, "force-share=on can only be used with read-only images");
+        return NULL;
+    }
     int fd = open(path, (ro ? O_RDONLY : O_RDWR) | O_CLOEXEC);
     if (fd < 0) {
         sg_error_set_errno(err, errno, "Could not open '%s'", path);
+        return NULL;
+    }
+    if (!sg_block_lock(fd, path, ro, flags & SG_BLOCK_FORCE_SHARE, err)) {
+        close(fd);
         return NULL;
     }
     struct sg_block *bs = calloc(1, sizeof *bs);
@@ -186,7 +194,86 @@ bool sg_block_flush(struct sg_block *bs, struct sg_error *err)
     return bs->drv->flush(bs, err);
 }
 
+int sg_block_io_error(const struct sg_block *bs)
+{
+    return bs->drv == &sg_qcow2_driver ? qcow2_state(bs)->broken : 0;
+}
+
 /* ---- snapshots: qcow2 only ---------------------------------------------- */
+
+size_t sg_utf8_seq(const char *str)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    unsigned c = s[0], n;
+    uint32_t cp;
+    if (c < 0x80)
+        return c ? 1 : 0;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 1, cp = c & 0x1f;
+    else if (c >= 0xe0 && c <= 0xef)
+        n = 2, cp = c & 0x0f;
+    else if (c >= 0xf0 && c <= 0xf4)
+        n = 3, cp = c & 0x07;
+    else
+        return 0;
+    for (unsigned i = 1; i <= n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3f);
+    }
+    if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return n + 1;
+}
+
+bool sg_utf8_valid(const char *s)
+{
+    while (*s) {
+        size_t n = sg_utf8_seq(s);
+        if (!n)
+            return false;
+        s += n;
+    }
+    return true;
+}
+
+char *sg_utf8_lossy(const char *s)
+{
+    size_t o = 0;
+    char *t = malloc(strlen(s) * 3 + 1);
+    if (!t)
+        return NULL;
+    while (*s) {
+        size_t n = sg_utf8_seq(s);
+        if (n) {
+            memcpy(t + o, s, n);
+            o += n;
+            s += n;
+        } else {
+            memcpy(t + o, "\xef\xbf\xbd", 3);
+            o += 3;
+            s++;
+        }
+    }
+    t[o] = 0;
+    return t;
+}
+
+bool sg_snapshot_tag_check(const char *tag, struct sg_error *err)
+{
+    size_t n = tag ? strlen(tag) : 0;
+    if (n > SG_SNAPSHOT_TAG_MAX) {
+        sg_error_set(err, "Snapshot name is too long (%zu bytes; at most %d bytes)", n,
+                     SG_SNAPSHOT_TAG_MAX);
+        return false;
+    }
+    if (tag && !sg_utf8_valid(tag)) {
+        sg_error_set(err, "Snapshot name is not valid UTF-8");
+        return false;
+    }
+    return true;
+}
 
 static bool need_qcow2(const struct sg_block *bs, struct sg_error *err)
 {

@@ -19,9 +19,14 @@ struct sg_block;
 
 enum sg_block_open_flags {
     SG_BLOCK_RDONLY = 1 << 0,
+    /* Share every permission with other users (qemu-img -U): read-only only. */
+    SG_BLOCK_FORCE_SHARE = 1 << 1,
 };
 
-/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw). */
+/* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw).
+ * Takes QEMU's image locks (block_lock.c): fails with QEMU's
+ * 'Failed to get "write" lock' when another process (QEMU, qemu-img,
+ * snapgate) holds a permission this open needs or refuses to share. */
 struct sg_block *sg_block_open(const char *path, const char *format,
                                unsigned flags, struct sg_error *err);
 void sg_block_close(struct sg_block *bs);
@@ -43,6 +48,10 @@ bool sg_block_write(struct sg_block *bs, uint64_t off, const void *buf,
 bool sg_block_discard(struct sg_block *bs, uint64_t off, uint64_t len,
                       struct sg_error *err);
 bool sg_block_flush(struct sg_block *bs, struct sg_error *err);
+/* The errno that put the image into its error state (a failed metadata
+ * write or flush, or a refused overlapping write: EIO), else 0.  In that
+ * state every write and flush fails; reopen the image to recover. */
+int sg_block_io_error(const struct sg_block *bs);
 
 /* ---- Internal snapshots (qcow2) ---------------------------------------- */
 
@@ -55,7 +64,26 @@ struct sg_snapshot_info {
     uint64_t vm_clock_nsec;  /* guest clock when taken */
     uint64_t disk_size;      /* virtual disk size when taken */
     int64_t icount;          /* -1 */
+    /* create: record `icount` (qemu-img snapshot -c writes 0); false
+     * records -1, as savevm does. */
+    bool has_icount;
 };
+
+/* A snapshot tag is at most 255 bytes of valid UTF-8 (QEMU keeps 255 bytes
+ * of a name in memory; the qcow2 field would hold 65535).  Longer or
+ * non-UTF-8 tags are refused before anything is written, never cut.
+ * Tags already in an image (e.g. Latin-1 ones made by qemu-img, or longer
+ * ones) are listed and matched as they are. */
+#define SG_SNAPSHOT_TAG_MAX 255
+bool sg_snapshot_tag_check(const char *tag, struct sg_error *err);
+/* Whether s is valid UTF-8 (no overlongs, no surrogates, <= U+10FFFF). */
+bool sg_utf8_valid(const char *s);
+/* Length of the valid UTF-8 sequence at s, 0 if none (or at the NUL). */
+size_t sg_utf8_seq(const char *s);
+/* A malloc'ed copy of s in which each byte that is not part of valid UTF-8
+ * is U+FFFD, as QEMU's JSON writer shows such a tag; NULL when out of
+ * memory. */
+char *sg_utf8_lossy(const char *s);
 
 /* Returns the number of snapshots (table order) and a malloc'ed array in *out,
  * or -1.  Free with sg_snapshot_info_free_list. */
@@ -165,5 +193,38 @@ struct sg_block_qcow2_info {
 };
 /* Fills *info for a qcow2 image; false for raw. */
 bool sg_block_qcow2_info(const struct sg_block *bs, struct sg_block_qcow2_info *info);
+
+/* ---- Live snapshots (qcow2_vmstate_share.c; snapgate-vmm's live,
+ * incremental and lazy snapshots).  Each call is one crash-safe
+ * transaction. ------------------------------------------------------------- */
+
+/* The disk at this instant, held aside while the active image goes on.  A
+ * crash while it is held leaves only leaked clusters. */
+struct sg_block_frozen {
+    uint64_t l1_offset;
+    uint32_t l1_size;
+    uint64_t disk_size;
+};
+bool sg_block_freeze(struct sg_block *bs, struct sg_block_frozen *fz, struct sg_error *err);
+/* Makes it a snapshot (as sg_block_snapshot_create: info in, info->id out);
+ * with take_vmstate the snapshot also gets the active vmstate area
+ * (vm_state_size bytes of it count) and the active image keeps a copy that
+ * shares its clusters.  Without, vm_state_size is 0. */
+bool sg_block_frozen_snapshot(struct sg_block *bs, struct sg_block_frozen *fz,
+                              struct sg_snapshot_info *info, bool take_vmstate,
+                              struct sg_error *err);
+/* Lets go of it (a failed save). */
+bool sg_block_frozen_drop(struct sg_block *bs, struct sg_block_frozen *fz, struct sg_error *err);
+/* The active vmstate area becomes a copy of snapshot `id`'s sharing its
+ * clusters (refcount + 1), so writing it never changes the snapshot. */
+bool sg_block_vmstate_share_from(struct sg_block *bs, const char *id, struct sg_error *err);
+/* Host file offset of each cluster of snapshot `id`'s vmstate [off, off+len)
+ * (both cluster aligned) into host[len / cluster size]; 0 = reads as zeros.
+ * The offsets stay valid while the snapshot exists. */
+bool sg_block_vmstate_host_map(struct sg_block *bs, const char *id, uint64_t off, uint64_t len,
+                               uint64_t *host, struct sg_error *err);
+/* The image file's descriptor: pread of mapped clusters and an fdatasync
+ * ahead of a flush may use it without the caller's lock. */
+int sg_block_host_fd(struct sg_block *bs);
 
 #endif

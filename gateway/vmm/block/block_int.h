@@ -26,6 +26,10 @@ struct sg_block {
     void *opaque;     /* driver state */
 };
 
+/* QEMU's byte-range image locks (block_lock.c). */
+bool sg_block_lock(int fd, const char *path, bool readonly, bool force_share,
+                   struct sg_error *err);
+
 extern const struct sg_block_driver sg_raw_driver;
 extern const struct sg_block_driver sg_qcow2_driver;
 

@@ -15,6 +15,7 @@ static void q_free(struct qcow2 *s)
     free(s->l1);
     free(s->rt);
     free(s->pending);
+    free(s->freed);
     free(s);
 }
 
@@ -47,14 +48,11 @@ static bool q_open(struct sg_block *bs, struct sg_error *err)
     }
     if (!qcow2_snapshots_load(s, err))
         goto fail;
-    if (!s->rdonly && s->autoclear) {
-        /* We keep none of the autoclear features (bitmaps) up to date;
-         * clearing the bits tells QEMU so. */
-        uint8_t z[8] = {0};
-        if (!qcow2_header_update(s, QH_AUTOCLEAR, z, sizeof z, err))
-            goto fail;
-        s->autoclear = 0;
-    }
+    /* Nothing is written at open: the autoclear bits are cleared by the
+     * first change (qcow2_begin_change), so a command that fails or only
+     * reads leaves the file byte for byte as it was. */
+    if (!s->rdonly && !qcow2_refuse_compressed(s, err))
+        goto fail;
     bs->size = s->size;
     bs->opaque = s;
     return true;
@@ -83,12 +81,14 @@ static bool q_read(struct sg_block *bs, uint64_t off, void *buf, size_t len,
 static bool q_write(struct sg_block *bs, uint64_t off, const void *buf, size_t len,
                     struct sg_error *err)
 {
-    return qcow2_write_at(qcow2_state(bs), off, buf, len, false, err);
+    struct qcow2 *s = qcow2_state(bs);
+    return qcow2_begin_change(s, err) && qcow2_write_at(s, off, buf, len, false, err);
 }
 
 static bool q_discard(struct sg_block *bs, uint64_t off, uint64_t len, struct sg_error *err)
 {
-    return qcow2_discard_at(qcow2_state(bs), off, len, err);
+    struct qcow2 *s = qcow2_state(bs);
+    return qcow2_begin_change(s, err) && qcow2_discard_at(s, off, len, err);
 }
 
 static bool q_flush(struct sg_block *bs, struct sg_error *err)

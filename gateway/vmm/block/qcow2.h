@@ -92,6 +92,10 @@ struct qcow2 {
     uint64_t rt_size;           /* entries */
     uint64_t *rt;
     bool rt_dirty;
+    /* No refcount-table entry at or above this index is nonzero (only ever
+     * raised, so the overlap checks never miss a refcount block; keeps
+     * them from walking an 8 MiB table of zeros on every write). */
+    uint64_t rt_hi;
 
     uint64_t snapshots_offset;
     uint64_t snapshots_bytes;
@@ -125,6 +129,17 @@ struct qcow2 {
      * whether FALLOC_FL_ZERO_RANGE proved unsupported. */
     uint64_t file_size_lb;
     bool no_zero_range;
+
+    /* Error state (qcow2_overlap.c): the errno of the first failed
+     * metadata write or sync; from then on nothing more is written (the
+     * on-disk state is unknown, as after a failed fsync in SQLite). */
+    int broken;
+    bool corrupt_reported;
+    /* Clusters whose refcount dropped to zero, handed back to the host
+     * (punched) once nothing on disk can reach them any more. */
+    uint64_t *freed;
+    size_t nfreed, cap_freed;
+    bool no_punch;
 };
 
 static inline struct qcow2 *qcow2_state(const struct sg_block *bs)
@@ -203,6 +218,45 @@ bool qcow2_install_l1(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uin
 bool qcow2_tree_free_later(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uint32_t from,
                            struct sg_error *err);
 
+/* qcow2_overlap.c: QEMU's metadata overlap checks, the error state, and
+ * returning freed clusters to the host. */
+enum {
+    QOL_HEADER = 1 << 0,
+    QOL_ACTIVE_L1 = 1 << 1,
+    QOL_ACTIVE_L2 = 1 << 2,
+    QOL_REFCOUNT_TABLE = 1 << 3,
+    QOL_REFCOUNT_BLOCK = 1 << 4,
+    QOL_SNAPSHOT_TABLE = 1 << 5,
+    QOL_INACTIVE_L1 = 1 << 6,
+    QOL_ALL = (1 << 7) - 1,
+};
+/* The first metadata structure (QOL_* bit, outside `ign`) that
+ * [off, off+len) overlaps, or 0. */
+unsigned qcow2_overlap(const struct qcow2 *s, unsigned ign, uint64_t off, uint64_t len);
+/* Writes metadata of kind `self` (not checked against itself).  An overlap
+ * marks the image corrupt and writes nothing; any failure is EIO-like and
+ * puts the image into the error state. */
+bool qcow2_pwrite_meta(struct qcow2 *s, unsigned self, const void *buf, size_t len,
+                       uint64_t off, const char *what, struct sg_error *err);
+/* Writes guest data (or vmstate) at a host offset, checked against all
+ * metadata; a failed write does not break the image (nothing points at
+ * the new bytes yet, or they are the guest's own). */
+bool qcow2_pwrite_data(struct qcow2 *s, const void *buf, size_t len, uint64_t off,
+                       struct sg_error *err);
+void qcow2_set_broken(struct qcow2 *s, int errnum);
+/* The gate of every modifying entry point: refuses in the error state,
+ * and clears the autoclear bits on the first change (never at open: a
+ * failed or read-only command leaves the header as it was). */
+bool qcow2_begin_change(struct qcow2 *s, struct sg_error *err);
+/* Remembers a cluster whose refcount reached zero. */
+void qcow2_note_freed(struct qcow2 *s, uint64_t cluster);
+/* Punches the remembered clusters that are still free (after the state
+ * that freed them is on disk), or forgets them (after an abort). */
+void qcow2_punch_freed(struct qcow2 *s);
+void qcow2_forget_freed(struct qcow2 *s);
+/* Refuses a writable open of an image with compressed clusters. */
+bool qcow2_refuse_compressed(struct qcow2 *s, struct sg_error *err);
+
 /* qcow2_txn.c */
 bool qcow2_txn_begin(struct qcow2 *s, struct sg_error *err);
 void qcow2_txn_abort(struct qcow2 *s);
@@ -226,6 +280,10 @@ void qcow2_snapshots_free(struct qcow2 *s);
 bool qcow2_read_l1(struct qcow2 *s, uint64_t off, uint32_t n, uint64_t **out,
                    struct sg_error *err);
 
+struct qsnap *qcow2_snaps_copy(struct qcow2 *s, const struct qsnap *add, int *nb,
+                               struct sg_error *err);
+void qcow2_snaps_install(struct qcow2 *s, struct qsnap *v, int nb);
+void qcow2_snaps_free_array(struct qsnap *v, int nb);
 /* entry points used by block.c */
 uint64_t sg_qcow2_cluster_size(const struct sg_block *bs);
 int sg_qcow2_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,

@@ -71,10 +71,20 @@ static void remember(struct qcache *c, struct qcache_entry *e)
     c->slot[hash(c, e->off)] = (int)(e - c->e);
 }
 
+static bool c_is_rb(const struct qcow2 *s, const struct qcache_entry *e)
+{
+    return e >= s->rbc.e && e < s->rbc.e + s->rbc.n;
+}
+
+/* "Clean" means written: after a failed write or sync the image is in the
+ * error state (qcow2_overlap.c) and nothing is written again, so a table
+ * marked clean before its sync is never taken for one that reached the
+ * disk. */
 static bool write_entry(struct qcow2 *s, struct qcache_entry *e, const char *what,
                         struct sg_error *err)
 {
-    if (!sg_pwrite_full(s->fd, e->buf, s->cluster_size, e->off, what, err))
+    unsigned self = c_is_rb(s, e) ? QOL_REFCOUNT_BLOCK : QOL_ACTIVE_L2;
+    if (!qcow2_pwrite_meta(s, self, e->buf, s->cluster_size, e->off, what, err))
         return false;
     e->dirty = false;
     return true;

@@ -345,6 +345,8 @@ bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
     }
     if (!res->leaks)
         return true;
+    if (!qcow2_begin_change(qcow2_state(bs), err))
+        return false;
     if (!check_pass(bs, res, report, true, err))
         return false;
     struct qcow2 *s = qcow2_state(bs);

@@ -165,8 +165,8 @@ bool qcow2_install_l1(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uin
         sg_put_be64(raw + 8 * i, nl1[i]);
     uint64_t off = nclus ? qcow2_alloc_clusters(s, nclus, err) : 0;
     bool ok = (!nclus || off) &&
-              (!nclus || sg_pwrite_full(s->fd, raw, nclus * s->cluster_size, off, "L1 table",
-                                        err));
+              (!nclus || qcow2_pwrite_meta(s, QOL_ACTIVE_L1, raw, nclus * s->cluster_size, off,
+                                           "L1 table", err));
     free(raw);
     if (!ok) {
         free(nl1);
@@ -275,39 +275,6 @@ static bool l2_for_write(struct qcow2 *s, uint64_t l1i, uint64_t *l2off, struct 
     return true;
 }
 
-static bool in_range(uint64_t x, uint64_t off, uint64_t bytes)
-{
-    return bytes && x >= (off & ~511ULL) && x - (off & ~511ULL) < bytes;
-}
-
-/* A hostile image can point an L2 entry at its own metadata; writing guest
- * data there in place would corrupt the image further (QEMU's "overlap
- * check").  The fixed structures and self-describing refcount blocks are
- * checked here (O(1) per write); other L2 tables and refcount blocks are
- * not (an image consistent enough to pass the refcount test cannot have a
- * data cluster with refcount 1 that is also metadata). */
-static bool check_overlap(struct qcow2 *s, uint64_t host, struct sg_error *err)
-{
-    const char *what = NULL;
-    if (host < s->cluster_size)
-        what = "the header";
-    else if (in_range(host, s->l1_offset, (uint64_t)s->l1_size * 8))
-        what = "the active L1 table";
-    else if (in_range(host, s->rt_offset, (uint64_t)s->rt_clusters * s->cluster_size))
-        what = "the refcount table";
-    else if (in_range(host, s->snapshots_offset, s->snapshots_bytes))
-        what = "the snapshot table";
-    else if ((host >> s->cluster_bits >> s->rb_bits) < s->rt_size &&
-             s->rt[host >> s->cluster_bits >> s->rb_bits] == host)
-        what = "a refcount block";   /* the usual, self-describing place */
-    if (what) {
-        sg_error_set(err, "qcow2: corrupt image: data cluster %#llx overlaps %s "
-                     "(write refused)", (unsigned long long)host, what);
-        return false;
-    }
-    return true;
-}
-
 /* Writes the n guest bytes at offset `in` of the newly allocated cluster at
  * host, whose other bytes must read as zero, without writing those zeros
  * when the file system can give them for free (as QEMU does):
@@ -325,6 +292,10 @@ static bool write_new(struct qcow2 *s, uint64_t host, uint64_t in, const uint8_t
                       size_t n, struct sg_error *err)
 {
     uint64_t cs = s->cluster_size;
+    /* Checked before the file is touched: ZERO_RANGE over metadata would
+     * do the damage the write is refused for. */
+    if (!qcow2_pwrite_data(s, NULL, 0, host, err))
+        return false;
     if (host >= s->file_size_lb) {
         struct stat st;
         if (fstat(s->fd, &st) < 0) {
@@ -353,11 +324,11 @@ static bool write_new(struct qcow2 *s, uint64_t host, uint64_t in, const uint8_t
             return false;
         }
         memcpy(full + in, buf, n);
-        bool ok = sg_pwrite_full(s->fd, full, cs, host, "guest data", err);
+        bool ok = qcow2_pwrite_data(s, full, cs, host, err);
         free(full);
         return ok;
     }
-    return sg_pwrite_full(s->fd, buf, n, host + in, "guest data", err);
+    return qcow2_pwrite_data(s, buf, n, host + in, err);
 }
 
 /* Writes one piece inside a single cluster. */
@@ -397,10 +368,8 @@ static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size
             return false;
         own = rc == 1;
     }
-    if (own && !check_overlap(s, host, err))
-        return false;
     if (own && t == QC_NORMAL) {
-        if (!sg_pwrite_full(s->fd, buf, n, host + in, "guest data", err))
+        if (!qcow2_pwrite_data(s, buf, n, host + in, err))
             return false;
         s->data_dirty = true;
         if (!(e & QCOW2_OFLAG_COPIED)) {
@@ -434,12 +403,18 @@ static bool write_piece(struct qcow2 *s, uint64_t goff, const uint8_t *buf, size
         src = full;
     }
     uint64_t target = own ? host : 0;   /* an owned zero cluster is reused */
-    if (!target)
+    bool fresh = !target;
+    if (fresh)
         target = qcow2_alloc_clusters(s, 1, err);
     bool ok = target && (n != cs && !cow
                              ? write_new(s, target, in, buf, n, err)
-                             : sg_pwrite_full(s->fd, src, cs, target, "guest data", err));
+                             : qcow2_pwrite_data(s, src, cs, target, err));
     free(full);
+    if (!ok && fresh && target) {
+        /* Nothing points at it yet: give it back, so a write retried after
+         * ENOSPC (werror=enospc) does not leak the cluster. */
+        qcow2_dec_refcount_now(s, target >> s->cluster_bits, NULL);
+    }
     if (!ok)
         return false;
     s->data_dirty = true;

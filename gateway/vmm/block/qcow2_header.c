@@ -80,10 +80,11 @@ bool qcow2_check_table(const struct qcow2 *s, uint64_t off, uint64_t bytes, cons
 bool qcow2_header_update(struct qcow2 *s, unsigned off, const void *buf, size_t len,
                          struct sg_error *err)
 {
-    if (!sg_pwrite_full(s->fd, buf, len, off, "qcow2 header", err))
+    if (!qcow2_pwrite_meta(s, QOL_HEADER, buf, len, off, "qcow2 header", err))
         return false;
     if (fdatasync(s->fd) < 0) {
         sg_error_set_errno(err, errno, "qcow2: flush after header update");
+        qcow2_set_broken(s, errno);
         return false;
     }
     return true;
@@ -196,8 +197,10 @@ bool qcow2_header_parse(struct qcow2 *s, struct sg_error *err)
         if (s->header_length > 104 && h[104] != 0 && (s->incompat & (1ULL << 3)))
             return unsupported(err, "compression type zstd");
     }
-    if (s->incompat & (1ULL << 1)) {
-        sg_error_set(err, "qcow2: image is marked corrupt (run 'qemu-img check -r all')");
+    /* As QEMU: a corrupt image opens read-only only (for check and info). */
+    if ((s->incompat & (1ULL << 1)) && !s->rdonly) {
+        sg_error_set(err, "qcow2: Image is corrupt; cannot be opened read/write (run "
+                     "'qemu-img check -r all')");
         return false;
     }
     if (s->incompat & (1ULL << 2))

@@ -64,6 +64,8 @@ bool qcow2_rc_load(struct qcow2 *s, struct sg_error *err)
     }
     for (uint64_t i = 0; i < s->rt_size; i++) {
         s->rt[i] = sg_be64(raw + 8 * i);
+        if (s->rt[i])
+            s->rt_hi = i + 1;
         if (s->rt[i] & QCOW2_REFT_RESERVED) {
             free(raw);
             sg_error_set(err, "qcow2: refcount table entry %llu has reserved bits set",
@@ -127,6 +129,7 @@ static bool add_refcount(struct qcow2 *s, uint64_t cluster, int addend, struct s
     rc_set(s, b, i, addend > 0 ? v + 1 : v - 1);
     qcache_mark_dirty(&s->rbc, s->rt[cluster >> s->rb_bits]);
     if (addend < 0 && v == 1) {
+        qcow2_note_freed(s, cluster);
         if (cluster < s->free_hint)
             s->free_hint = cluster;
         /* A stale cached L2 table must not be written over the next owner. */
@@ -211,12 +214,11 @@ static bool grow_rt(struct qcow2 *s, uint64_t need, struct sg_error *err)
         nrt[first_ri + b] = (base + b) * cs;
     for (uint64_t i = 0; i < new_size; i++)
         sg_put_be64(table + 8 * i, nrt[i]);
-    bool ok = sg_pwrite_full(s->fd, blocks, k * cs, base * cs, "refcount block", err) &&
-              sg_pwrite_full(s->fd, table, t * cs, (base + k) * cs, "refcount table", err);
-    if (ok && fdatasync(s->fd) < 0) {
-        sg_error_set_errno(err, errno, "qcow2: flush");
-        ok = false;
-    }
+    unsigned self = QOL_REFCOUNT_BLOCK | QOL_REFCOUNT_TABLE;
+    bool ok = qcow2_pwrite_meta(s, self, blocks, k * cs, base * cs, "refcount block", err) &&
+              qcow2_pwrite_meta(s, self, table, t * cs, (base + k) * cs, "refcount table",
+                                err) &&
+              qcow2_sync(s, err);
     uint8_t h[12];
     sg_put_be64(h, (base + k) * cs);
     sg_put_be32(h + 8, (uint32_t)t);
@@ -232,6 +234,8 @@ static bool grow_rt(struct qcow2 *s, uint64_t need, struct sg_error *err)
     free(s->rt);
     s->rt = nrt;
     s->rt_size = new_size;
+    if (first_ri + k > s->rt_hi)
+        s->rt_hi = first_ri + k;
     s->rt_offset = (base + k) * cs;
     s->rt_clusters = (uint32_t)t;
     s->rt_dirty = false;
@@ -288,6 +292,8 @@ uint64_t qcow2_alloc_clusters(struct qcow2 *s, uint64_t n, struct sg_error *err)
                     return 0;
                 rc_set(s, b, c & ((1ULL << s->rb_bits) - 1), 1);
                 s->rt[r] = c * cs;
+                if (r + 1 > s->rt_hi)
+                    s->rt_hi = r + 1;
                 s->rt_dirty = true;
                 if ((c + 1) * cs > s->host_end)
                     s->host_end = (c + 1) * cs;
@@ -336,8 +342,14 @@ bool qcow2_free_range_later(struct qcow2 *s, uint64_t host_off, uint64_t bytes,
 
 bool qcow2_sync(struct qcow2 *s, struct sg_error *err)
 {
+    if (s->broken)
+        return qcow2_begin_change(s, err);   /* fails with the first cause */
     if (fdatasync(s->fd) < 0) {
         sg_error_set_errno(err, errno, "qcow2: flush");
+        /* Inside a transaction only new, unreferenced clusters are unsynced
+         * (qcow2_txn_begin flushed the rest): an abort is enough. */
+        if (!s->txn)
+            qcow2_set_broken(s, errno);
         return false;
     }
     s->data_dirty = false;
@@ -354,7 +366,7 @@ bool qcow2_write_l1_at(struct qcow2 *s, uint64_t off, struct sg_error *err)
     }
     for (uint32_t i = 0; i < s->l1_size; i++)
         sg_put_be64(raw + 8 * i, s->l1[i]);
-    bool ok = sg_pwrite_full(s->fd, raw, bytes, off, "L1 table", err);
+    bool ok = qcow2_pwrite_meta(s, QOL_ACTIVE_L1, raw, bytes, off, "L1 table", err);
     free(raw);
     return ok;
 }
@@ -369,7 +381,7 @@ bool qcow2_write_rt_at(struct qcow2 *s, uint64_t off, struct sg_error *err)
     }
     for (uint64_t i = 0; i < s->rt_size; i++)
         sg_put_be64(raw + 8 * i, s->rt[i]);
-    bool ok = sg_pwrite_full(s->fd, raw, bytes, off, "refcount table", err);
+    bool ok = qcow2_pwrite_meta(s, QOL_REFCOUNT_TABLE, raw, bytes, off, "refcount table", err);
     free(raw);
     return ok;
 }
@@ -385,6 +397,8 @@ bool qcow2_meta_flush(struct qcow2 *s, struct sg_error *err)
 {
     if (s->rdonly)
         return true;
+    if (s->broken)
+        return qcow2_begin_change(s, err);   /* a failed sync stays failed */
     bool ok = false;
     s->in_flush = true;
     /* 1. Guest data and refcount increments: both must precede the L2
@@ -422,5 +436,8 @@ bool qcow2_meta_flush(struct qcow2 *s, struct sg_error *err)
     ok = true;
 out:
     s->in_flush = false;
+    /* Whatever reached refcount 0 is unreachable on disk now. */
+    if (ok && !s->txn)
+        qcow2_punch_freed(s);
     return ok;
 }

@@ -280,10 +280,17 @@ static bool drop_vmstate(struct qcow2 *s, struct sg_error *err)
         any = s->l1[i] != 0;
     if (!any)
         return true;
-    if (!qcow2_tree_free_later(s, s->l1, s->l1_size, (uint32_t)from, err))
+    if (!qcow2_begin_change(s, err) ||
+        !qcow2_tree_free_later(s, s->l1, s->l1_size, (uint32_t)from, err))
         return false;
     for (uint64_t i = from; i < s->l1_size; i++) {
         if (s->l1[i]) {
+            /* Its newest contents need not reach the disk: the L1 entry
+             * that reaches it goes first, and until then the disk holds
+             * an older version consistent with the refcounts on disk (or
+             * nothing reaches it).  Not writing it spares a failed save on
+             * a full disk the one write that would need new space. */
+            qcache_drop(&s->l2c, s->l1[i] & QCOW2_OFFSET_MASK);
             s->l1[i] = 0;
             s->l1_dirty = true;
         }
@@ -364,10 +371,8 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
         sg_error_set(err, "qcow2: too many snapshots");
         return false;
     }
-    if (info->name && strlen(info->name) > 65535) {
-        sg_error_set(err, "qcow2: snapshot name too long");
+    if (!sg_snapshot_tag_check(info->name, err))
         return false;
-    }
     unsigned long max = 0;
     for (int i = 0; i < s->nb_snapshots; i++) {
         unsigned long v = strtoul(s->snaps[i].id, NULL, 10);
@@ -386,7 +391,7 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
         .vm_clock_nsec = info->vm_clock_nsec,
         .vm_state_size = info->vm_state_size,
         .disk_size = s->size,
-        .icount = -1,
+        .icount = info->has_icount ? info->icount : -1,
     };
     int nb;
     struct qsnap *v = new_table(s, -1, &sn, &nb, err);
@@ -415,7 +420,7 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
     install_table(s, v, nb);
     snprintf(info->id, sizeof info->id, "%s", id);
     info->disk_size = s->size;
-    info->icount = -1;
+    info->icount = sn.icount;
     return true;
 }
 
@@ -574,7 +579,7 @@ bool sg_qcow2_vmstate_write(struct sg_block *bs, uint64_t off, const void *buf, 
                      (unsigned long long)off, len);
         return false;
     }
-    return qcow2_write_at(s, base + off, buf, len, true, err);
+    return qcow2_begin_change(s, err) && qcow2_write_at(s, base + off, buf, len, true, err);
 }
 
 /* Finds snapshot `id`, checks off+len against its vm_state_size, and makes
@@ -670,4 +675,22 @@ int sg_qcow2_vmstate_map_snapshot(struct sg_block *bs, const char *id, uint64_t 
 bool sg_qcow2_vmstate_discard(struct sg_block *bs, struct sg_error *err)
 {
     return drop_vmstate(qcow2_state(bs), err);
+}
+
+/* For qcow2_vmstate_share.c: a copy of the snapshot table to change (with
+ * `add` appended unless NULL), and installing or freeing it. */
+struct qsnap *qcow2_snaps_copy(struct qcow2 *s, const struct qsnap *add, int *nb,
+                               struct sg_error *err)
+{
+    return new_table(s, -1, add, nb, err);
+}
+
+void qcow2_snaps_install(struct qcow2 *s, struct qsnap *v, int nb)
+{
+    install_table(s, v, nb);
+}
+
+void qcow2_snaps_free_array(struct qsnap *v, int nb)
+{
+    free_snaps(v, nb);
 }

@@ -31,7 +31,7 @@ bool qcow2_txn_begin(struct qcow2 *s, struct sg_error *err)
 {
     /* Room for the new copies without growing the refcount table inside. */
     uint64_t cl = (s->host_end + s->cluster_size - 1) / s->cluster_size;
-    if (!qcow2_meta_flush(s, err) || !qcow2_rc_reserve(s, cl + 64, err))
+    if (!qcow2_begin_change(s, err) || !qcow2_meta_flush(s, err) || !qcow2_rc_reserve(s, cl + 64, err))
         return false;
     s->txn_l1 = malloc((size_t)s->l1_size * 8 + 8);
     s->txn_rt = malloc((size_t)s->rt_size * 8);
@@ -71,6 +71,7 @@ void qcow2_txn_abort(struct qcow2 *s)
     qcache_drop_all(&s->l2c);
     qcache_drop_all(&s->rbc);
     s->free_hint = 1;
+    qcow2_forget_freed(s);   /* the old state still uses them */
     txn_end(s);
 }
 
@@ -157,14 +158,14 @@ bool qcow2_txn_commit(struct qcow2 *s, struct qsnap *snaps, int nb, bool free_ol
     s->in_flush = true;
     ok = qcache_write_dirty(s, &s->rbc, "refcount block", err) >= 0 &&
          qcache_write_dirty(s, &s->l2c, "L2 table", err) >= 0 &&
-         (!tbl_cl || sg_pwrite_full(s->fd, tbl, tbl_cl * cs, tbl_off, "snapshot table", err)) &&
+         (!tbl_cl || qcow2_pwrite_meta(s, QOL_SNAPSHOT_TABLE, tbl, tbl_cl * cs, tbl_off,
+                                        "snapshot table", err)) &&
          (!l1_cl || qcow2_write_l1_at(s, l1_off, err)) && qcow2_write_rt_at(s, rt_off, err);
     s->in_flush = false;
     if (!ok)
         goto out;
     /* The L1 cluster tail and anything past the written end must exist. */
-    if (fdatasync(s->fd) < 0) {
-        sg_error_set_errno(err, errno, "qcow2: flush");
+    if (!qcow2_sync(s, err)) {
         ok = false;
         goto out;
     }
@@ -194,6 +195,7 @@ bool qcow2_txn_commit(struct qcow2 *s, struct qsnap *snaps, int nb, bool free_ol
     s->rt_dirty = false;
     s->free_hint = 1;
     txn_end(s);
+    qcow2_punch_freed(s);   /* the old tables, and whatever the new state dropped */
 out:
     free(tbl);
     if (!ok)

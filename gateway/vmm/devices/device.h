@@ -1,7 +1,7 @@
 /* device.h: how a device plugs into a VM (kvmtool's model, per VM).
  * A device is a state struct that mirrors its registers plus an ops table.
- * It never sees the run loop: the VM dispatches port I/O to it under
- * vm->io_lock, and vmstate walks the device list calling save/load, so a
+ * It never sees the run loop: the VM dispatches port I/O to it (vm_io.c
+ * says under which lock), and vmstate walks the device list calling save/load, so a
  * test can also build a device alone. */
 #ifndef SG_DEVICE_H
 #define SG_DEVICE_H

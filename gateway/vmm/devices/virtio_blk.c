@@ -1,13 +1,15 @@
 /* virtio_blk.c: legacy virtio-blk over PCI I/O ports, one queue.
  *
  * Requests are served synchronously on the notify write (vCPU thread, under
- * vm->io_lock and the drive's lock): the guest sees the used ring updated
+ * the drive's lock; not io_lock, see vm_io.c): the guest sees the used ring updated
  * when its OUT instruction returns.  The register state lives in one struct
  * with the queue position, so save/load is a copy and the ring itself is
  * in guest RAM (saved with it). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "devices/pci.h"
 #include "devices/virtio_blk.h"
@@ -25,6 +27,8 @@ enum {
 };
 enum { VIRTIO_BLK_T_IN = 0, VIRTIO_BLK_T_OUT = 1, VIRTIO_BLK_T_FLUSH = 4, VIRTIO_BLK_T_GET_ID = 8 };
 enum { VIRTIO_BLK_S_OK = 0, VIRTIO_BLK_S_IOERR = 1, VIRTIO_BLK_S_UNSUPP = 2 };
+/* Not a virtio status: the request stays in the ring (werror=enospc). */
+enum { VBLK_HOLD = 0xfe };
 enum { VRING_DESC_F_NEXT = 1, VRING_DESC_F_WRITE = 2 };
 enum { STATUS_DRIVER_OK = 4, STATUS_FAILED = 0x80 };
 
@@ -48,6 +52,7 @@ struct vblk {
     struct sg_drive *drive;
     unsigned irq, slot;
     int irq_level;
+    bool held;              /* a request waits for cont (werror=enospc) */
 };
 
 static const uint32_t bar_sizes[6] = { VBLK_BAR_SIZE };
@@ -74,6 +79,23 @@ static void update_window(struct sg_device *dev)
 static uint32_t host_features(const struct vblk *v)
 {
     return VIRTIO_BLK_F_FLUSH | VIRTIO_BLK_F_BLK_SIZE | (v->drive->readonly ? VIRTIO_BLK_F_RO : 0);
+}
+
+/* QEMU's defaults for virtio-blk: rerror=report, werror=enospc (a full disk
+ * stops the VM and the write is retried on cont; other errors go to the
+ * guest).  Either way the main loop emits BLOCK_IO_ERROR. */
+static uint8_t io_failed(struct sg_device *dev, bool is_write, const struct sg_error *e)
+{
+    struct vblk *v = dev->state;
+    int errnum = e->errnum ? e->errnum : EIO;
+    bool stop = is_write && errnum == ENOSPC;
+    atomic_store(&v->drive->io_error_write, is_write);
+    atomic_store(&v->drive->io_error_stop, stop);
+    atomic_store(&v->drive->io_error, errnum);
+    char c = 1;
+    ssize_t w = write(dev->vm->notify_wr, &c, 1);
+    (void)w;
+    return stop ? VBLK_HOLD : VIRTIO_BLK_S_IOERR;
 }
 
 static uint8_t serve(struct sg_device *dev, struct vring_desc *chain, int n, uint32_t *written)
@@ -112,11 +134,12 @@ static uint8_t serve(struct sg_device *dev, struct vring_desc *chain, int n, uin
                 st = VIRTIO_BLK_S_IOERR;
                 break;
             }
+            struct sg_error e = { 0 };
             bool ok = type == VIRTIO_BLK_T_IN
-                          ? sg_block_read(v->drive->bs, off, p, chain[i].len, NULL)
-                          : sg_block_write(v->drive->bs, off, p, chain[i].len, NULL);
+                          ? sg_block_read(v->drive->bs, off, p, chain[i].len, &e)
+                          : sg_block_write(v->drive->bs, off, p, chain[i].len, &e);
             if (!ok) {
-                st = VIRTIO_BLK_S_IOERR;
+                st = io_failed(dev, type == VIRTIO_BLK_T_OUT, &e);
                 break;
             }
             if (type == VIRTIO_BLK_T_IN)
@@ -124,10 +147,12 @@ static uint8_t serve(struct sg_device *dev, struct vring_desc *chain, int n, uin
             off += chain[i].len;
         }
         break;
-    case VIRTIO_BLK_T_FLUSH:
-        if (!v->drive->readonly && !sg_block_flush(v->drive->bs, NULL))
-            st = VIRTIO_BLK_S_IOERR;
+    case VIRTIO_BLK_T_FLUSH: {
+        struct sg_error e = { 0 };
+        if (!v->drive->readonly && !sg_block_flush(v->drive->bs, &e))
+            st = io_failed(dev, true, &e);
         break;
+    }
     case VIRTIO_BLK_T_GET_ID:
         if (n >= 3 && (chain[1].flags & VRING_DESC_F_WRITE)) {
             char id[20] = { 0 };
@@ -156,7 +181,7 @@ static void process_queue(struct sg_device *dev)
 {
     struct vblk *v = dev->state;
     struct sg_vm *vm = dev->vm;
-    if (!v->r.queue_pfn || v->r.broken || !(v->r.status & STATUS_DRIVER_OK))
+    if (!v->r.queue_pfn || v->r.broken || v->held || !(v->r.status & STATUS_DRIVER_OK))
         return;
     uint64_t base = (uint64_t)v->r.queue_pfn << 12;
     const unsigned qs = VBLK_QUEUE_SIZE;
@@ -193,6 +218,10 @@ static void process_queue(struct sg_device *dev)
         struct vring_desc *sd = &chain[n - 1];
         if (n >= 2 && (sd->flags & VRING_DESC_F_WRITE) && sd->len >= 1)
             st = serve(dev, chain, n, &written);
+        if (st == VBLK_HOLD) {
+            v->held = true;   /* left in the ring; the VM stops, cont retries */
+            break;
+        }
         uint8_t *sp = n >= 2 ? sg_vm_gpa(vm, sd->addr, 1) : NULL;
         if (sp) {
             *sp = st;
@@ -336,6 +365,16 @@ static void vblk_destroy(struct sg_device *dev)
 {
     free(dev->state);
     free(dev);
+}
+
+static const struct sg_device_ops vblk_ops;
+
+void sg_virtio_blk_restart(struct sg_device *dev)
+{
+    if (dev->ops != &vblk_ops || !((struct vblk *)dev->state)->held)
+        return;
+    ((struct vblk *)dev->state)->held = false;
+    process_queue(dev);
 }
 
 static const struct sg_device_ops vblk_ops = {

@@ -10,4 +10,8 @@ struct sg_drive;
 struct sg_device *sg_virtio_blk_create(struct sg_drive *drive, unsigned slot, unsigned index,
                                        unsigned irq, struct sg_error *err);
 
+/* Serves again the request a werror=enospc stop held back (no-op for
+ * other devices, or when nothing is held). */
+void sg_virtio_blk_restart(struct sg_device *dev);
+
 #endif

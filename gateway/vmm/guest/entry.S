@@ -100,8 +100,14 @@ sg_guest_isr_base:
     .set vec, vec + 1
     .endr
 
+/* clang's integrated assembler refuses C's "u" suffix (0x604u): the port as a
+ * bare number here, held equal to the header's by the preprocessor. */
+#define POWEROFF_PORT_AS 0x604
+#if SG_POWEROFF_PORT != POWEROFF_PORT_AS
+#error "entry.S: POWEROFF_PORT_AS differs from SG_POWEROFF_PORT"
+#endif
 sg_guest_isr_common:
-    movw    $SG_POWEROFF_PORT, %dx
+    movw    $POWEROFF_PORT_AS, %dx
     outl    %eax, %dx
 1:  hlt
     jmp     1b

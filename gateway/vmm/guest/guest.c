@@ -287,6 +287,22 @@ static int verify(uint64_t base, uint64_t len, uint32_t gen, uint64_t *bad)
     return 0;
 }
 
+/* Checks window w of the dirty area against its generation, then fills it
+ * with the next: the generations live in guest RAM too, so a snapshot that
+ * is one instant of RAM always passes the check after a load, and one
+ * that mixed two instants fails it. */
+static void churn_window(uint64_t dbase, uint64_t w)
+{
+    uint64_t base = ram_gpa(dbase + w * WINDOW), bad = 0;
+    if (verify(base, WINDOW, gens[w], &bad) != 0) {
+        puts_("RAM CHECK FAILED at 0x");
+        put_u64(bad, 16);
+        puts_("\n");
+    }
+    gens[w]++;
+    fill(base, WINDOW, gens[w]);
+}
+
 static uint64_t parse_size(const char *s)
 {
     uint64_t v = 0;
@@ -307,7 +323,7 @@ static const char *find_arg(const char *cmdline, const char *key)
     while (key[kl])
         kl++;
     for (const char *p = cmdline; *p; p++) {
-        if (p != cmdline && p[-1] != ' ')
+        if (p != cmdline && p[-1] != ' ' && p[-1] != ',')
             continue;
         size_t i = 0;
         while (i < kl && p[i] == key[i])
@@ -368,12 +384,31 @@ void sg_guest_user_main(void)
         puts_("no virtio-blk disk found\n");
     puts_("snapgate demo guest ready\n");
 
+    /* churn=SIZE: rewrite SIZE of the dirty area per second (at least the
+     * one window per tick it always does), in the time between ticks, each
+     * window checked before it is refilled; "churn: N MiB/s" every second
+     * says what was achieved (flat out when SIZE is more than the guest
+     * can do: its speed). */
+    uint64_t churn = 0;
+    const char *c = find_arg(cmdline, "churn=");
+    if (c && nwin)
+        churn = parse_size(c);
+    uint64_t per_tick = churn / (1000 / TICK_MS);
+    uint64_t budget = 0, next_win = 0, done_bytes = 0;
+
     uint64_t period = tsc_khz * TICK_MS;
-    uint64_t next = rdtsc() + period;
+    uint64_t next = rdtsc() + period, rate_start = rdtsc();
     int disk_errors = 0;
     for (uint64_t tick = 1;; tick++) {
         uint64_t now;
         while ((now = rdtsc()) < next) {
+            if (budget >= WINDOW) {
+                churn_window(dbase, next_win);
+                next_win = (next_win + 1) % nwin;
+                budget -= WINDOW;
+                done_bytes += WINDOW;
+                continue;
+            }
             uint64_t left_us = (next - now) * 1000 / tsc_khz;
             if (left_us > 2000)
                 outl(SG_IDLE_PORT, (uint32_t)(left_us - 1000));
@@ -395,15 +430,19 @@ void sg_guest_user_main(void)
                 puts_(r == -2 ? "disk write timed out\n" : "disk write failed\n");
         }
         if (nwin) {
-            uint64_t w = (tick - 1) % nwin;
-            uint64_t base = ram_gpa(dbase + w * WINDOW), bad = 0;
-            if (verify(base, WINDOW, gens[w], &bad) != 0) {
-                puts_("RAM CHECK FAILED at 0x");
-                put_u64(bad, 16);
-                puts_("\n");
-            }
-            gens[w]++;
-            fill(base, WINDOW, gens[w]);
+            churn_window(dbase, next_win);
+            next_win = (next_win + 1) % nwin;
+            done_bytes += WINDOW;
+            /* No backlog: a guest that cannot keep up runs flat out. */
+            budget = per_tick > WINDOW ? per_tick - WINDOW : 0;
+        }
+        if (churn && tick % (1000 / TICK_MS) == 0) {
+            uint64_t us = (rdtsc() - rate_start) * 1000 / tsc_khz;
+            puts_("churn: ");
+            put_u64(us ? done_bytes * 1000000 / us >> 20 : 0, 10);
+            puts_(" MiB/s\n");
+            done_bytes = 0;
+            rate_start = rdtsc();
         }
     }
     poweroff(0);

@@ -2,6 +2,11 @@
  * SG_GUEST_BIN is the path of guest.bin (set by gateway/vmm/CMakeLists.txt). */
 #include <stddef.h>
 
+/* GNU C predefines `linux` and `unix` as 1: a build tree under a directory
+ * of that name would otherwise turn into ".../1/..." when stringified. */
+#undef linux
+#undef unix
+
 #define SG_STR2(x) #x
 #define SG_STR(x) SG_STR2(x)
 

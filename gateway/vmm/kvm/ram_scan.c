@@ -21,6 +21,7 @@
  * correct). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -32,8 +33,20 @@
 
 bool sg_ram_scan_open(struct sg_ram_scan *rs)
 {
+    return sg_ram_scan_open_pid(rs, 0);
+}
+
+/* A live save scans the child that holds the saved instant (ram_live.c):
+ * its pages are guest RAM at that instant, at the same addresses. */
+bool sg_ram_scan_open_pid(struct sg_ram_scan *rs, int pid)
+{
+    char path[64];
+    if (pid > 0)
+        snprintf(path, sizeof(path), "/proc/%d/pagemap", pid);
+    else
+        snprintf(path, sizeof(path), "/proc/self/pagemap");
     rs->buf = malloc(SCAN_BATCH * sizeof(uint64_t));
-    rs->fd = rs->buf ? open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC) : -1;
+    rs->fd = rs->buf ? open(path, O_RDONLY | O_CLOEXEC) : -1;
     long ps = sysconf(_SC_PAGESIZE);
     rs->page_size = ps > 0 ? (size_t)ps : 4096;
     return rs->fd >= 0;

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "guest/boot_info.h"
+#include "linux_boot.h"
 #include "vm.h"
 #include "vm_io.h"
 
@@ -43,24 +44,34 @@ bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_e
         sg_error_set_errno(err, errno, "mmap kvm_run");
         return false;
     }
-    int n = 128;
-    struct kvm_cpuid2 *cpuid = calloc(1, sizeof(*cpuid) + n * sizeof(struct kvm_cpuid_entry2));
-    if (!cpuid) {
-        sg_error_set(err, "out of memory");
-        return false;
-    }
-    cpuid->nent = (uint32_t)n;
-    if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) < 0) {
-        sg_error_set_errno(err, errno, "KVM_GET_SUPPORTED_CPUID");
+    /* KVM says E2BIG until the buffer holds every leaf it supports. */
+    struct kvm_cpuid2 *cpuid = NULL;
+    for (int n = 128;; n *= 2) {
         free(cpuid);
-        return false;
+        cpuid = calloc(1, sizeof(*cpuid) + (size_t)n * sizeof(struct kvm_cpuid_entry2));
+        if (!cpuid) {
+            sg_error_set(err, "out of memory");
+            return false;
+        }
+        cpuid->nent = (uint32_t)n;
+        if (ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, cpuid) == 0)
+            break;
+        if (errno != E2BIG || n >= 4096) {
+            sg_error_set_errno(err, errno, "KVM_GET_SUPPORTED_CPUID");
+            free(cpuid);
+            return false;
+        }
     }
+    /* The supported set already carries KVM's paravirt leaves
+     * (0x40000000 signature, 0x40000001 features: kvmclock, async PF...). */
     for (uint32_t i = 0; i < cpuid->nent; i++) {
         struct kvm_cpuid_entry2 *e = &cpuid->entries[i];
         if (e->function == 1) {
             /* APIC ID = vCPU index; no hypervisor-hidden surprises. */
             e->ebx = (e->ebx & 0x00ffffffu) | (uint32_t)index << 24;
             e->ecx |= 1u << 31;   /* hypervisor present */
+        } else if (e->function == 0xb || e->function == 0x1f) {
+            e->edx = (uint32_t)index;   /* x2APIC ID */
         }
     }
     if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0) {
@@ -89,6 +100,8 @@ static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
  * guest's load address. */
 bool sg_vcpu_set_boot_state(struct sg_vm *vm, struct sg_vcpu *vcpu, struct sg_error *err)
 {
+    if (vm->kernel[0])
+        return sg_linux_set_boot_state(vm, vcpu, err);
     struct kvm_sregs sr;
     if (ioctl(vcpu->fd, KVM_GET_SREGS, &sr) < 0) {
         sg_error_set_errno(err, errno, "KVM_GET_SREGS");
@@ -233,6 +246,21 @@ static void *vcpu_thread(void *arg)
         case KVM_EXIT_IO: {
             uint8_t *data = (uint8_t *)run + run->io.data_offset;
             for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
+                if (vm->kernel[0] && run->io.direction == KVM_EXIT_IO_OUT &&
+                    run->io.port == 0x64 && *data == 0xfe) {
+                    /* Keyboard controller pulse on the reset line: Linux's
+                     * reboot=kbd, the first method it tries without ACPI. */
+                    notify_main(vm, 3, 0);
+                    pthread_mutex_lock(&vm->run_lock);
+                    vm->pause_req = true;
+                    pthread_mutex_unlock(&vm->run_lock);
+                    break;
+                }
+                if (vm->kernel[0]) {
+                    sg_vm_pio(vm, run->io.port, run->io.direction == KVM_EXIT_IO_OUT,
+                              data, run->io.size);
+                    continue;
+                }
                 if (run->io.direction == KVM_EXIT_IO_OUT &&
                     run->io.port == SG_POWEROFF_PORT && run->io.size == 4) {
                     uint32_t code;

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "guest/boot_info.h"
+#include "linux_boot.h"
+#include "ram_dirty.h"
 #include "vm.h"
 
 extern const char sg_demo_guest_start[], sg_demo_guest_end[];
@@ -70,12 +72,27 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         return false;
     }
     madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
-    /* One host mapping, two slots: RAM index = host offset on both sides
-     * of the hole, so vmstate and dirty tracking see one flat RAM. */
+    /* Huge pages keep fork() (a live save's instant, ram_live.c) cheap. */
+    madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
+    if (!sg_vm_set_ram_slots(vm, 0, err))
+        return false;
+    int khz = ioctl(vm->vm_fd, KVM_GET_TSC_KHZ, 0);
+    if (khz <= 0)
+        khz = ioctl(vm->kvm_fd, KVM_GET_TSC_KHZ, 0);
+    vm->tsc_khz = khz > 0 ? (uint64_t)khz : 0;
+    return true;
+}
+
+/* One host mapping, two slots: RAM index = host offset on both sides of
+ * the hole, so vmstate and dirty tracking see one flat RAM.  `flags`:
+ * KVM_MEM_LOG_DIRTY_PAGES turns KVM's dirty log on (ram_dirty.c). */
+bool sg_vm_set_ram_slots(struct sg_vm *vm, uint32_t flags, struct sg_error *err)
+{
     struct kvm_userspace_memory_region mr[2] = {
-        { .slot = 0, .guest_phys_addr = 0, .memory_size = vm->ram_low,
+        { .slot = 0, .flags = flags, .guest_phys_addr = 0, .memory_size = vm->ram_low,
           .userspace_addr = (uint64_t)(uintptr_t)vm->ram },
-        { .slot = 1, .guest_phys_addr = SG_RAM_HIGH_BASE, .memory_size = vm->ram_size - vm->ram_low,
+        { .slot = 1, .flags = flags, .guest_phys_addr = SG_RAM_HIGH_BASE,
+          .memory_size = vm->ram_size - vm->ram_low,
           .userspace_addr = (uint64_t)(uintptr_t)vm->ram + vm->ram_low },
     };
     for (int i = 0; i < 2 && mr[i].memory_size; i++) {
@@ -84,22 +101,23 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
             return false;
         }
     }
-    int khz = ioctl(vm->vm_fd, KVM_GET_TSC_KHZ, 0);
-    if (khz <= 0)
-        khz = ioctl(vm->kvm_fd, KVM_GET_TSC_KHZ, 0);
-    vm->tsc_khz = khz > 0 ? (uint64_t)khz : 0;
     return true;
 }
 
 void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len)
 {
-    if (gpa <= vm->ram_low && len <= vm->ram_low - gpa)
-        return (char *)vm->ram + gpa;
-    uint64_t high = vm->ram_size - vm->ram_low;
-    if (gpa < SG_RAM_HIGH_BASE || gpa - SG_RAM_HIGH_BASE > high ||
-        len > high - (gpa - SG_RAM_HIGH_BASE))
-        return NULL;
-    return (char *)vm->ram + vm->ram_low + (gpa - SG_RAM_HIGH_BASE);
+    uint64_t idx;
+    if (gpa <= vm->ram_low && len <= vm->ram_low - gpa) {
+        idx = gpa;
+    } else {
+        uint64_t high = vm->ram_size - vm->ram_low;
+        if (gpa < SG_RAM_HIGH_BASE || gpa - SG_RAM_HIGH_BASE > high ||
+            len > high - (gpa - SG_RAM_HIGH_BASE))
+            return NULL;
+        idx = vm->ram_low + (gpa - SG_RAM_HIGH_BASE);
+    }
+    sg_ram_dirty_mark(vm, idx, len);   /* devices may write what they get */
+    return (char *)vm->ram + idx;
 }
 
 static void put64(struct sg_vm *vm, uint64_t gpa, uint64_t v)
@@ -150,7 +168,10 @@ bool sg_vm_load_demo_guest(struct sg_vm *vm, struct sg_error *err)
     bi->ram_size = vm->ram_size;
     bi->ram_low = vm->ram_low;
     bi->tsc_khz = vm->tsc_khz;
-    snprintf(bi->cmdline, sizeof(bi->cmdline), "%s", vm->cmdline);
+    /* The demo guest reads at most 255 bytes of -append. */
+    size_t cl = strnlen(vm->cmdline, sizeof(bi->cmdline) - 1);
+    memcpy(bi->cmdline, vm->cmdline, cl);
+    bi->cmdline[cl] = 0;
 
     memcpy((char *)vm->ram + SG_GUEST_LOAD_ADDR, sg_demo_guest_start, img);
     return true;
@@ -180,12 +201,13 @@ bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
         sg_error_set_errno(err, errno, "guest RAM reset");
         return false;
     }
+    sg_ram_dirty_all(vm);
     pthread_mutex_lock(&vm->io_lock);
     for (int i = 0; i < vm->nr_devices; i++)
         if (vm->devices[i]->ops->reset)
             vm->devices[i]->ops->reset(vm->devices[i]);
     pthread_mutex_unlock(&vm->io_lock);
-    if (!sg_vm_load_demo_guest(vm, err))
+    if (!(vm->kernel[0] ? sg_linux_load(vm, err) : sg_vm_load_demo_guest(vm, err)))
         return false;
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (!sg_vcpu_set_boot_state(vm, &vm->vcpus[i], err))
@@ -205,6 +227,8 @@ void sg_vm_destroy(struct sg_vm *vm)
         if (vm->vcpus[i].fd >= 0)
             close(vm->vcpus[i].fd);
     }
+    sg_ram_dirty_free(vm->dirty);
+    vm->dirty = NULL;
     if (vm->ram)
         munmap(vm->ram, vm->ram_size);
     if (vm->vm_fd >= 0)

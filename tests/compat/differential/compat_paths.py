@@ -200,11 +200,35 @@ def _stop(proc, q=None, grace=5.0):
         proc.wait()
 
 
+def _wait_accepting(sock, proc, what):
+    """QEMU creates its socket file at bind() and listens a moment later: a gateway started
+    in between gets ECONNREFUSED and exits 1 (under -j2 load that window was hit).  A probe
+    connection that succeeds proves the listen; QEMU serves the next client after it."""
+    end = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < end:
+        c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            c.connect(sock)
+            return
+        except OSError:
+            if proc.poll() is not None:
+                raise PathError(f"{what} exited {proc.returncode}") from None
+            time.sleep(0.01)
+        finally:
+            c.close()
+    raise PathError(f"{what} does not accept QMP connections after {START_TIMEOUT:.0f}s", slow=True)
+
+
 def _start_qemu(scenario, workdir):
     try:
         p, sock = sgtest.start_qemu([d.qemu_drive() for d in scenario.disks], workdir)
     except SystemExit:  # sgtest.fail() already printed why
         raise PathError("QEMU did not start") from None
+    try:
+        _wait_accepting(sock, p, "QEMU")
+    except PathError:
+        _stop(p, grace=1.0)
+        raise
     return p, sock
 
 

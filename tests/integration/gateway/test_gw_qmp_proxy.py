@@ -3,10 +3,14 @@
 greeting with the back end's version, negotiation, ids kept apart between
 clients (any JSON id, echoed verbatim, never seen by the back end), events to
 every negotiated client, 4 MiB messages both ways, malformed JSON answered
-without closing, socket mode
+without closing, replies and events the back end writes passed on byte for
+byte (a uint64 jansson cannot hold, floats, escapes, spacing), a reply that is
+not JSON answered with a GenericError while the link stays up, the HMP
+engine's job-id prefix refused, replies in each client's order, socket mode
 0600, and (with --reconnect 0) a back end that dies mid-command: the waiting
 client gets an error naming the cause, the gateway says so on stderr and exits
 2 (no hang)."""
+import json
 import os
 import stat
 import subprocess
@@ -93,6 +97,47 @@ sgtest.check(r.get("error", {}).get("class") == "GenericError", f"malformed JSON
 sgtest.check_eq(b.cmd("query-status")["return"]["status"], "running", "still usable after bad JSON")
 r = b.cmd("human-monitor-command", {})
 sgtest.check_eq(r["error"]["desc"], "Parameter 'command-line' is missing", "HMC without line")
+
+# Lossless: replies and events as the back end wrote them, only the id put back.
+def line_of(q):
+    while b"\n" not in q.buf:
+        q.buf += q.sock.recv(65536)
+    line, q.buf = q.buf.split(b"\n", 1)
+    return line.rstrip(b"\r")
+
+
+for text, want in [
+        ('{"return": 18446744073709551552, "id": {ID}}', b'{"return": 18446744073709551552, "id": "big"}'),
+        ('{ "id" : {ID} ,"return":{"f": 1.50e+300, "s": "\\u00e9\\n", "z": -0.0}}',
+         b'{ "id" : "big" ,"return":{"f": 1.50e+300, "s": "\\u00e9\\n", "z": -0.0}}'),
+]:
+    b.send_raw(json.dumps({"execute": "raw", "arguments": {"text": text}, "id": "big"}) + "\r\n")
+    sgtest.check_eq(line_of(b), want, f"reply passed through byte for byte: {text}")
+# An event jansson cannot hold still reaches every client as sent.
+ev = '{"timestamp": {"seconds": 1, "microseconds": 2}, "event": "X_BIG", "data": {"n": 18446744073709551615, "f": 0.1}}'
+b.send_raw(json.dumps({"execute": "raw", "arguments": {"text": '{"return": {}, "id": {ID}}\r\n' + ev}, "id": "e"}) + "\r\n")
+sgtest.check_eq(line_of(b), b'{"return": {}, "id": "e"}', "reply before the event")
+sgtest.check_eq(line_of(b), ev.encode(), "event with a uint64 and a float, as sent")
+sgtest.check_eq(line_of(a), ev.encode(), "the other client got the same bytes")
+# A reply that is not JSON: the command it answers gets a GenericError, the
+# link stays up, and the next command is answered normally.
+b.send_raw(json.dumps({"execute": "raw", "arguments": {"text": '{"return": nonsense, "id": {ID}}'}, "id": "bad"}) + "\r\n")
+r = b.recv()
+sgtest.check(r.get("id") == "bad" and r["error"]["class"] == "GenericError" and
+             "not valid JSON" in r["error"]["desc"], f"unparseable reply: {r}")
+sgtest.check_eq(b.cmd("echo", {"after": 1})["return"], {"after": 1}, "link up after bad JSON")
+# Job ids of the gateway's HMP engine cannot be taken.
+r = b.cmd("snapshot-save", {"job-id": "hmp-savevm-1", "tag": "x", "vmstate": "d", "devices": []})
+sgtest.check("reserved" in r.get("error", {}).get("desc", ""), f"hmp- job id refused: {r}")
+sgtest.check("snapshot-save" not in be.commands(), "the refused command never reached the back end")
+# Replies in the client's order: an HMP line the gateway answers itself and a
+# forwarded command sent after it.
+b.send_raw('{"execute": "human-monitor-command", "arguments": {"command-line": "info snapshots"}, "id": 1}\r\n'
+           '{"execute": "echo", "arguments": {"n": 2}, "id": 2}\r\n'
+           '{"execute": "qmp_capabilities", "id": 3}\r\n'
+           '{"execute": "echo", "arguments": {"n": 4}, "id": 4}\r\n')
+order = [b.recv().get("id") for _ in range(4)]
+sgtest.check_eq(order, [1, 2, 3, 4], "replies in the client's order")
 
 # A client leaving with a command in flight does not disturb the others.
 a.send_raw('{"execute": "hang", "id": "gone"}\r\n')

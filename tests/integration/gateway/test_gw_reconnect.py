@@ -96,7 +96,7 @@ sgtest.check_eq(late.greeting["QMP"]["version"]["package"], "fake-first",
 # The back end comes back on the same path.
 be2 = restart_backend(be_sock, "fake-second")
 sgtest.wait_for(lambda: "back end reconnected" in log(), 10, "the reconnected message")
-sgtest.check(f"snapgate: back end reconnected to {be_sock} (qemu 7.2.0)" in log(), log())
+sgtest.check(f"snapgate: back end reconnected to {be_sock} (QEMU 7.2.0)" in log(), log())
 cmds = be2.commands()
 sgtest.check(cmds and cmds[0] == "qmp_capabilities", f"negotiation first on the new back end: {cmds}")
 sgtest.check_eq(c.cmd("echo", {"n": 2})["return"], {"n": 2}, "same client after the restart")

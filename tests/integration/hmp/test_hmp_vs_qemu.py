@@ -101,8 +101,16 @@ def sgline(line):
 
 
 sgtest.check_eq(sgline("loadvm dup"),
-                "Error: Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'loadvm -i ID'\n",
+                "Error: Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; delete the ones you do not want with 'delvm -i ID', then 'loadvm dup'\n",
                 "rule 3")
+# The advice works: delvm -i deletes one of the duplicates (by ID, through
+# blockdev-snapshot-delete-internal-sync); drive1's 'dup' has another date,
+# it is another snapshot and stays.
+sgtest.check_eq(sgline("delvm -i 1"), "(snapshot ID 1; its tag is carried by others too: "
+                "deleted by ID disk by disk)\n", "delvm -i on a duplicated tag")
+info = sgline("info snapshots")
+sgtest.check("\n2         dup " in info and "\n1         dup " not in info,
+             f"ID 2 'dup' left, on every disk: {info!r}")
 sgtest.check_eq(sgline("loadvm only0"),
                 "Error: Snapshot 'only0' is not loadable: it is missing on 'drive1'\n", "partial")
 sgtest.check_eq(sgline("savevm dup"), "(replaced the existing snapshot 'dup')\n", "savevm over dup")
@@ -138,8 +146,14 @@ sgtest.check_eq(sgline("loadvm 1"),
                 "(note: '1' is also the ID of snapshot 'alpha' on 'drive0'; use 'loadvm -i 1' "
                 "for that one)\nError: Snapshot tag '1' is also the ID of snapshot 'alpha' on "
                 "'drive0'; this back end would restore that one (it looks names up as IDs "
-                "first), so loadvm refuses\n", "tag shadowed by an ID")
-sgtest.check_eq(sgline("loadvm -i 1"), "", "loadvm -i 1")
+                "first), so loadvm refuses. 'loadvm -i 1' loads 'alpha'; to load '1' itself, "
+                "delete 'alpha' first ('delvm -i 1'), or revert the disks offline with "
+                "'snapgate-img snapshot -a -t 1 FILE' (without the VM state)\n",
+                "tag shadowed by an ID")
+sgtest.check_eq(sgline("loadvm -i 1"), "(snapshot ID 1, tag 'alpha')\n", "loadvm -i 1")
+# The advice works: once 'alpha' (ID 1) is gone, tag '1' loads.
+sgtest.check_eq(sgline("delvm -i 1"), "(snapshot ID 1, tag 'alpha')\n", "delvm -i 1")
+sgtest.check_eq(sgline("loadvm 1"), "", "loadvm 1 after the advice")
 sg.stdin.close()
 sg.wait(timeout=30)
 qc.kill()

@@ -4,7 +4,9 @@
  *   write PAT OFF LEN | read PAT OFF LEN | discard OFF LEN |
  *   vmwrite PAT OFF LEN | vmread ID PAT OFF LEN | vmhead ID LEN (hex dump) |
  *   snap TAG [VMSIZE [VMCLOCK_NS [DATE_SEC]]] (prints the ID) | goto ID | del ID |
- *   find [-i|-t] NAME | flush | check (our checker, must be clean)
+ *   find [-i|-t] NAME | flush | check (our checker, must be clean) |
+ *   vmdiscard (drop the active vmstate, as a cancelled save) |
+ *   hold (keep the image open and locked until stdin closes)
  * Exit 0 on success, 1 with a message otherwise. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +32,10 @@ int main(int argc, char **argv)
         return 1;
     }
     struct sg_error err = {0};
-    struct sg_block *bs = sg_block_open(argv[1], NULL, 0, &err);
+    /* SG_IO_RDONLY=1 opens read-only (=2: and with -U's force-share). */
+    const char *ro = getenv("SG_IO_RDONLY");
+    unsigned flags = !ro ? 0 : SG_BLOCK_RDONLY | (!strcmp(ro, "2") ? SG_BLOCK_FORCE_SHARE : 0);
+    struct sg_block *bs = sg_block_open(argv[1], NULL, flags, &err);
     if (!bs)
         return fail("open", &err);
     int rc = 0;
@@ -128,6 +133,15 @@ int main(int argc, char **argv)
         } else if (!strcmp(c, "flush") && n == 1) {
             if (!sg_block_flush(bs, &err))
                 rc = fail("flush", &err);
+        } else if (!strcmp(c, "vmdiscard") && n == 1) {
+            if (!sg_block_vmstate_discard(bs, &err))
+                rc = fail("vmdiscard", &err);
+        } else if (!strcmp(c, "hold") && n == 1) {
+            /* Keeps the image open (and locked) until stdin closes. */
+            printf("holding\n");
+            fflush(stdout);
+            while (getchar() != EOF)
+                ;
         } else {
             fprintf(stderr, "sg_qcow2_io: bad command '%s' (%d args)\n", c, n - 1);
             rc = 1;

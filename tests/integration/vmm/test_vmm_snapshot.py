@@ -53,7 +53,7 @@ def job(q, cmd, args, want_error=None):
 
 
 def tags(path):
-    return re.findall(r"^\d+\s+(\S+)", sgtest.run([qemu_img, "snapshot", "-l", path]).stdout, re.M)
+    return re.findall(r"^\d+\s+(\S+)", sgtest.run([qemu_img, "snapshot", "-l", "-U", path]).stdout, re.M)
 
 
 both = {"vmstate": "disk0", "devices": ["disk0", "disk1"]}

@@ -60,7 +60,8 @@ worst, statuses, progress, j = watch("s1", expect_refusal=True)
 save_s = time.monotonic() - t0
 sgtest.check("error" not in j, f"save failed: {j}")
 sgtest.check(worst < 0.05, f"monitor latency {worst * 1000:.1f} ms during save (limit 50 ms)")
-sgtest.check("save-vm" in statuses, f"statuses seen during save: {statuses}")
+# A live save pauses the guest for milliseconds only: the monitor sees it running.
+sgtest.check("running" in statuses, f"statuses seen during save: {statuses}")
 mid = [c for c, t in progress if 0 < c < t]
 sgtest.check(mid, "no intermediate progress seen")
 sgtest.check_eq(progress, sorted(progress), "progress is monotonic")
@@ -101,5 +102,13 @@ sgtest.wait_for(lambda: [j for j in q.cmd("query-jobs")["return"]
 vm.proc.kill()
 vm.proc.wait()
 sgtest.qemu_img_check(a, allow_leaks=True)
-sgtest.check_eq(tags(), ["big"], "snapshots after a crash during save")
+# After a load the save is incremental and may already have concluded when
+# the kill comes: then its snapshot is there and whole, else it is absent.
+now = tags()
+sgtest.check(now in (["big"], ["big", "crash"]), f"snapshots after a crash during save: {now}")
+if "crash" in now:
+    import json
+    info = json.loads(sgtest.run([qemu_img, "info", "-U", "--output=json", a]).stdout)
+    vss = [x["vm-state-size"] for x in info["snapshots"] if x["name"] == "crash"][0]
+    sgtest.check_eq(vss, (1 << 20) + (ram_mib << 20), "vm-state-size of the save the kill followed")
 print("ok")

@@ -254,7 +254,7 @@ def try_img(label, data):
         f.write(data)
     run_img(label, path, ["info"], (0, 1))
     run_img(label, path, ["info", "--output=json"], (0, 1))
-    run_img(label, path, ["check"], (0, 1, 2, 3))
+    run_img(label, path, ["check"], (0, 1, 2, 3, 63))   # 63: probed raw, as qemu-img
     run_img(label, path, ["snapshot", "-l"], (0, 1))
     for args in (["snapshot", "-c", "new"], ["snapshot", "-a", "qemu-made"],
                  ["snapshot", "-d", "with-state" if have_vmm else "qemu-made"]):

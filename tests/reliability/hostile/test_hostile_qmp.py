@@ -263,6 +263,79 @@ for what, args in [("load of a missing tag", dict(spec, **{"job-id": "l1", "tag"
     cmd = "snapshot-load" if "load" in what else "snapshot-delete"
     expect_reply({"execute": cmd, "arguments": args}, what, job=True)
 
+# ---- a client that floods and never reads: held back, memory bounded --------
+cases += 1
+
+
+def rss_kb():
+    with open(f"/proc/{proc.pid}/status") as f:
+        return next(int(l.split()[1]) for l in f if l.startswith("VmRSS:"))
+
+
+def cpu_s():
+    with open(f"/proc/{proc.pid}/stat") as f:
+        parts = f.read().rsplit(")", 1)[1].split()
+    return (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+
+
+rss0 = rss_kb()
+hog = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+hog.connect(sock)
+hog.setblocking(False)
+flood = (b'{"execute": "qmp_capabilities"}\r\n' +
+         b'{"execute": "query-commands"}\r\n' * 200000)
+sent, end = 0, time.monotonic() + 3
+while sent < len(flood) and time.monotonic() < end:
+    try:
+        sent += hog.send(flood[sent:sent + 65536])
+    except BlockingIOError:
+        time.sleep(0.01)
+sgtest.check(sent < len(flood), f"{which} stopped reading a client that does not read its replies")
+alive("a client that floods and never reads")
+sgtest.check(rss_kb() - rss0 < 64 * 1024, f"RSS bounded with a non-reading client: {rss0} -> {rss_kb()} KiB")
+hog.close()
+alive("the non-reading client left")
+
+# ---- at the descriptor limit: new connections closed, no spinning, others served
+cases += 1
+import resource  # noqa: E402
+keep = raw_client()
+nfd = len(os.listdir(f"/proc/{proc.pid}/fd"))
+old = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)
+resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (nfd + 2, old[1]))
+extra = []
+for _ in range(20):
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.settimeout(5)
+    try:
+        c.connect(sock)  # the kernel queues it; the server decides
+    except OSError:  # the listen backlog is full: refused outright
+        c.close()
+        continue
+    extra.append(c)
+cpu0 = cpu_s()
+time.sleep(1.0)
+spent = cpu_s() - cpu0
+sgtest.check(spent < 0.5, f"{which} spins at the descriptor limit ({spent:.2f} s CPU in 1 s)")
+r = keep.cmd("query-status")
+sgtest.check("return" in r, f"a connected client at the descriptor limit: {r}")
+refused = 0
+for c in extra:
+    try:
+        data = c.recv(65536)
+        while data and b"\n" not in data:
+            data += c.recv(65536)
+        if not data:
+            refused += 1
+    except OSError:
+        pass
+    c.close()
+sgtest.check(refused > 0 or len(extra) < 20,
+             f"connections over the limit are closed ({refused} of {len(extra)})")
+resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, old)
+keep.close()
+alive("the descriptor limit")
+
 took = time.monotonic() - t0
 # ---- a clean exit: under ASan/LSan this also proves nothing leaked ---------
 q = raw_client()

@@ -21,6 +21,7 @@ static struct {
     bool armed;
     long calls;
     long failed;
+    long writes_after;
 } rl;
 
 void rl_fault_arm(const struct rl_fault_plan *plan)
@@ -29,6 +30,7 @@ void rl_fault_arm(const struct rl_fault_plan *plan)
     rl.armed = true;
     rl.calls = 0;
     rl.failed = 0;
+    rl.writes_after = 0;
 }
 
 void rl_fault_disarm(void)
@@ -46,10 +48,19 @@ long rl_fault_failed(void)
     return rl.failed;
 }
 
+long rl_fault_writes_after_failure(void)
+{
+    return rl.writes_after;
+}
+
 /* Decides the fate of the next write-class call: true means "fail it". */
-static bool next_call_fails(void)
+static bool next_call_fails(bool is_sync)
 {
     if (!rl.armed)
+        return false;
+    if (!is_sync && rl.failed)
+        rl.writes_after++;
+    if (!is_sync && rl.plan.sync_only)
         return false;
     long n = ++rl.calls;
     if (rl.plan.kill_at && n == rl.plan.kill_at)
@@ -64,7 +75,7 @@ static bool next_call_fails(void)
 
 ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off)
 {
-    if (next_call_fails())
+    if (next_call_fails(false))
         return -1;
     uint64_t lim = rl.armed ? rl.plan.enospc_above : 0;
     if (lim && off >= 0 && (uint64_t)off + n > lim) {
@@ -81,10 +92,10 @@ ssize_t __wrap_pwrite(int fd, const void *buf, size_t n, off_t off)
 
 int __wrap_fdatasync(int fd)
 {
-    return next_call_fails() ? -1 : __real_fdatasync(fd);
+    return next_call_fails(true) ? -1 : __real_fdatasync(fd);
 }
 
 int __wrap_fsync(int fd)
 {
-    return next_call_fails() ? -1 : __real_fsync(fd);
+    return next_call_fails(true) ? -1 : __real_fsync(fd);
 }

@@ -14,6 +14,7 @@ struct rl_fault_plan {
     int fail_errno;        /* EIO, ENOSPC, ... */
     bool sticky;           /* after fail_at, every later call fails too (a dead disk) */
     uint64_t enospc_above; /* pwrite past this file size fails with ENOSPC (a full disk); 0: off */
+    bool sync_only;        /* count (and fail) only fdatasync/fsync calls: a failed flush */
 };
 
 void rl_fault_arm(const struct rl_fault_plan *plan);
@@ -21,5 +22,8 @@ void rl_fault_disarm(void);
 /* Write-class calls seen since the last arm, and how many were failed. */
 long rl_fault_calls(void);
 long rl_fault_failed(void);
+/* pwrite calls made after the first injected failure (the engine's error
+ * state promises none after a failed sync). */
+long rl_fault_writes_after_failure(void);
 
 #endif

@@ -6,6 +6,8 @@ sg_crashdrv's write-class syscalls are wrapped (rl_fault.c), so faults land at
 an exact call inside any operation:
 - transient EIO at call N (one failure, later calls succeed: close re-flushes);
 - sticky EIO from call N on (a dead disk: close fails too);
+- a failed fdatasync at sync call N: the error, then no flush succeeds and no
+  pwrite reaches the file (the engine's error state), reopening recovers;
 - ENOSPC once the file would grow past a limit (a full file system, with the
   short write a real one gives);
 - and, when we may mount one, a real tmpfs that fills up.
@@ -86,6 +88,11 @@ def fault_round(kind, i):
         limit = os.path.getsize(img.path) + rng.randrange(0, 24) * 65536 + rng.randrange(4096)
         extra = ["--enospc-above", str(limit)]
         err = "ENOSPC"
+    elif kind == "fsync":
+        # A failed fdatasync (issue 17): the handle enters its error state.
+        err = "EIO"
+        extra = ["--fail-sync-at", str(rng.randrange(1, 12)), "--errno", err,
+                 "--probe-after-error"]
     else:
         err = rng.choice(["EIO", "ENOSPC"])
         extra = ["--fail-at", str(rng.randrange(1, 400)), "--errno", err]
@@ -96,6 +103,17 @@ def fault_round(kind, i):
     sgtest.check(errs, f"{label}: no ERR line in the journal")
     sgtest.check(MESSAGES[err] in errs[0],
                  f"{label}: error does not name the cause ({MESSAGES[err]}): {errs[0]}")
+    if kind == "fsync":
+        sgtest.check("pwrite calls after the fault: 0\n" in r.stderr,
+                     f"{label}: the image was written after a failed sync:\n{r.stderr}")
+        # Outside a snapshot transaction the handle must refuse every later
+        # flush; inside one the abort restores the old state (nothing of it
+        # was unsynced), so later flushes may succeed.
+        sgtest.check("error state on, 0 of 8 flushes succeeded" in r.stderr or
+                     "error state off" in r.stderr,
+                     f"{label}: a flush after the failed sync succeeded:\n{r.stderr}")
+        stats["fsync_error_state"] = stats.get("fsync_error_state", 0) + (
+            "error state on" in r.stderr)
     what = next((ln.split()[0] for ln in reversed(lines) if ln[0] in "WZSCDA"), "-")
     figures.setdefault(kind, {}).setdefault(what, 0)
     figures[kind][what] += 1
@@ -134,6 +152,9 @@ def tmpfs_round():
 
 t0 = time.monotonic()
 n_transient, n_sticky, n_enospc = (60, 30, 30) if long_run else (8, 4, 4)
+n_fsync = 30 if long_run else 6
+for i in range(n_fsync):
+    fault_round("fsync", i)
 for i in range(n_transient):
     fault_round("transient", i)
 for i in range(n_sticky):
@@ -141,9 +162,12 @@ for i in range(n_sticky):
 for i in range(n_enospc):
     fault_round("enospc", i)
 tmpfs = tmpfs_round()
-print(f"fault rounds: {n_transient} transient EIO/ENOSPC, {n_sticky} sticky, {n_enospc} full-disk"
+print(f"fault rounds: {n_transient} transient EIO/ENOSPC, {n_sticky} sticky, {n_enospc} full-disk, "
+      f"{n_fsync} failed fdatasync"
       f"{', 1 real tmpfs' if tmpfs else ''}; {time.monotonic() - t0:.1f} s", flush=True)
 print(f"faults hit during (last journal op): {figures}", flush=True)
-print(f"leaks after faults: max {stats.get('leaks_max', 0)} clusters", flush=True)
+print(f"leaks after faults: max {stats.get('leaks_max', 0)} clusters; failed fdatasync rounds "
+      f"that left the handle in its error state: {stats.get('fsync_error_state', 0)} of {n_fsync} "
+      f"(the rest failed inside a snapshot transaction and were rolled back)", flush=True)
 print("PASS", flush=True)
 sys.exit(0)

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Crash consistency of snapgate-vmm: the demo guest writes `tick N` to its
-disk every 100 ms while snapshot-save / snapshot-delete / snapshot-load jobs
-run; the VMM is killed with SIGKILL at a random moment of a random job.
+disk every 100 ms and rewrites its RAM area (churn=) while snapshot-save
+(live, and incremental after the first save or a load) / snapshot-delete /
+snapshot-load (lazy: killed while RAM is still filling, too) jobs run; the
+VMM is killed with SIGKILL at a random moment of a random job.
 After every kill:
 - `qemu-img check` finds no errors (leaks allowed, counted);
 - every snapshot whose job concluded without error is listed, a snapshot
@@ -35,7 +37,8 @@ rng = random.Random(seed)
 work = sgtest.tmpdir("sg-vmmcrash-")
 img = os.path.join(work, "disk.qcow2")
 sgtest.run([qemu_img, "create", "-q", "-f", "qcow2", img, "16M"])
-VM_ARGS = ["-m", "128M", "-append", "dirty=32M"]
+# churn=: the guest rewrites (and checks) its area while a live save runs.
+VM_ARGS = ["-m", "128M", "-append", "dirty=32M,churn=32M"]
 SPEC = {"vmstate": "disk0", "devices": ["disk0"]}
 
 known = {}        # tag -> last tick the guest printed when its save concluded
@@ -171,9 +174,14 @@ for rnd in range(kills_wanted):
     fresh = s0 is not None and last_tick - 2 <= s0 <= last_tick + 1
     stats["sector0_fresh"] = stats.get("sector0_fresh", 0) + (1 if fresh else 0)
 
-# Every survivor must load.
+# Every survivor must load, and be one instant of RAM (the guest's own
+# check over a whole cycle of its area: 32 MiB at 32 MiB/s).
 for t in sorted(known):
     vm = start(t)
+    n = len(vm.snapshot_lines())
+    vm.wait_line(r"^churn: ", 10, start=n)
+    vm.wait_line(r"^churn: ", 10, start=len(vm.snapshot_lines()))
+    vm.check_no_ram_failure()
     vm.quit()
 check_image("after loading every survivor")
 took = time.monotonic() - t0
@@ -200,8 +208,13 @@ else:
                  name="full")
         vm.wait_line(r"^tick 2$", 30)
         complete(vm, "snapshot-save", "small")   # disk-only state fits; RAM is mostly zero
+        used_before = os.stat(img).st_blocks * 512
         failed = None
-        for i in range(4):
+        # Saves after the first write only what changed (incremental): give
+        # the guest time to rewrite its 8 MiB between them.
+        for i in range(12):
+            time.sleep(1)
+            used_before = os.stat(img).st_blocks * 512
             jid = submit(vm, "snapshot-save", f"big{i}")
             info = vm.qmp.wait_job(jid, 60)
             if "error" in info:
@@ -215,7 +228,18 @@ else:
         sgtest.check_eq(st, "running", "VM status after the failed save")
         t = vm.last_tick()
         vm.wait_line(rf"^tick {t + 3}$", 10)
-        print(f"full disk: snapshot-save failed with {failed!r}; VM still running", flush=True)
+        # Issue 17: the failed save gave back what it wrote (punched), so the
+        # disk is no longer full and the good snapshot loads.
+        used_after = os.stat(img).st_blocks * 512
+        sgtest.check(used_after <= used_before * 1.1 + (1 << 20),
+                     f"full disk: the failed save kept its clusters ({used_before >> 10} KiB "
+                     f"before, {used_after >> 10} KiB after)")
+        complete(vm, "snapshot-load", "small")
+        st = vm.qmp.cmd("query-status")["return"]["status"]
+        sgtest.check_eq(st, "running", "VM status after loading on the full disk")
+        print(f"full disk: snapshot-save failed with {failed!r}; VM still running; image "
+              f"{used_before >> 10} KiB before, {used_after >> 10} KiB after; 'small' loaded",
+              flush=True)
         vm.quit()
         check_image("full disk")
         now = tags()

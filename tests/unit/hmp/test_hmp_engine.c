@@ -130,7 +130,7 @@ static const struct ecase cases[] = {
     {"idsdiffer", Q72, "savevm n", "", SAVE(1, "n", "disk0,disk1", "disk1"), "disk1"},
     /* ---- snapgate profile: section 3's rules ---- */
     {"single", SG, "loadvm 2", "(matched snapshot ID 2, tag 's2')\n", LOAD(1, "s2", "disk0", "disk0")},
-    {"single", SG, "loadvm -i 1", "", LOAD(1, "s1", "disk0", "disk0")},
+    {"single", SG, "loadvm -i 1", "(snapshot ID 1, tag 's1')\n", LOAD(1, "s1", "disk0", "disk0")},
     {"single", SG, "loadvm -t 1", "Error: Snapshot '1' does not exist\n", ""},
     {"single", SG, "loadvm nope", "Error: Snapshot 'nope' does not exist\n", ""},
     {"single", SG, "delvm 1", "(matched snapshot ID 1, tag 's1')\n", DEL("delvm", 1, "s1", "disk0")},
@@ -145,8 +145,11 @@ static const struct ecase cases[] = {
      "ID        TAG               VM SIZE                DATE     VM CLOCK\n"
      "1         s1                451 KiB 2026-11-22 02:56:33 00:00:00.000\n"
      "2         s2                451 KiB 2026-11-22 02:56:33 00:00:00.000\n", ""},
-    {"single", SG, "foo", "unknown command: 'foo'\n", ""},
-    {"dup", SG, "loadvm dup", "Error: Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'loadvm -i ID'\n", ""},
+    {"single", SG, "foo", "unknown command: 'foo' ('help' lists the commands)\n", ""},
+    {"single", SG, "info registers",
+     "Error: 'info registers' needs a back end with its own human monitor; this back end has "
+     "none ('help' lists the commands snapgate runs itself)\n", ""},
+    {"dup", SG, "loadvm dup", "Error: Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; delete the ones you do not want with 'delvm -i ID', then 'loadvm dup'\n", ""},
     {"dup", SG, "info snapshots",
      "List of snapshots present on all disks:\n"
      "ID        TAG               VM SIZE                DATE     VM CLOCK\n"
@@ -159,11 +162,15 @@ static const struct ecase cases[] = {
     /* QEMU's qcow2 would restore ID 1 for tag "1": refused unless the back end matches tags exactly */
     {"collide", SG, "loadvm 1", "(note: '1' is also the ID of snapshot 'alpha' on 'drive0'; use 'loadvm -i 1' for that one)\n"
      "Error: Snapshot tag '1' is also the ID of snapshot 'alpha' on 'drive0'; this back end would restore that one "
-     "(it looks names up as IDs first), so loadvm refuses\n", ""},
+     "(it looks names up as IDs first), so loadvm refuses. 'loadvm -i 1' loads 'alpha'; to load '1' itself, "
+     "delete 'alpha' first ('delvm -i 1'), or revert the disks offline with 'snapgate-img snapshot -a -t 1 FILE' "
+     "(without the VM state)\n", ""},
     {"collide", SG, "loadvm 2", "(matched snapshot ID 2, tag '1')\n"
      "Error: Snapshot tag '1' is also the ID of snapshot 'alpha' on 'drive0'; this back end would restore that one "
-     "(it looks names up as IDs first), so loadvm refuses\n", ""},
-    {"collide", SG, "loadvm -i 1", "", LOAD(1, "alpha", "disk0", "disk0")},
+     "(it looks names up as IDs first), so loadvm refuses. 'loadvm -i 1' loads 'alpha'; to load '1' itself, "
+     "delete 'alpha' first ('delvm -i 1'), or revert the disks offline with 'snapgate-img snapshot -a -t 1 FILE' "
+     "(without the VM state)\n", ""},
+    {"collide", SG, "loadvm -i 1", "(snapshot ID 1, tag 'alpha')\n", LOAD(1, "alpha", "disk0", "disk0")},
     {"collide", SG, "delvm 1", "(note: '1' is also the ID of snapshot 'alpha' on 'drive0'; use 'delvm -i 1' for that one)\n",
      DEL("delvm", 1, "1", "disk0")},
     {"collide", Q72, "loadvm 1", "", LOAD(1, "1", "disk0", "disk0")},
@@ -180,7 +187,7 @@ static const struct ecase cases[] = {
      "ID        TAG               VM SIZE                DATE     VM CLOCK\n"
      "--        a                 451 KiB 2026-11-22 02:56:33 00:00:00.000\n"
      "--        b                 451 KiB 2026-11-22 02:56:33 00:00:00.000\n", ""},
-    {"idsdiffer", SG, "delvm -i 1", "", DEL("delvm", 1, "a", "disk0,disk1")},
+    {"idsdiffer", SG, "delvm -i 1", "(snapshot ID 1, tag 'a')\n", DEL("delvm", 1, "a", "disk0,disk1")},
     {"rawrw", SG, "savevm x", "Error: Device 'drive1' is writable but does not support snapshots\n", ""},
     {"nodisk", SG, "loadvm x", "Error: no block device can store vmstate for snapshot\n", ""},
     {"nodisk", SG, "delvm x", "Error: Snapshot 'x' does not exist\n", ""},
@@ -267,7 +274,7 @@ static void test_sequence(void **s)
     assert_string_equal(fake_run(&vm, "savevm second", SG), "");
     assert_int_equal(vm.disks[0].n, 2);
     assert_string_equal(fake_run(&vm, "loadvm first", SG), "");
-    assert_string_equal(fake_run(&vm, "loadvm -i 2", SG), "");
+    assert_string_equal(fake_run(&vm, "loadvm -i 2", SG), "(snapshot ID 2, tag 'second')\n");
     assert_string_equal(fake_run(&vm, "delvm first", SG), "");
     assert_int_equal(vm.disks[0].n, 1);
     assert_string_equal(vm.disks[0].snaps[0].tag, "second");
@@ -430,7 +437,12 @@ static void test_forwarding(void **s)
     int before = vm.ncmds;
     assert_string_equal(fake_run(&vm, "info mtree", SG), "forwarded\n");
     assert_int_equal(vm.ncmds, before + 1);   /* query-commands is asked once */
-    assert_string_equal(fake_run(&vm, "help", Q72), "forwarded\r\n");   /* QEMU's full list */
+    /* QEMU 7.2's own lists, recorded: never forwarded */
+    assert_non_null(strstr(fake_run(&vm, "help", Q72), "announce_self [interfaces] [id] -- "));
+    assert_string_equal(fake_run(&vm, "help migrate_cancel", Q72),
+                        "migrate_cancel  -- cancel the current VM migration\r\n");
+    /* the snapgate profile leaves help on QEMU's commands to QEMU */
+    assert_string_equal(fake_run(&vm, "help migrate_cancel", SG), "forwarded\n");
     /* our own commands are never forwarded */
     assert_string_equal(fake_run(&vm, "info status", Q72), "VM status: paused (prelaunch)\r\n");
     teardown_vm(&vm);
@@ -441,6 +453,61 @@ static void test_forwarding(void **s)
     h = fake_run(&vm, "info", Q72);
     assert_non_null(strstr(h, "info snapshots  -- show the currently saved VM snapshots\r\n"));
     assert_null(strstr(h, "info jobs"));
+    teardown_vm(&vm);
+}
+
+/* Notes go to the note function as soon as the name is resolved, before
+ * the job (deferred back end: nothing has answered the job yet) and are
+ * left out of the reply; done_failed tells a failed line from a good one. */
+static char note_text[256];
+static bool seen_failed;
+static struct sg_hmp *note_engine;
+
+static void on_note(void *o, const char *text)
+{
+    snprintf(note_text, sizeof note_text, "%s", text);
+}
+
+static void on_done_failed(void *o, const char *text, bool quit)
+{
+    on_done(o, text, quit);
+    seen_failed = sg_hmp_done_failed(note_engine);
+}
+
+static void test_notes_and_failure(void **s)
+{
+    struct fake_vm vm;
+    setup_vm(&vm, "single", NULL, false);
+    note_engine = vm.h;
+    vm.defer = true;
+    vm.hold_jobs = true;
+    done_calls = 0;
+    note_text[0] = 0;
+    struct sg_hmp_cmd *c = sg_hmp_exec(vm.h, "loadvm -i 1", SG, on_done_failed, NULL, NULL);
+    assert_non_null(c);
+    sg_hmp_set_note(c, on_note);
+    fake_drain(&vm);
+    assert_int_equal(done_calls, 0);
+    assert_string_equal(note_text, "(snapshot ID 1, tag 's1')\n");
+    fake_release_jobs(&vm);
+    for (int i = 0; i < 50 && !done_calls; i++) {
+        fake_drain(&vm);
+        sg_hmp_tick(vm.h);
+    }
+    assert_int_equal(done_calls, 1);
+    assert_string_equal(done_text, "");
+    assert_false(seen_failed);
+    vm.hold_jobs = false;
+    c = sg_hmp_exec(vm.h, "loadvm nosuch", SG, on_done_failed, NULL, NULL);
+    fake_drain(&vm);
+    assert_int_equal(done_calls, 2);
+    assert_true(seen_failed);
+    sg_hmp_exec(vm.h, "nosuch", SG, on_done_failed, NULL, NULL);
+    fake_drain(&vm);
+    assert_true(seen_failed);
+    sg_hmp_exec(vm.h, "help nosuch", SG, on_done_failed, NULL, NULL);
+    fake_drain(&vm);
+    assert_false(seen_failed);
     teardown_vm(&vm);
 }
 
@@ -505,6 +572,33 @@ static void test_completion(void **s)
     assert_string_equal(v[0], "\"my \\\"x\\\"\"");
     sg_hmp_strv_free(v);
     assert_int_equal(fake_find(&vm.disks[0], "my \"x\""), 3);
+    /* a name with spaces, typed without its quote: the whole argument */
+    assert_string_equal(fake_run(&vm, "savevm \"with space\"", SG), "");
+    assert_string_equal(fake_run(&vm, "savevm \"with tab\"", SG), "");
+    size_t at = 0;
+    v = sg_hmp_complete_name(vm.h, "loadvm with sp", 14, &at);
+    assert_non_null(v);
+    assert_int_equal(at, 7);
+    assert_string_equal(v[0], "with space");
+    assert_null(v[1]);
+    sg_hmp_strv_free(v);
+    v = sg_hmp_complete_name(vm.h, "delvm -t \"with ", 15, &at);
+    assert_int_equal(at, 9);
+    assert_string_equal(v[0], "with space");
+    assert_string_equal(v[1], "with tab");
+    assert_null(v[2]);
+    sg_hmp_strv_free(v);
+    assert_null(sg_hmp_complete_name(vm.h, "loadvm nothing like", 19, &at));
+    assert_null(sg_hmp_complete_name(vm.h, "info snap", 9, &at));
+    char *q = sg_hmp_quote_name("with space", false);
+    assert_string_equal(q, "\"with space\"");
+    free(q);
+    q = sg_hmp_quote_name("with ", true);
+    assert_string_equal(q, "\"with ");
+    free(q);
+    q = sg_hmp_quote_name("plain", false);
+    assert_string_equal(q, "plain");
+    free(q);
     teardown_vm(&vm);
 }
 
@@ -575,6 +669,7 @@ int main(void)
         cmocka_unit_test(test_free_with_requests_pending),
         cmocka_unit_test(test_forwarding),
         cmocka_unit_test(test_concurrent_lines),
+        cmocka_unit_test(test_notes_and_failure),
         cmocka_unit_test(test_completion),
         cmocka_unit_test(test_transcripts),
     };

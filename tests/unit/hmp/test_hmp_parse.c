@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "hmp_parse.h"
+#include "sg_q72.h"
 #include "sg_hmp.h"
 
 #define Q72 SG_HMP_PROFILE_QEMU72
@@ -167,9 +168,35 @@ static void test_help_texts(void **s)
         assert_string_equal(sg_sb_str(&b), t[i].q72);
         sg_sb_free(&b);
     }
+    /* QEMU 7.2's own replies for names it does not know (recorded) */
+    static const struct { const char *topic, *sub, *q72; } unknown[] = {
+        {"nosuch", "", "unknown command: 'nosuch'\n"},
+        {"nosuch", "foo", "unknown command: 'nosuch'\n"},
+        {"info", "jobs", "unknown command: 'info jobs'\n"},
+        {"info", "nosuch", "unknown command: 'info nosuch'\n"},
+    };
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        struct sg_strbuf b = {0};
+        assert_true(sg_hmp_help(Q72, unknown[i].topic, unknown[i].sub, &b));
+        assert_string_equal(sg_sb_str(&b), unknown[i].q72);
+        sg_sb_free(&b);
+    }
+    /* `help` and `info` are QEMU 7.2's whole lists: the entries in order */
+    struct sg_strbuf all = {0}, want = {0};
+    assert_true(sg_hmp_help(Q72, "", "", &all));
+    for (const struct sg_q72_help_entry *e = sg_q72_help_top; e->names; e++)
+        sg_sb_puts(&want, e->list);
+    assert_string_equal(sg_sb_str(&all), sg_sb_str(&want));
+    assert_int_equal(strncmp(sg_sb_str(&all), "announce_self [interfaces] [id] -- ", 35), 0);
+    sg_sb_free(&all);
+    sg_sb_free(&want);
+    assert_true(sg_hmp_help(Q72, "info", "", &all));
+    assert_int_equal(strncmp(sg_sb_str(&all), "info balloon  -- show balloon information\n", 42), 0);
+    assert_non_null(strstr(sg_sb_str(&all), "info vnc  -- show the vnc server status\n"));
+    sg_sb_free(&all);
     struct sg_strbuf b = {0};
-    assert_false(sg_hmp_help(Q72, "nosuch", "", &b));
-    assert_false(sg_hmp_help(Q72, "info", "jobs", &b));
+    assert_false(sg_hmp_help(SG, "nosuch", "", &b));
+    assert_false(sg_hmp_help(SG, "info", "registers", &b));
     assert_true(sg_hmp_help(SG, "loadvm", "", &b));
     assert_non_null(strstr(sg_sb_str(&b), "[-t|-i] NAME"));
     sg_sb_free(&b);

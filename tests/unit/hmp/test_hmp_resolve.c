@@ -26,7 +26,7 @@ static const struct rcase cases[] = {
     /* rule 1: -t matches tags only, -i IDs only */
     {"single", NULL, "s2", 't', true, "s2", ""},
     {"single", NULL, "1", 't', true, NULL, "Snapshot '1' does not exist"},
-    {"single", NULL, "2", 'i', true, "s2", ""},
+    {"single", NULL, "2", 'i', true, "s2", "(snapshot ID 2, tag 's2')"},
     {"single", NULL, "s2", 'i', true, NULL, "Snapshot ID 's2' does not exist on 'drive0'"},
     /* rule 4: no tag matches, an ID does */
     {"single", NULL, "2", 0, true, "s2", "(matched snapshot ID 2, tag 's2')"},
@@ -36,12 +36,13 @@ static const struct rcase cases[] = {
     {"empty", NULL, "x", 0, false, NULL, "Snapshot 'x' does not exist"},
     /* rule 3: duplicate tags on one disk (qemu-img made) */
     {"dup", NULL, "dup", 0, true, NULL,
-     "Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'loadvm -i ID'"},
+     "Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; delete the ones you do not want with 'delvm -i ID', then 'loadvm dup'"},
     {"dup", NULL, "dup", 't', false, NULL,
      "Snapshot tag 'dup' is ambiguous: IDs 1, 2 on 'drive0'; use 'delvm -i ID'"},
     {"dupvm", NULL, "3", 'i', true, NULL,
-     "Snapshot ID 3 cannot be chosen alone: its tag 'dup' is shared by IDs 1, 3 on 'drive0', "
-     "and snapshot jobs address snapshots by tag"},
+     "Snapshot ID 3 cannot be loaded alone: its tag 'dup' is shared by IDs 1, 3 on 'drive0', "
+     "and snapshot-load addresses snapshots by tag; delete the other ones first ('delvm -i ID'), "
+     "then 'loadvm dup'"},
     {"dupvm", NULL, "ok", 0, true, "ok", ""},
     /* disk-only snapshots cannot be loaded */
     {"dup", NULL, "x", 0, true, NULL,
@@ -51,7 +52,7 @@ static const struct rcase cases[] = {
     {"collide", NULL, "1", 0, true, "1",
      "(note: '1' is also the ID of snapshot 'alpha' on 'drive0'; use 'loadvm -i 1' for that "
      "one)"},
-    {"collide", NULL, "1", 'i', true, "alpha", ""},
+    {"collide", NULL, "1", 'i', true, "alpha", "(snapshot ID 1, tag 'alpha')"},
     {"collide", NULL, "1", 't', true, "1", ""},
     {"collide", NULL, "2", 0, true, "1", "(matched snapshot ID 2, tag '1')"},
     /* snapshots on only some disks: not loadable, say which disk lacks it */
@@ -64,8 +65,8 @@ static const struct rcase cases[] = {
     {"partial", NULL, "1", 0, true, NULL,
      "Snapshot '1' is not loadable: it is missing on 'drive0'"},
     /* IDs differ between disks: an ID is read on the vmstate disk */
-    {"idsdiffer", NULL, "1", 'i', false, "a", ""},
-    {"idsdiffer", "disk1", "1", 'i', false, "b", ""},
+    {"idsdiffer", NULL, "1", 'i', false, "a", "(snapshot ID 1, tag 'a')"},
+    {"idsdiffer", "disk1", "1", 'i', false, "b", "(snapshot ID 1, tag 'b')"},
     {"idsdiffer", "drive1", "2", 0, false, "a", "(matched snapshot ID 2, tag 'a')"},
     /* read-only disks take no part */
     {"readonly", NULL, "rosnap", 0, true, NULL, "Snapshot 'rosnap' does not exist"},

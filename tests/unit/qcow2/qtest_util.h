@@ -101,7 +101,7 @@ static inline void qt_qemu_check(const char *path)
     if (system("command -v qemu-img >/dev/null 2>&1") != 0)
         return;
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "qemu-img check -q '%s'", path);
+    snprintf(cmd, sizeof cmd, "qemu-img check -U -q '%s'", path);
     int rc = system(cmd);
     if (rc != 0)
         fail_msg("qemu-img check %s failed (status %d)", path, rc);

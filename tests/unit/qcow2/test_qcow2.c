@@ -386,6 +386,33 @@ static void test_vmstate(void **state)
     free(p);
 }
 
+/* Issue 17: one tag rule (255 bytes of UTF-8), and every stored tag shown. */
+static void test_tags(void **state)
+{
+    (void)state;
+    static const struct { const char *s; bool ok; } utf8[] = {
+        {"plain", true}, {"caf\xc3\xa9", true}, {"\xe2\x82\xac", true},
+        {"\xf0\x9f\x98\x80", true}, {"caf\xe9", false}, {"\xc0\xaf", false},
+        {"\xe0\x80\xaf", false}, {"\xed\xa0\x80", false}, {"\xf4\x90\x80\x80", false},
+        {"\xc3", false}, {"\x80", false},
+    };
+    for (size_t i = 0; i < sizeof utf8 / sizeof utf8[0]; i++)
+        if (sg_utf8_valid(utf8[i].s) != utf8[i].ok)
+            fail_msg("utf8 case %zu", i);
+    char *l = sg_utf8_lossy("caf\xe9 \xc3\xa9");
+    assert_string_equal(l, "caf\xef\xbf\xbd \xc3\xa9");
+    free(l);
+    char tag[300];
+    memset(tag, 'x', sizeof tag);
+    tag[255] = 0;
+    struct sg_error err = {0};
+    assert_true(sg_snapshot_tag_check(tag, &err));
+    tag[255] = 'x';
+    tag[256] = 0;
+    assert_false(sg_snapshot_tag_check(tag, &err));
+    assert_non_null(strstr(err.msg, "at most 255 bytes"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -396,6 +423,7 @@ int main(void)
         cmocka_unit_test(test_snapshots),
         cmocka_unit_test(test_find),
         cmocka_unit_test(test_vmstate),
+        cmocka_unit_test(test_tags),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -86,7 +86,7 @@ static void test_header_cases(void **state)
         {"too many snapshots", 60, 4, 70000, "too many snapshots"},
         {"snapshot table past EOF", 64, 8, 1ULL << 40, "snapshot table"},
         {"snapshot count past EOF", 60, 4, 60000, "snapshot 1 (ID '')"},
-        {"corrupt bit", 72, 8, 2, "marked corrupt"},
+        {"corrupt bit", 72, 8, 2, "Image is corrupt; cannot be opened read/write"},
         {"external data file", 72, 8, 4, "unsupported qcow2 feature: external data file"},
         {"compression type", 72, 8, 8, "unsupported qcow2 feature: compression type"},
         {"extended L2", 72, 8, 16, "unsupported qcow2 feature: extended L2 entries"},
@@ -191,7 +191,12 @@ static void test_table_cases(void **state)
         l1 = rd64(p, 40);
         uint64_t l2 = rd64(p, l1) & 0x00fffffffffffe00ULL;
         patch_be(p, l2, bad[i], 8);
-        bs = qt_open(p, 0);
+        /* Compressed clusters: refused at a writable open (issue 17, they
+         * used to be accepted and the guest's writes failed unexplained);
+         * a read-only open reads what it can. */
+        if (i == 0)
+            expect_open_error(p, 0, "unsupported qcow2 feature: compressed clusters");
+        bs = qt_open(p, i == 0 ? SG_BLOCK_RDONLY : 0);
         assert_false(sg_block_read(bs, 0, b, sizeof b, &err));
         if (!strstr(err.msg, want[i]))
             fail_msg("'%s' lacks '%s'", err.msg, want[i]);
@@ -210,9 +215,16 @@ static void test_table_cases(void **state)
     bs = qt_open(p, 0);
     memset(b, 0x99, sizeof b);
     assert_false(sg_block_write(bs, 0, b, sizeof b, &err));
-    assert_non_null(strstr(err.msg, "overlaps the refcount table"));
+    assert_non_null(strstr(err.msg, "Preventing invalid write on metadata (overlaps with "
+                                    "refcount table)"));
+    sg_error_clear(&err);
+    /* QEMU's corrupt bit is set and the handle writes nothing more. */
+    assert_false(sg_block_write(bs, 4 * CS, b, sizeof b, &err));
+    assert_non_null(strstr(err.msg, "error state"));
     sg_error_clear(&err);
     sg_block_close(bs);
+    assert_int_equal(rd64(p, 72) & 2, 2);
+    expect_open_error(p, 0, "Image is corrupt; cannot be opened read/write");
     bs = qt_open(p, SG_BLOCK_RDONLY);   /* the table is intact */
     sg_block_close(bs);
     qt_cleanup(p);

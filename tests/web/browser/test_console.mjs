@@ -1,20 +1,26 @@
 #!/usr/bin/env node
 // End-to-end test of the web console in Debian's Chromium (playwright-core).
 //   test_console.mjs fake : against sg_web_testsrv (the fake gateway), always runnable
-//   test_console.mjs real : against `snapgate --web` with the bundled VMM (needs /dev/kvm)
-// Takes a snapshot, sees it listed and its progress bar complete, loads it
-// (confirming) and sees the serial console show the guest going back, deletes
-// it, runs `info snapshots` in the HMP pane, checks the narrow layout and that
-// the page logged no console errors.  Screenshots go to
-// $SNAPGATE_BUILD/tests/web-output/<mode>/.
+//   test_console.mjs real : against `snapgate --web --qmp` with the bundled VMM (needs /dev/kvm)
+// Drives what an operator does: take, load and delete snapshots whose tags have
+// spaces, quotes and backslashes (and one of 255 bytes of UTF-8); a load that
+// fails shows its whole error in the banner; Cancel of a running save; jobs
+// started elsewhere (a QMP client: human-monitor-command and a raw
+// snapshot-save job) update the page and its current-snapshot marker; HMP pane
+// Tab completion, wrapping and the quit confirmation; the page at 1280 px and
+// 390 px; the token never reaching another server on another loopback port.
+// Screenshots go to $SNAPGATE_BUILD/tests/web-output/<mode>/.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 
 const SKIP = 77;
 const mode = process.argv[2] || 'fake';
+const real = mode === 'real';
 const BUILD = process.env.SNAPGATE_BUILD || path.resolve('build');
 const SRC = process.env.SNAPGATE_SRC || path.resolve('.');
 const CHROMIUM = process.env.SG_CHROMIUM || '/usr/bin/chromium';
@@ -34,16 +40,25 @@ if (!fs.existsSync(path.join(SRC, 'web/node_modules/@xterm/xterm/lib/xterm.mjs')
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), `sgweb-${mode}-`));
 fs.mkdirSync(outDir, { recursive: true });
-let server = null, context = null;
+let server = null, context = null, spy = null;
 function cleanup() {
   if (server && server.exitCode === null) server.kill('SIGKILL');
+  if (spy) spy.close();
   if (!process.env.SGTEST_KEEP) fs.rmSync(tmp, { recursive: true, force: true });
 }
 process.on('exit', cleanup);
 
+async function freePort() {
+  return new Promise((resolve) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+  });
+}
+
 // ---- start the server ----------------------------------------------------------
 let argv;
-if (mode === 'fake') {
+const qmpSock = path.join(tmp, 'qmp.sock');
+if (!real) {
   const bin = path.join(BUILD, 'tests', 'sg_web_testsrv');
   check(fs.existsSync(bin), `${bin} not built`);
   argv = [bin, '--docroot', path.join(SRC, 'web'), '--port', '0', '--demo'];
@@ -54,10 +69,10 @@ if (mode === 'fake') {
     skip('/dev/kvm not usable');
   }
   const port = await freePort();
-  // 256 MiB of real guest RAM: a save takes long enough (~0.5 s) to watch it run;
-  // with mostly-zero RAM it is over in a few milliseconds.
-  argv = [bin, '--web', `127.0.0.1:${port}`, '--no-monitor', '--state-dir', path.join(tmp, 'state'),
-          '--vmm', '-m', '384M', '-append', 'dirty=256M', '--'];
+  // 768 MiB of real (dirty) guest RAM: a save runs long enough (a second or two)
+  // to watch it and to cancel it; with mostly-zero RAM it is over in milliseconds.
+  argv = [bin, '--web', `127.0.0.1:${port}`, '--no-monitor', '--qmp', `unix:${qmpSock}`,
+          '--state-dir', path.join(tmp, 'state'), '--vmm', '-m', '1G', '-append', 'dirty=768M', '--'];
 }
 server = spawn(argv[0], argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'], cwd: tmp });
 const serverLog = [];
@@ -72,14 +87,52 @@ const url = await new Promise((resolve) => {
   });
   server.on('exit', (code) => fail(`server exited ${code} before serving: ${serverLog.join('')}`));
 });
+const token = new URL(url).searchParams.get('token');
+const origin = new URL(url).origin;
 console.log(`server up: ${url.replace(/token=.*/, 'token=…')}`);
 
-async function freePort() {
-  const net = await import('node:net');
-  return new Promise((resolve) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-  });
+// A second web server on another loopback port: it records every request, so
+// the test can see that the console's token never reaches it.
+const spyRequests = [];
+spy = http.createServer((req, res) => {
+  spyRequests.push({ url: req.url, headers: req.headers });
+  res.writeHead(200, { 'content-type': 'text/html' });
+  res.end('<!doctype html><title>other server</title><img src="/pixel.png">');
+});
+await new Promise((r) => spy.listen(0, '127.0.0.1', r));
+const spyUrl = `http://127.0.0.1:${spy.address().port}`;
+
+// ---- a legacy QMP client (real mode): the gateway's --qmp socket ----------------
+class QmpClient {
+  constructor(sockPath) { this.sockPath = sockPath; this.buf = ''; this.waiters = []; this.seq = 0; this.events = []; }
+  async open() {
+    this.s = net.connect(this.sockPath);
+    this.s.setEncoding('utf8');
+    this.s.on('data', (d) => {
+      this.buf += d;
+      let i;
+      while ((i = this.buf.indexOf('\n')) >= 0) {
+        const line = this.buf.slice(0, i).trim();
+        this.buf = this.buf.slice(i + 1);
+        if (!line) continue;
+        const msg = JSON.parse(line);
+        if (msg.event) { this.events.push(msg); continue; }
+        if (msg.QMP) { this.greeted && this.greeted(); continue; }
+        const w = this.waiters.find((x) => x.id === msg.id);
+        if (w) { this.waiters.splice(this.waiters.indexOf(w), 1); w.resolve(msg); }
+      }
+    });
+    await new Promise((r) => { this.greeted = r; });
+    await this.cmd('qmp_capabilities');
+  }
+  cmd(execute, args) {
+    const id = `t-${++this.seq}`;
+    return new Promise((resolve) => {
+      this.waiters.push({ id, resolve });
+      this.s.write(JSON.stringify(args ? { execute, arguments: args, id } : { execute, id }) + '\n');
+    });
+  }
+  close() { this.s.destroy(); }
 }
 
 // ---- the browser ---------------------------------------------------------------
@@ -95,30 +148,85 @@ const consoleErrors = [];
 page.on('console', (m) => { if (m.type() === 'error' || m.type() === 'warning') consoleErrors.push(`${m.type()}: ${m.text()}`); });
 page.on('pageerror', (e) => consoleErrors.push(`pageerror: ${e.message}`));
 page.setDefaultTimeout(30000);
-const shot = (name) => page.screenshot({ path: path.join(outDir, `${name}.png`) });
-const JOB_TIMEOUT = mode === 'real' ? 180000 : 30000;
-
+const shot = (name, full = false) => page.screenshot({ path: path.join(outDir, `${name}.png`), fullPage: full });
+const JOB_TIMEOUT = real ? 180000 : 30000;
 const step = (s) => console.log(`- ${s}`);
+
+// Rows are found by their tag through the DOM, not a CSS selector: tags hold quotes.
+const rowHandle = (tag) => page.evaluateHandle((t) => [...document.querySelectorAll('#snap-body tr')].find((tr) => tr.dataset.tag === t) || null, tag);
+const hasRow = (tag) => page.evaluate((t) => [...document.querySelectorAll('#snap-body tr')].some((tr) => tr.dataset.tag === t), tag);
+const waitRow = (tag, present = true, timeout = JOB_TIMEOUT) => page.waitForFunction(([t, p]) =>
+  [...document.querySelectorAll('#snap-body tr')].some((tr) => tr.dataset.tag === t) === p, [tag, present], { timeout });
+const currentTag = () => page.evaluate(() => {
+  const tr = document.querySelector('#snap-body tr.current');
+  return tr && tr.querySelector('.marker').textContent === '●' ? tr.dataset.tag : null;
+});
+const waitCurrent = (tag, timeout = JOB_TIMEOUT) => page.waitForFunction((t) => {
+  const tr = document.querySelector('#snap-body tr.current');
+  return (tr ? tr.dataset.tag : null) === t;
+}, tag, { timeout });
+// A CSS string for an attribute selector (locators re-resolve if a row is rebuilt).
+const cssStr = (t) => `"${t.replace(/["\\]/g, (c) => `\\${c}`)}"`;
+const rowLocator = (tag) => page.locator(`#snap-body tr[data-tag=${cssStr(tag)}]`);
+async function clickAction(tag, action) {
+  check(await hasRow(tag), `row for ${JSON.stringify(tag)} exists`);
+  await rowLocator(tag).locator(`button[data-action="${action}"]`).click();
+}
+const noJobRunning = () => page.waitForFunction(() => !document.querySelector('.job[data-state="running"]') &&
+  !document.getElementById('btn-take').disabled, null, { timeout: JOB_TIMEOUT });
+async function take(tag) {
+  await page.fill('#take-tag', tag);
+  await page.click('#btn-take');
+  await waitRow(tag);
+  await noJobRunning();
+}
+async function confirmOk() {
+  await page.waitForSelector('#confirm[open]');
+  await page.click('#confirm-ok');
+}
+const errorText = () => page.evaluate(() => (document.getElementById('error').hidden ? '' : document.getElementById('error-text').textContent));
+
+// Tags an operator may really type: spaces, both quotes, a backslash.
+const stamp = Date.now() % 100000;
+const tagA = `web test "${stamp}" it's a\\b`;
+const tagB = `second tag ${stamp}`;
+// 255 bytes of UTF-8: 127 two-byte characters and one more byte.
+const tagLong = `${'ü'.repeat(127)}x`;
+check(Buffer.byteLength(tagLong) === 255, 'the long tag is 255 bytes');
+
 try {
-  step('open the page with the token');
+  step('open the page with the token; the token leaves the address bar and is no cookie');
   await page.goto(url);
-  await page.waitForFunction(() => {
-    const b = document.getElementById('vm-status');
-    return b && (b.textContent === 'running' || b.textContent === 'paused');
-  });
+  await page.waitForFunction(() => ['running', 'paused'].includes(document.getElementById('vm-status').textContent));
   check(!page.url().includes('token='), 'the token is removed from the address bar');
   const cookies = await context.cookies();
-  check(cookies.some((c) => c.name === 'sg_token' && c.httpOnly), 'token cookie set, HttpOnly');
-  // Let the guest print something first.
+  check(!cookies.some((c) => c.value.includes(token)), `no cookie carries the token: ${JSON.stringify(cookies)}`);
+  check(await page.evaluate(() => sessionStorage.getItem('snapgate.token')) === token, 'the token is in sessionStorage');
   await page.waitForFunction(() => /tick \d+/.test(document.querySelector('#serial-term .xterm-rows')?.textContent || ''),
     null, { timeout: 60000 });
   await shot('01-loaded');
 
-  step('take a snapshot');
-  const tag = `webtest-${Date.now() % 100000}`;
+  step('a reload without the token in the URL still connects (sessionStorage)');
+  await page.reload();
+  await page.waitForFunction(() => ['running', 'paused'].includes(document.getElementById('vm-status').textContent));
+
+  step('another server on another loopback port never sees the token');
+  const other = await context.newPage();
+  await other.goto(`${spyUrl}/`);
+  await other.goto(`${spyUrl}/second?x=1`);
+  await other.waitForTimeout(200);
+  await other.close();
+  check(spyRequests.length >= 2, `the other server was reached (${spyRequests.length} requests)`);
+  for (const r of spyRequests) {
+    const all = `${r.url} ${JSON.stringify(r.headers)}`;
+    check(!all.includes(token), `request to the other port carries the token: ${all}`);
+    check(!/sg_token/.test(r.headers.cookie || ''), `no sg_token cookie sent to the other port: ${r.headers.cookie}`);
+  }
+
+  step('take a snapshot whose tag has spaces, quotes and a backslash');
   const suggested = await page.inputValue('#take-tag');
   check(/^vm-\d{14}(-\d+)?$/.test(suggested), `suggested tag looks like vm-YYYYMMDDHHMMSS: ${suggested}`);
-  await page.fill('#take-tag', tag);
+  await page.fill('#take-tag', tagA);
   await page.click('#btn-take');
   await page.waitForSelector('.job[data-state="running"], .job[data-state="done"]', { timeout: 10000 });
   check(await page.isDisabled('#btn-take'), 'Take is disabled while the job runs');
@@ -126,51 +234,165 @@ try {
   await page.waitForSelector('.job[data-state="done"]', { timeout: JOB_TIMEOUT });
   const pv = await page.$eval('.job[data-state="done"] progress', (p) => p.value);
   check(pv === 100, `progress bar completes at 100, got ${pv}`);
-  await page.waitForSelector(`tr[data-tag="${tag}"]`);
-  const rowText = await page.$eval(`tr[data-tag="${tag}"]`, (tr) => tr.textContent);
+  const doneLabel = await page.$eval('.job[data-state="done"] .job-state', (e) => e.textContent);
+  check(/completed/.test(doneLabel), `the finished bar says completed: ${doneLabel}`);
+  await waitRow(tagA);
+  const rowText = await (await rowHandle(tagA)).evaluate((tr) => tr.textContent);
   check(!/disk only/.test(rowText), `new snapshot is listed with RAM: ${rowText}`);
   check(/\d+(\.\d+)? (KiB|MiB|GiB)/.test(rowText), `VM size in human units: ${rowText}`);
-  check(await page.$(`tr[data-tag="${tag}"] .marker`), 'the new snapshot carries the current marker');
-  await page.waitForFunction(() => !document.getElementById('btn-take').disabled);
+  await waitCurrent(tagA);
+  await noJobRunning();
   await shot('03-taken');
 
-  step('wait for the guest to move on, then load the snapshot with confirmation');
-  const ticks = () => page.$eval('#serial-term .xterm-rows', (el) => {
-    const all = [...(el.textContent || '').matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
-    return all;
-  });
-  let before = await ticks();
+  step('take a second one; the current marker moves to it');
+  await take(tagB);
+  await waitCurrent(tagB);
+
+  step('load the first with confirmation (Escape first: nothing happens)');
+  const ticks = () => page.$eval('#serial-term .xterm-rows', (el) =>
+    [...(el.textContent || '').matchAll(/tick (\d+)/g)].map((m) => Number(m[1])));
   const maxAt = (a) => Math.max(0, ...a);
-  const snapTick = maxAt(before);
   await page.waitForFunction((n) => {
     const all = [...(document.querySelector('#serial-term .xterm-rows').textContent || '').matchAll(/tick (\d+)/g)];
     return all.length && Math.max(...all.map((m) => Number(m[1]))) >= n + 3;
-  }, snapTick, { timeout: 60000 });
-  before = await ticks();
-  const maxBefore = maxAt(before);
-  // Cancel first: nothing must happen.
-  await page.click(`tr[data-tag="${tag}"] button[data-action="load"]`);
+  }, maxAt(await ticks()), { timeout: 60000 });
+  const maxBefore = maxAt(await ticks());
+  await clickAction(tagA, 'load');
   await page.waitForSelector('#confirm[open]');
   await shot('04-confirm-load');
   await page.keyboard.press('Escape');
   await page.waitForSelector('#confirm:not([open])', { state: 'hidden' });
   check(!(await page.$('.job[data-state="running"]')), 'cancelled load starts no job');
-  await page.click(`tr[data-tag="${tag}"] button[data-action="load"]`);
-  await page.click('#confirm-ok');
+  await clickAction(tagA, 'load');
+  await confirmOk();
   await page.waitForSelector('.job[data-state="done"]', { timeout: JOB_TIMEOUT });
-  step(`serial: ticks before load reached ${maxBefore}; waiting for a lower one`);
-  await page.waitForFunction((n) => {
-    const rows = document.querySelector('#serial-term .xterm-rows').textContent || '';
-    const all = [...rows.matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
-    const i = all.lastIndexOf(n);
-    return (i >= 0 ? all.slice(i + 1) : all).some((v) => v < n);
-  }, maxBefore, { timeout: 60000 });
-  await shot('05-loaded-guest-went-back');
+  await waitCurrent(tagA);
+  check(await errorText() === '', `no error after a good load: ${await errorText()}`);
+  if (real) {
+    step(`serial: ticks before load reached ${maxBefore}; waiting for a lower one`);
+    await page.waitForFunction((n) => {
+      const all = [...(document.querySelector('#serial-term .xterm-rows').textContent || '').matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
+      const i = all.lastIndexOf(n);
+      return (i >= 0 ? all.slice(i + 1) : all).some((v) => v < n);
+    }, maxBefore, { timeout: 60000 });
+  }
+  await noJobRunning();
+  await shot('05-loaded');
 
-  step('HMP pane: info snapshots, history with the arrow keys');
+  step('a load that fails is shown in full in the banner and moves no marker');
+  // Another operator deletes the snapshot while this one's confirmation is open.
+  await take(`doomed ${stamp}`);
+  await waitCurrent(`doomed ${stamp}`);
+  await clickAction(`doomed ${stamp}`, 'load');
+  await page.waitForSelector('#confirm[open]');
+  // Delete it behind the dialog's back through a second /hmp connection.
+  await page.evaluate(async ([u, line]) => {
+    const ws = new WebSocket(u, 'hmp');
+    await new Promise((res, rej) => { ws.onopen = res; ws.onerror = rej; });
+    const reply = await new Promise((res) => { ws.onmessage = (ev) => res(ev.data); ws.send(line); });
+    ws.close();
+    return reply;
+  }, [`${origin.replace('http', 'ws')}/hmp?token=${token}`, `delvm "doomed ${stamp}"`]);
+  await page.click('#confirm-ok');
+  await page.waitForSelector('#error:not([hidden])', { timeout: JOB_TIMEOUT });
+  let err = await errorText();
+  check(/does not exist|not found|no snapshot/i.test(err) && err.includes(`doomed ${stamp}`), `banner names the failure and the tag: ${err}`);
+  await noJobRunning();
+  check(await currentTag() === null, `a deleted current snapshot leaves no marker (got ${await currentTag()})`);
+  await shot('06-failed-load');
+  await page.click('#error-close');
+  if (!real) {
+    step('a load job that aborts: its whole error in the banner, marker unchanged');
+    await clickAction('fails to load', 'load');
+    await confirmOk();
+    await page.waitForSelector('#error:not([hidden])', { timeout: JOB_TIMEOUT });
+    err = await errorText();
+    check(err.includes('must not be cut'), `the whole error text is shown: ${err}`);
+    const box = await page.$eval('#error-text', (e) => ({ sw: e.scrollWidth, cw: e.clientWidth }));
+    check(box.sw <= box.cw + 1, `the error wraps instead of being cut: ${JSON.stringify(box)}`);
+    await page.waitForSelector('.job[data-state="failed"]');
+    check(await currentTag() !== 'fails to load', 'a failed load is not marked current');
+    await shot('06b-aborted-load');
+    await page.click('#error-close');
+  }
+
+  step('cancel a running save: Resume disabled and no "paused" badge meanwhile');
+  const curBeforeCancel = await currentTag();
+  await page.fill('#take-tag', `cancelled ${stamp}`);
+  await page.click('#btn-take');
+  // Seen and clicked inside the page, as soon as the bar has a Cancel button
+  // and the VM has left "running": a real save lasts about a second.
+  const during = await page.evaluate(() => new Promise((resolve, reject) => {
+    const t0 = performance.now();
+    const look = () => {
+      const b = document.querySelector('.job[data-state="running"] .job-cancel:not([disabled])');
+      const badge = document.getElementById('vm-status').textContent;
+      if (b && badge !== 'running') {
+        const seen = { badge, cont: document.getElementById('btn-cont').disabled,
+                       stop: document.getElementById('btn-stop').disabled };
+        b.click();
+        resolve(seen);
+      } else if (performance.now() - t0 > 20000) {
+        reject(new Error('no running save with a Cancel button within 20 s'));
+      } else {
+        requestAnimationFrame(look);
+      }
+    };
+    look();
+  }));
+  check(during.cont && during.stop, `Pause and Resume are disabled during a save: ${JSON.stringify(during)}`);
+  check(during.badge !== 'paused', `the badge does not say "paused" during a save: ${during.badge}`);
+  await shot('07-cancelling');
+  await page.waitForSelector('.job[data-state="cancelled"]', { timeout: JOB_TIMEOUT });
+  await noJobRunning();
+  check(await errorText() === '', `a cancel is no error: ${await errorText()}`);
+  check(!(await hasRow(`cancelled ${stamp}`)), 'the cancelled snapshot is not listed');
+  check(await currentTag() === curBeforeCancel, `a cancelled save moves no marker (${await currentTag()})`);
+  const status = await page.textContent('#vm-status');
+  check(status === 'running', `the VM runs again after the cancel: ${status}`);
+  await shot('08-cancelled');
+
+  if (real) {
+    step('jobs started by a QMP client update the page (bars end, marker moves)');
+    const q = new QmpClient(qmpSock);
+    await q.open();
+    const hmc = q.cmd('human-monitor-command', { 'command-line': `savevm "from qmp ${stamp}"` });
+    await page.waitForSelector('.job[data-state="running"]', { timeout: 10000 });
+    const r = await hmc;
+    check(r.return === '' || (typeof r.return === 'string' && !/Error/.test(r.return)), `human-monitor-command savevm: ${JSON.stringify(r)}`);
+    await waitRow(`from qmp ${stamp}`);
+    await waitCurrent(`from qmp ${stamp}`);
+    await page.waitForFunction(() => !document.querySelector('.job[data-state="running"]'), null, { timeout: 10000 });
+    const label = await page.$eval('.job .job-state', (e) => e.textContent);
+    check(/completed/.test(label), `the bar of a job started elsewhere ends: ${label}`);
+    // A raw QMP job with explicit devices, as libvirt would send it.
+    const sv = await q.cmd('snapshot-save', { 'job-id': 'ext-save-1', tag: `raw qmp ${stamp}`, vmstate: 'disk0', devices: ['disk0'] });
+    check(sv.return !== undefined, `snapshot-save: ${JSON.stringify(sv)}`);
+    await waitCurrent(`raw qmp ${stamp}`);
+    await page.waitForFunction(() => !document.querySelector('.job[data-state="running"]'), null, { timeout: 10000 });
+    await q.cmd('job-dismiss', { id: 'ext-save-1' });
+    const cur = await q.cmd('x-snapgate-query-current-snapshot');
+    check(cur.return && cur.return.tag === `raw qmp ${stamp}` && cur.return.how === 'saved', `x-snapgate-query-current-snapshot: ${JSON.stringify(cur)}`);
+    q.close();
+    const persisted = JSON.parse(fs.readFileSync(path.join(tmp, 'state', 'current-snapshot.json'), 'utf8'));
+    check(persisted.tag === `raw qmp ${stamp}`, `current snapshot persisted in the state dir: ${JSON.stringify(persisted)}`);
+    await shot('09-jobs-from-qmp');
+  }
+
+  step('HMP pane: Tab completes as the terminal does; long lines wrap; quit asks first');
+  await page.fill('#hmp-line', 'inf');
+  await page.press('#hmp-line', 'Tab');
+  await page.waitForFunction(() => document.getElementById('hmp-line').value === 'info ');
+  await page.fill('#hmp-line', 'loadvm "sec');
+  await page.press('#hmp-line', 'Tab');
+  await page.waitForFunction((t) => document.getElementById('hmp-line').value === `loadvm "${t}" `, tagB);
+  await page.fill('#hmp-line', '');
+  await take(tagLong);
   await page.fill('#hmp-line', 'info snapshots');
   await page.press('#hmp-line', 'Enter');
-  await page.waitForFunction((t) => document.getElementById('hmp-out').textContent.includes(t), tag);
+  await page.waitForFunction((t) => document.getElementById('hmp-out').textContent.includes(t), tagLong);
+  const hmpBox = await page.$eval('#hmp-out', (e) => ({ sw: e.scrollWidth, cw: e.clientWidth }));
+  check(hmpBox.sw <= hmpBox.cw + 1, `HMP output wraps, never needs a sideways scroll: ${JSON.stringify(hmpBox)}`);
   await page.fill('#hmp-line', 'info status');
   await page.press('#hmp-line', 'Enter');
   await page.press('#hmp-line', 'ArrowUp');
@@ -180,47 +402,90 @@ try {
   await page.press('#hmp-line', 'ArrowDown');
   await page.press('#hmp-line', 'ArrowDown');
   check(await page.inputValue('#hmp-line') === '', 'ArrowDown back to an empty line');
-  await shot('06-hmp');
+  await page.fill('#hmp-line', 'quit');
+  await page.press('#hmp-line', 'Enter');
+  await page.waitForSelector('#confirm[open]');
+  const qtext = await page.textContent('#confirm-text');
+  check(/stops the virtual machine/.test(qtext), `quit asks first: ${qtext}`);
+  await shot('10-quit-confirm');
+  await page.click('#confirm-cancel');
+  await page.waitForTimeout(300);
+  check(!(await page.textContent('#hmp-out')).includes('(snapgate) quit'), 'a cancelled quit is not sent');
+  check(await page.textContent('#vm-status') === 'running', 'the VM still runs after a cancelled quit');
 
   step('pause and resume');
   await page.click('#btn-stop');
   await page.waitForFunction(() => document.getElementById('vm-status').textContent === 'paused');
+  check(!(await page.isDisabled('#btn-cont')), 'Resume is enabled when paused');
   await page.click('#btn-cont');
   await page.waitForFunction(() => document.getElementById('vm-status').textContent === 'running');
 
-  step('delete the snapshot with confirmation (keyboard)');
-  await page.focus(`tr[data-tag="${tag}"] button[data-action="delete"]`);
+  step('1280 px with a 255-byte tag: ID, size, date and actions stay in view');
+  await page.setViewportSize({ width: 1280, height: 800 });
+  await page.waitForTimeout(300);
+  const inView = async (width) => page.evaluate(([t, w]) => {
+    const tr = [...document.querySelectorAll('#snap-body tr')].find((x) => x.dataset.tag === t);
+    const card = document.querySelector('.card.snapshots').getBoundingClientRect();
+    const out = [];
+    for (const sel of ['td.id', 'td.size', 'td.date', 'button[data-action="load"]', 'button[data-action="delete"]']) {
+      const r = tr.querySelector(sel).getBoundingClientRect();
+      if (r.width === 0 || r.right > Math.min(card.right, w) + 1 || r.left < card.left - 1) out.push(`${sel} ${Math.round(r.left)}-${Math.round(r.right)}`);
+    }
+    const tagEl = tr.querySelector('.tag-text');
+    return { out, title: tagEl.title === t, overflow: document.documentElement.scrollWidth - w };
+  }, [tagLong, width]);
+  let v = await inView(1280);
+  check(v.out.length === 0, `cells pushed out of view at 1280 px: ${v.out.join(', ')}`);
+  check(v.title, 'the full tag is in the tooltip');
+  check(v.overflow <= 1, `no horizontal page scroll at 1280 px (${v.overflow}px)`);
+  await shot('11-wide-1280', true);
+
+  step('390 px (phone): every action at hand, no sideways scroll');
+  await page.setViewportSize({ width: 390, height: 844 });
+  await page.waitForTimeout(400);
+  v = await inView(390);
+  check(v.out.length === 0, `cells out of view at 390 px: ${v.out.join(', ')}`);
+  check(v.overflow <= 1, `no horizontal page scroll at 390 px (${v.overflow}px)`);
+  await page.screenshot({ path: path.join(outDir, '12-phone-390.png'), fullPage: true });
+  await page.setViewportSize({ width: 1280, height: 800 });
+
+  step('delete the snapshots with confirmation (keyboard for the first)');
+  await rowLocator(tagA).locator('button[data-action="delete"]').focus();
   await page.keyboard.press('Enter');
   await page.waitForSelector('#confirm[open]');
   check(await page.evaluate(() => document.activeElement.id) === 'confirm-cancel', 'Cancel has the focus in the dialog');
   await page.click('#confirm-ok');
-  await page.waitForSelector(`tr[data-tag="${tag}"]`, { state: 'detached', timeout: JOB_TIMEOUT });
-  await page.fill('#hmp-line', 'info snapshots');
-  await page.press('#hmp-line', 'Enter');
-  await page.waitForTimeout(300);
+  await waitRow(tagA, false);
+  await noJobRunning();
+  for (const t of [tagB, tagLong]) {
+    await clickAction(t, 'delete');
+    await confirmOk();
+    await waitRow(t, false);
+    await noJobRunning();
+  }
+  check(await errorText() === '', `deletes raised no error: ${await errorText()}`);
 
-  step('errors are shown clearly');
-  await page.fill('#take-tag', 'has space');
+  step('a tag of more than 255 bytes is refused up front');
+  await page.fill('#take-tag', `${tagLong}y`);
   await page.click('#btn-take');
   await page.waitForSelector('#error:not([hidden])');
-  await shot('07-error');
+  check(/256 bytes/.test(await errorText()), `the banner gives the byte count: ${await errorText()}`);
   await page.click('#error-close');
-
-  step('narrow window');
-  await page.setViewportSize({ width: 400, height: 800 });
-  await page.waitForTimeout(300);
-  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
-  await page.screenshot({ path: path.join(outDir, '08-narrow.png'), fullPage: true });
-  if (overflow > 1) {
-    const wide = await page.evaluate(() => [...document.querySelectorAll('body *')]
-      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1)
-      .slice(0, 8).map((e) => `${e.tagName}#${e.id}.${e.className}`).join(', '));
-    fail(`no horizontal page scroll at 400 px (overflow ${overflow}px): ${wide}`);
-  }
-  await page.setViewportSize({ width: 1280, height: 800 });
 
   const relevant = consoleErrors.filter((e) => !/favicon/.test(e));
   check(relevant.length === 0, `no console errors: ${relevant.join(' | ')}`);
+
+  step('without the token: the page and the serial pane name the missing token');
+  const bare = await context.newPage();
+  await bare.goto(`${origin}/`);
+  await bare.waitForSelector('#error:not([hidden])');
+  check(/token/.test(await bare.textContent('#error-text')), 'the banner names the missing token');
+  await bare.waitForSelector('#serial-note:not([hidden])');
+  const note = await bare.textContent('#serial-note');
+  check(/token/.test(note) && !/bundled VMM/.test(note), `the serial pane names the token: ${note}`);
+  await bare.screenshot({ path: path.join(outDir, '13-no-token.png') });
+  await bare.close();
+
   console.log(`screenshots in ${outDir}`);
   console.log(`web_browser_${mode}: all checks passed`);
 } catch (e) {

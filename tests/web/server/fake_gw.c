@@ -21,7 +21,7 @@
 
 struct fsnap {
     unsigned id;
-    char tag[64];
+    char tag[1100];
     unsigned long long vm_size;      /* vmstate bytes on disk0 */
     long long date;
     unsigned long long clock_ns;
@@ -56,8 +56,11 @@ struct sg_gw {
     lws_sorted_usec_list_t tick_sul, job_sul;
     /* the one job at a time */
     struct sg_gw_hmp_req *job_req;
-    char job_id[32], job_type[32], job_tag[64], job_status[16];
+    char job_id[32], job_type[32], job_tag[1100], job_status[16];
     int job_step, job_seq;
+    bool job_cancelled;
+    char cur_tag[1100], cur_how[8];   /* the current snapshot ("" = none) */
+    long long cur_time;
     char line_buf[256];
 };
 
@@ -136,11 +139,45 @@ static json_t *image_info(struct sg_gw *gw, int disk)
     return img;
 }
 
+/* Completion as the engine does it, for the few words the page tries:
+ * command names, then tags (quoted when they hold a space or a quote). */
+static json_t *fake_complete(struct sg_gw *gw, const char *line)
+{
+    static const char *const cmds[] = { "delvm", "help", "info", "loadvm", "quit", "savevm" };
+    size_t start = strlen(line);
+    while (start > 0 && line[start - 1] != ' ')
+        start--;
+    const char *word = line + start;
+    json_t *c = json_array();
+    if (!strchr(line, ' ')) {
+        for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+            if (!strncmp(cmds[i], word, strlen(word)))
+                json_array_append_new(c, json_string(cmds[i]));
+    } else if (!strncmp(line, "loadvm ", 7) || !strncmp(line, "delvm ", 6)) {
+        for (int i = 0; i < gw->nsnaps; i++) {
+            char q[1200];
+            const char *t = gw->snaps[i].tag;
+            if (strpbrk(t, " \"\\"))
+                snprintf(q, sizeof q, "\"%s\"", t);
+            else
+                snprintf(q, sizeof q, "%s", t);
+            if (!strncmp(q, word, strlen(word)))
+                json_array_append_new(c, json_string(q));
+        }
+    }
+    return json_pack("{s:s,s:o}", "word", word, "candidates", c);
+}
+
 static json_t *qmp_command(struct sg_gw *gw, const char *cmd, json_t *args, json_t **err)
 {
-    if (!strcmp(cmd, "query-status"))
-        return json_pack("{s:s,s:b,s:b}", "status", gw->running ? "running" : "paused",
-                         "running", gw->running, "singlestep", 0);
+    if (!strcmp(cmd, "query-status")) {
+        /* As QEMU: the VM is stopped in save-vm / restore-vm while the job runs. */
+        bool save = gw->job_id[0] && !strcmp(gw->job_type, "snapshot-save");
+        bool load = gw->job_id[0] && !strcmp(gw->job_type, "snapshot-load");
+        return json_pack("{s:s,s:b,s:b}", "status",
+                         save ? "save-vm" : load ? "restore-vm" : gw->running ? "running" : "paused",
+                         "running", gw->running && !save && !load, "singlestep", 0);
+    }
     if (!strcmp(cmd, "stop") || !strcmp(cmd, "cont")) {
         bool run = !strcmp(cmd, "cont");
         if (run != gw->running) {
@@ -181,6 +218,30 @@ static json_t *qmp_command(struct sg_gw *gw, const char *cmd, json_t *args, json
                 "current-progress", (json_int_t)gw->job_step << 20,
                 "total-progress", (json_int_t)JOB_STEPS << 20));
         return a;
+    }
+    if (!strcmp(cmd, "x-snapgate-query-current-snapshot")) {
+        if (!gw->cur_tag[0])
+            return json_object();
+        return json_pack("{s:s,s:s,s:I}", "tag", gw->cur_tag, "how", gw->cur_how, "time",
+                         (json_int_t)gw->cur_time);
+    }
+    if (!strcmp(cmd, "x-snapgate-hmp-complete")) {
+        const char *line = json_string_value(json_object_get(args, "line"));
+        if (!line) {
+            *err = json_pack("{s:s,s:s}", "class", "GenericError", "desc",
+                             "Parameter 'line' is missing");
+            return NULL;
+        }
+        return fake_complete(gw, line);
+    }
+    if (!strcmp(cmd, "job-cancel")) {
+        const char *id = json_string_value(json_object_get(args, "id"));
+        if (!id || !gw->job_id[0] || strcmp(id, gw->job_id) != 0) {
+            *err = json_pack("{s:s,s:s}", "class", "GenericError", "desc", "Job not found");
+            return NULL;
+        }
+        gw->job_cancelled = true;
+        return json_object();
     }
     if (!strcmp(cmd, "query-version"))
         return json_pack("{s:{s:i,s:i,s:i},s:s}", "qemu", "major", 7, "minor", 2, "micro", 0,
@@ -291,6 +352,19 @@ static void hmp_finish(struct sg_gw_hmp_req *r, const char *text, bool quit)
     free(r);
 }
 
+/* QEMU's state machine: a failed job passes through "aborting". */
+static void job_end(struct sg_gw *gw, const char *msg, bool ok)
+{
+    static const char *const good[] = { "waiting", "pending", "concluded", "null" };
+    static const char *const bad[] = { "aborting", "concluded", "null" };
+    for (size_t i = 0; i < (ok ? 4u : 3u); i++)
+        job_event(gw, ok ? good[i] : bad[i]);
+    gw->job_id[0] = '\0';
+    struct sg_gw_hmp_req *r = gw->job_req;
+    gw->job_req = NULL;
+    hmp_finish(r, msg, false);
+}
+
 static void job_step(lws_sorted_usec_list_t *sul)
 {
     struct sg_gw *gw = lws_container_of(sul, struct sg_gw, job_sul);
@@ -298,7 +372,28 @@ static void job_step(lws_sorted_usec_list_t *sul)
         lws_sul_schedule(gw->ctx, 0, &gw->job_sul, job_step, JOB_STEP_US);
         return;
     }
-    char msg[160] = "";
+    char msg[1400] = "";
+    bool fails = gw->job_cancelled ||
+                 (!strcmp(gw->job_type, "snapshot-load") && !strncmp(gw->job_tag, "fails", 5));
+    if (fails) {
+        if (gw->job_cancelled)
+            snprintf(msg, sizeof msg, "Error: Snapshot job cancelled\n");
+        else
+            snprintf(msg, sizeof msg, "Error: Device 'drive1' does not have the requested snapshot "
+                     "'%s': the fake gateway refuses every load of a tag that begins with 'fails', "
+                     "so that the page's error banner can be checked with a long message that must "
+                     "not be cut\n", gw->job_tag);
+        gw->job_cancelled = false;
+        job_end(gw, msg, false);
+        return;
+    }
+    if (!strcmp(gw->job_type, "snapshot-save") || !strcmp(gw->job_type, "snapshot-load")) {
+        snprintf(gw->cur_tag, sizeof gw->cur_tag, "%s", gw->job_tag);
+        snprintf(gw->cur_how, sizeof gw->cur_how, "%s", gw->job_type[9] == 's' ? "saved" : "loaded");
+        gw->cur_time = time(NULL);
+    } else if (!strcmp(gw->cur_tag, gw->job_tag)) {
+        gw->cur_tag[0] = '\0';
+    }
     if (!strcmp(gw->job_type, "snapshot-save")) {
         struct fsnap *s = find_tag(gw, gw->job_tag);
         if (!s && gw->nsnaps < MAX_SNAPS)
@@ -327,14 +422,7 @@ static void job_step(lws_sorted_usec_list_t *sul)
             gw->nsnaps--;
         }
     }
-    job_event(gw, "waiting");
-    job_event(gw, "pending");
-    job_event(gw, "concluded");
-    job_event(gw, "null");
-    gw->job_id[0] = '\0';
-    struct sg_gw_hmp_req *r = gw->job_req;
-    gw->job_req = NULL;
-    hmp_finish(r, msg, false);
+    job_end(gw, msg, true);
 }
 
 static bool start_job(struct sg_gw *gw, struct sg_gw_hmp_req *r, const char *type,
@@ -351,15 +439,39 @@ static bool start_job(struct sg_gw *gw, struct sg_gw_hmp_req *r, const char *typ
     return true;
 }
 
-static const char *arg_name(const char *rest)
+/* The name argument with QEMU's quoting ("..." with \\ \" \n \r); false
+ * on a bad quote or anything after the name (QEMU: extraneous characters). */
+static bool arg_name(const char *rest, char *out, size_t outsz)
 {
+    size_t n = 0;
     while (*rest == ' ')
         rest++;
     if (!strncmp(rest, "-t ", 3) || !strncmp(rest, "-i ", 3))
         rest += 3;
     while (*rest == ' ')
         rest++;
-    return rest;
+    if (*rest == '"') {
+        for (rest++; *rest && *rest != '"'; rest++) {
+            char ch = *rest;
+            if (ch == '\\') {
+                ch = *++rest;
+                ch = ch == 'n' ? '\n' : ch == 'r' ? '\r' : ch;
+                if (!ch)
+                    return false;
+            }
+            if (n + 1 < outsz)
+                out[n++] = ch;
+        }
+        if (*rest++ != '"')
+            return false;
+    } else {
+        while (*rest && *rest != ' ' && n + 1 < outsz)
+            out[n++] = *rest++;
+    }
+    out[n] = '\0';
+    while (*rest == ' ')
+        rest++;
+    return *rest == '\0';
 }
 
 static void info_snapshots(struct sg_gw *gw, char *out, size_t outsz)
@@ -395,15 +507,17 @@ struct sg_gw_hmp_req *sg_gw_hmp_exec(struct sg_gw *gw, const char *line, enum sg
     bool busy = gw->job_req != NULL;
     if (!strncmp(line, "savevm", 6) || !strncmp(line, "loadvm", 6) || !strncmp(line, "delvm", 5)) {
         bool save = line[0] == 's', load = line[0] == 'l';
-        const char *name = arg_name(line + (save || load ? 6 : 5));
-        char tag[64];
+        char name[1100], tag[1100];
+        bool syntax_ok = arg_name(line + (save || load ? 6 : 5), name, sizeof name);
         if (save && !*name) {
             time_t now = time(NULL);
             strftime(tag, sizeof tag, "vm-%Y%m%d%H%M%S", localtime(&now));
         } else {
             snprintf(tag, sizeof tag, "%s", name);
         }
-        if (busy) {
+        if (!syntax_ok) {
+            snprintf(out, sizeof out, "Error: extraneous characters at the end of line\n");
+        } else if (busy) {
             snprintf(out, sizeof out, "Error: job '%s' is running\n", gw->job_id);
         } else if (!save && !find_tag(gw, tag)) {
             snprintf(out, sizeof out, "Error: Snapshot '%s' does not exist\n", tag);
@@ -509,10 +623,11 @@ struct sg_gw *fake_gw_new(struct lws_context *ctx, bool serial, bool demo_snapsh
             { 1, "base", 64ull << 20, 1763700000, 12000000000ull, true },
             { 2, "disk-only", 0, 1763703600, 95000000000ull, true },
             { 3, "partial", 70ull << 20, 1763707200, 130000000000ull, false },
+            { 4, "fails to load", 70ull << 20, 1763708200, 140000000000ull, true },
         };
         memcpy(gw->snaps, demo, sizeof demo);
-        gw->nsnaps = 3;
-        gw->next_id = 4;
+        gw->nsnaps = 4;
+        gw->next_id = 5;
     }
     if (serial)
         lws_sul_schedule(ctx, 0, &gw->tick_sul, tick, LWS_US_PER_SEC);

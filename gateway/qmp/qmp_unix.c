@@ -1,8 +1,9 @@
-/* gw_unix.c: unix-domain socket helpers. */
-#include "gw_unix.h"
+/* qmp_unix.c: unix-domain socket helpers (see qmp_unix.h). */
+#include "qmp_unix.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -14,8 +15,8 @@ static bool fill_addr(struct sockaddr_un *a, const char *path, struct sg_error *
 {
     memset(a, 0, sizeof *a);
     a->sun_family = AF_UNIX;
-    if (strlen(path) >= sizeof a->sun_path) {
-        sg_error_set(err, "%s: socket path too long (at most %zu bytes)", path,
+    if (!*path || strlen(path) >= sizeof a->sun_path) {
+        sg_error_set(err, "%s: socket path empty or too long (at most %zu bytes)", path,
                      sizeof a->sun_path - 1);
         return false;
     }
@@ -23,7 +24,7 @@ static bool fill_addr(struct sockaddr_un *a, const char *path, struct sg_error *
     return true;
 }
 
-int gw_unix_connect(const char *path, struct sg_error *err)
+int sg_unix_connect(const char *path, struct sg_error *err)
 {
     struct sockaddr_un a;
     if (!fill_addr(&a, path, err))
@@ -43,34 +44,48 @@ int gw_unix_connect(const char *path, struct sg_error *err)
     return fd;
 }
 
-int gw_unix_listen(const char *path, struct sg_error *err)
+/* "DIR/.sg-PID-N.sock" next to `path`; false when it would not fit. */
+static bool temp_name(const char *path, char *out, size_t outlen)
 {
-    struct sockaddr_un a;
+    static unsigned counter;
+    const char *slash = strrchr(path, '/');
+    int dl = slash ? (int)(slash - path + 1) : 0;
+    int n = snprintf(out, outlen, "%.*s.sg-%ld-%u.sock", dl, path, (long)getpid(), ++counter);
+    return n > 0 && (size_t)n < outlen;
+}
+
+int sg_unix_listen(const char *path, int backlog, bool nonblock, struct sg_error *err)
+{
+    struct sockaddr_un a, t;
     if (!fill_addr(&a, path, err))
         return -1;
     struct stat st;
     if (lstat(path, &st) == 0) {
         if (!S_ISSOCK(st.st_mode)) {
-            sg_error_set(err, "%s exists and is not a socket", path);
+            sg_error_set(err, "%s exists and is not a socket (not replaced)", path);
             return -1;
         }
         /* Refuse to steal a socket somebody still serves on. */
-        int probe = gw_unix_connect(path, NULL);
+        int probe = sg_unix_connect(path, NULL);
         if (probe >= 0) {
             close(probe);
             sg_error_set(err, "%s: another program is listening there", path);
             return -1;
         }
-        unlink(path);
     }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | (nonblock ? SOCK_NONBLOCK : 0), 0);
     if (fd < 0) {
         sg_error_set_errno(err, errno, "socket");
         return -1;
     }
-    /* umask makes the socket 0600 from birth: no window where others connect. */
+    bool renamed = temp_name(path, t.sun_path, sizeof t.sun_path);
+    t.sun_family = AF_UNIX;
+    const struct sockaddr_un *at = renamed ? &t : &a;
+    if (!renamed && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        unlink(path); /* the stale socket (checked above): no room for a temporary name */
+    /* umask makes the socket 0600 from birth; chmod says so explicitly. */
     mode_t old = umask(0177);
-    int r = bind(fd, (struct sockaddr *)&a, sizeof a);
+    int r = bind(fd, (const struct sockaddr *)at, sizeof *at);
     int bind_errno = errno;
     umask(old);
     if (r < 0) {
@@ -78,10 +93,11 @@ int gw_unix_listen(const char *path, struct sg_error *err)
         close(fd);
         return -1;
     }
-    if (chmod(path, 0600) < 0 || listen(fd, 16) < 0) {
+    if (chmod(at->sun_path, 0600) < 0 || listen(fd, backlog) < 0 ||
+        (renamed && rename(t.sun_path, path) < 0)) {
         sg_error_set_errno(err, errno, "cannot listen on %s", path);
+        unlink(at->sun_path);
         close(fd);
-        unlink(path);
         return -1;
     }
     return fd;
@@ -102,7 +118,7 @@ static long systemd_listen_fds(void)
     return n > 0 ? n : 0;
 }
 
-bool gw_unix_inherited_listener(int fd, struct sg_error *err)
+bool sg_unix_inherited_listener(int fd, struct sg_error *err)
 {
     long activated = systemd_listen_fds();
     if (activated && (fd < 3 || fd >= 3 + activated)) {
@@ -136,4 +152,21 @@ bool gw_unix_inherited_listener(int fd, struct sg_error *err)
         return false;
     }
     return true;
+}
+
+void sg_unix_name_get(const char *path, struct sg_unix_name *n)
+{
+    struct stat st;
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
+        *n = (struct sg_unix_name){ (unsigned long long)st.st_dev, (unsigned long long)st.st_ino };
+    else
+        *n = (struct sg_unix_name){ 0, 0 };
+}
+
+void sg_unix_name_remove(const char *path, const struct sg_unix_name *n)
+{
+    struct stat st;
+    if (n->ino && lstat(path, &st) == 0 && S_ISSOCK(st.st_mode) &&
+        (unsigned long long)st.st_dev == n->dev && (unsigned long long)st.st_ino == n->ino)
+        unlink(path);
 }

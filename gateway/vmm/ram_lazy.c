@@ -1,0 +1,296 @@
+/* ram_lazy.c: a snapshot load whose guest runs before its RAM is read.
+ *
+ * Guest RAM is swapped for empty memory registered with userfaultfd
+ * (MISSING mode) and the guest resumes at once; a filler thread then
+ * serves every first touch (the guest through KVM, whose get_user_pages
+ * waits on the fault like any user access; the VMM's own devices alike)
+ * by copying in the 64 KiB cluster it falls in (UFFDIO_COPY, or
+ * UFFDIO_ZEROPAGE for clusters the snapshot leaves unallocated), and
+ * between faults fills the rest in order until all of RAM is there.
+ *
+ * Why userfaultfd and not a private mapping of the image: after an
+ * incremental save the vmstate clusters are not contiguous in the file,
+ * and a MAP_PRIVATE page keeps reading the file until written, so the
+ * clusters would have to stay untouched for as long as the guest runs.
+ * Here RAM is ordinary anonymous memory once the fill ends.
+ *
+ * The filler reads the image with pread at host offsets mapped before the
+ * guest resumed (sg_block_vmstate_host_map) and takes no lock: the vCPU
+ * that faults may hold its drive's lock (virtio-blk copying into guest
+ * memory).  Those offsets stay valid because the snapshot cannot change
+ * while the load job runs: every other snapshot job and the internal
+ * snapshot commands are refused while a job is active, and nothing else
+ * writes a cluster with a reference from a snapshot (copy-on-write).
+ *
+ * The old RAM is moved aside with mremap (page tables move, nothing is
+ * freed in the pause) and unmapped by the filler. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ram_lazy.h"
+#include "ram_live.h"
+#include "vm.h"
+
+#define BATCH 16   /* clusters per background read */
+
+struct sg_ram_lazy {
+    struct sg_vm *vm;
+    int fd;                  /* the image (not ours: never closed here) */
+    int uffd;
+    uint64_t cs, nclusters;
+    uint64_t *host;          /* per RAM cluster: file offset, 0 = zeros */
+    uint8_t *filled;
+    char *buf;
+    void *old_ram;           /* moved aside, unmapped by the filler */
+    pthread_t thread;
+    bool started;
+    atomic_bool stop, finished;
+    _Atomic uint64_t done;   /* clusters filled */
+    uint64_t next;           /* background cursor */
+    bool failed;
+    struct sg_error err;
+};
+
+struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, const char *snap_id,
+                                        uint64_t ram_offset, struct sg_error *err)
+{
+    uint64_t cs = sg_block_cluster_size(bs);
+    long ps = sysconf(_SC_PAGESIZE);
+    if (!cs || cs < (uint64_t)ps || ram_offset % cs || vm->ram_size % cs) {
+        sg_error_set(err, "lazy load: cluster size %llu does not fit guest pages",
+                     (unsigned long long)cs);
+        return NULL;
+    }
+    struct sg_ram_lazy *lz = calloc(1, sizeof(*lz));
+    if (!lz) {
+        sg_error_set(err, "out of memory");
+        return NULL;
+    }
+    lz->vm = vm;
+    lz->uffd = -1;
+    lz->cs = cs;
+    lz->nclusters = vm->ram_size / cs;
+    lz->host = malloc(lz->nclusters * sizeof(uint64_t));
+    lz->filled = calloc(lz->nclusters, 1);
+    lz->buf = malloc(BATCH * cs);
+    if (!lz->host || !lz->filled || !lz->buf) {
+        sg_error_set(err, "out of memory");
+        sg_ram_lazy_free(lz);
+        return NULL;
+    }
+    if (!sg_block_vmstate_host_map(bs, snap_id, ram_offset, vm->ram_size, lz->host, err)) {
+        sg_ram_lazy_free(lz);
+        return NULL;
+    }
+    lz->fd = sg_block_host_fd(bs);
+    /* Without privilege (vm.unprivileged_userfaultfd = 0) only user-mode
+     * faults could be handled, and KVM's are kernel faults: eager load. */
+    lz->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    struct uffdio_api api = { .api = UFFD_API };
+    if (lz->uffd < 0 || ioctl(lz->uffd, UFFDIO_API, &api) < 0) {
+        sg_error_set_errno(err, errno, "lazy load: userfaultfd");
+        sg_ram_lazy_free(lz);
+        return NULL;
+    }
+    return lz;
+}
+
+/* Reads clusters [c, c+n) (one run of the file when their offsets follow
+ * each other) and copies them in; 0 < n <= BATCH, none filled yet. */
+static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
+{
+    char *dst = (char *)lz->vm->ram + c * lz->cs;
+    uint64_t len = n * lz->cs;
+    if (!lz->host[c]) {
+        struct uffdio_zeropage z = { .range = { (uint64_t)(uintptr_t)dst, len } };
+        if (ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST) {
+            sg_error_set_errno(&lz->err, errno, "lazy load: UFFDIO_ZEROPAGE");
+            return false;
+        }
+    } else {
+        size_t got = 0;
+        while (got < len) {
+            ssize_t r = pread(lz->fd, lz->buf + got, len - got, (off_t)(lz->host[c] + got));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
+                return false;
+            }
+            if (r == 0) {   /* QEMU leaves the file's last cluster short */
+                memset(lz->buf + got, 0, len - got);
+                break;
+            }
+            got += (size_t)r;
+        }
+        struct uffdio_copy cp = { .dst = (uint64_t)(uintptr_t)dst,
+                                  .src = (uint64_t)(uintptr_t)lz->buf, .len = len };
+        if (ioctl(lz->uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST) {
+            sg_error_set_errno(&lz->err, errno, "lazy load: UFFDIO_COPY");
+            return false;
+        }
+    }
+    memset(lz->filled + c, 1, n);
+    atomic_fetch_add(&lz->done, n);
+    return true;
+}
+
+/* A run of unfilled clusters from c that one read can bring in. */
+static uint64_t run_from(struct sg_ram_lazy *lz, uint64_t c)
+{
+    uint64_t n = 1;
+    while (n < BATCH && c + n < lz->nclusters && !lz->filled[c + n] &&
+           (lz->host[c] ? lz->host[c + n] == lz->host[c] + n * lz->cs : !lz->host[c + n]))
+        n++;
+    return n;
+}
+
+static bool serve_faults(struct sg_ram_lazy *lz)
+{
+    struct uffd_msg msg[16];
+    for (;;) {
+        ssize_t r = read(lz->uffd, msg, sizeof(msg));
+        if (r < 0)
+            return errno == EAGAIN || errno == EINTR;
+        for (size_t i = 0; i < (size_t)r / sizeof(msg[0]); i++) {
+            if (msg[i].event != UFFD_EVENT_PAGEFAULT)
+                continue;
+            uint64_t a = msg[i].arg.pagefault.address - (uint64_t)(uintptr_t)lz->vm->ram;
+            uint64_t c = a / lz->cs;
+            if (c >= lz->nclusters)
+                continue;
+            if (!lz->filled[c]) {
+                if (!fill(lz, c, 1))
+                    return false;
+            } else {
+                /* Filled meanwhile (several threads faulted on it). */
+                struct uffdio_range w = { (uint64_t)(uintptr_t)lz->vm->ram + c * lz->cs, lz->cs };
+                ioctl(lz->uffd, UFFDIO_WAKE, &w);
+            }
+        }
+    }
+}
+
+static void *filler(void *arg)
+{
+    struct sg_ram_lazy *lz = arg;
+    bool ok = true;
+    while (ok && !atomic_load(&lz->stop) && atomic_load(&lz->done) < lz->nclusters) {
+        struct pollfd p = { lz->uffd, POLLIN, 0 };
+        bool more = lz->next < lz->nclusters;
+        if (poll(&p, 1, more ? 0 : 50) > 0)
+            ok = serve_faults(lz);
+        while (ok && lz->next < lz->nclusters && lz->filled[lz->next])
+            lz->next++;
+        if (ok && lz->next < lz->nclusters)
+            ok = fill(lz, lz->next, run_from(lz, lz->next));
+    }
+    if (!ok)
+        lz->failed = true;
+    /* Closing the descriptor lets every waiting fault go on as an ordinary
+     * one (after a failure: zeros; the job then stops the guest). */
+    struct uffdio_range all = { (uint64_t)(uintptr_t)lz->vm->ram, lz->vm->ram_size };
+    ioctl(lz->uffd, UFFDIO_UNREGISTER, &all);
+    close(lz->uffd);
+    lz->uffd = -1;
+    if (lz->old_ram)
+        munmap(lz->old_ram, lz->vm->ram_size);
+    lz->old_ram = NULL;
+    /* UFFDIO_COPY maps small pages; huge ones keep the next live save's
+     * fork cheap (ram_live.c). */
+    madvise(lz->vm->ram, lz->vm->ram_size, SG_MADV_COLLAPSE);
+    atomic_store(&lz->finished, true);
+    return NULL;
+}
+
+bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err)
+{
+    struct sg_vm *vm = lz->vm;
+    void *aside = mmap(NULL, vm->ram_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+                       -1, 0);
+    if (aside == MAP_FAILED) {
+        sg_error_set_errno(err, errno, "lazy load: address space");
+        return false;
+    }
+    void *moved = mremap(vm->ram, vm->ram_size, vm->ram_size, MREMAP_MAYMOVE | MREMAP_FIXED, aside);
+    if (moved == MAP_FAILED) {
+        sg_error_set_errno(err, errno, "lazy load: moving guest RAM");
+        munmap(aside, vm->ram_size);
+        return false;
+    }
+    lz->old_ram = moved;
+    void *fresh = mmap(vm->ram, vm->ram_size, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
+    if (fresh != vm->ram) {
+        /* Put the old RAM back: the VM must keep a mapping there. */
+        sg_error_set_errno(err, errno, "lazy load: new guest RAM");
+        mremap(moved, vm->ram_size, vm->ram_size, MREMAP_MAYMOVE | MREMAP_FIXED, vm->ram);
+        lz->old_ram = NULL;
+        return false;
+    }
+    madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
+    struct uffdio_register reg = {
+        .range = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size },
+        .mode = UFFDIO_REGISTER_MODE_MISSING,
+    };
+    if (ioctl(lz->uffd, UFFDIO_REGISTER, &reg) < 0) {
+        sg_error_set_errno(err, errno, "lazy load: UFFDIO_REGISTER");
+        return false;   /* the fresh RAM is empty: the caller loads eagerly */
+    }
+    int e = pthread_create(&lz->thread, NULL, filler, lz);
+    if (e) {
+        struct uffdio_range all = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size };
+        ioctl(lz->uffd, UFFDIO_UNREGISTER, &all);
+        sg_error_set_errno(err, e, "lazy load: filler thread");
+        return false;
+    }
+    lz->started = true;
+    return true;
+}
+
+uint64_t sg_ram_lazy_progress(struct sg_ram_lazy *lz)
+{
+    return atomic_load(&lz->done) * lz->cs;
+}
+
+int sg_ram_lazy_poll(struct sg_ram_lazy *lz, struct sg_error *err)
+{
+    if (!atomic_load(&lz->finished))
+        return 0;
+    if (lz->started) {
+        pthread_join(lz->thread, NULL);
+        lz->started = false;
+    }
+    if (lz->failed) {
+        *err = lz->err;
+        return -1;
+    }
+    return 1;
+}
+
+void sg_ram_lazy_free(struct sg_ram_lazy *lz)
+{
+    if (!lz)
+        return;
+    if (lz->started) {
+        atomic_store(&lz->stop, true);
+        pthread_join(lz->thread, NULL);
+    }
+    if (lz->uffd >= 0)
+        close(lz->uffd);
+    if (lz->old_ram)
+        munmap(lz->old_ram, lz->vm->ram_size);
+    free(lz->host);
+    free(lz->filled);
+    free(lz->buf);
+    free(lz);
+}

@@ -1,0 +1,27 @@
+/* ram_lazy.h: loading guest RAM on first touch (ram_lazy.c). */
+#ifndef SG_VMM_RAM_LAZY_H
+#define SG_VMM_RAM_LAZY_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "block.h"
+#include "sg_error.h"
+
+struct sg_vm;
+struct sg_ram_lazy;
+
+/* Maps snapshot `snap_id`'s RAM (at ram_offset of its vmstate) to file
+ * offsets; caller holds the drive's lock.  NULL (with the reason) when a
+ * lazy load is not possible here: the caller loads eagerly. */
+struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, const char *snap_id,
+                                        uint64_t ram_offset, struct sg_error *err);
+/* vCPUs parked: empty RAM that fills on first touch, and the filler thread.
+ * On failure RAM may already be empty: load it eagerly. */
+bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err);
+uint64_t sg_ram_lazy_progress(struct sg_ram_lazy *lz);
+/* 0: still filling, 1: all of RAM is in, -1: failed (err set). */
+int sg_ram_lazy_poll(struct sg_ram_lazy *lz, struct sg_error *err);
+void sg_ram_lazy_free(struct sg_ram_lazy *lz);
+
+#endif
