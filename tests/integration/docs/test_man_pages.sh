@@ -5,7 +5,7 @@ set -u
 command -v groff >/dev/null || { echo "SKIP: groff not installed"; exit 77; }
 cd "$SNAPGATE_SRC/man"
 fail=0
-for p in snapgate.1 snapgate-vmm.1 snapgate-img.1 snapgate-hmp.7; do
+for p in snapgate.1 snapgate-vmm.1 snapgate-img.1 snapgate-qemu.1 snapgate-hmp.7; do
     [ -f "$p" ] || { echo "FAIL: man/$p missing"; fail=1; }
 done
 for p in *.[1-8]; do

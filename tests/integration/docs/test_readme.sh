@@ -8,7 +8,7 @@ lines=$(printf '%s\n' "$block" | grep -cv '^\s*$')
 [ "$lines" -eq 2 ] || { echo "FAIL: quick start has $lines command lines, want 2"; exit 1; }
 printf '%s\n' "$block" | grep -q '^scripts/setup\.sh && ctest ' || { echo "FAIL: no test line"; exit 1; }
 grep -q "grep -m1 -E '^scripts/setup" .ci/run || { echo "FAIL: .ci/run does not run the README line"; exit 1; }
-for b in snapgate snapgate-vmm snapgate-img; do
+for b in snapgate snapgate-vmm snapgate-img snapgate-qemu; do
     [ -x "$SNAPGATE_BUILD/$b" ] || { echo "FAIL: build/$b not built"; exit 1; }
 done
 echo "ok: README quick start"

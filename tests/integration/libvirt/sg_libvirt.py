@@ -212,8 +212,10 @@ def disk_counter(image):
     """The counter in the image's first sector (read shared: the domain may hold it)."""
     r = subprocess.run(["qemu-io", "-U", "-r", "-f", "qcow2", "-c", "read -v 0 16", image],
                        capture_output=True, text=True)
-    text = "".join(l[60:76] for l in r.stdout.splitlines() if l[:8].isalnum() and ":" in l[:10])
+    text = "".join(l[-16:] for l in r.stdout.splitlines() if l[:8].isalnum() and ":" in l[:10])
+    text = text.replace("count.", "count ")   # qemu-io shows the space as '.'
     if "count " not in text:
+        print(f"disk_counter {image}: {r.returncode} {r.stdout[-300:]!r} {r.stderr[-300:]!r}")
         return None
     return int(text.split("count ")[1][:8])
 
