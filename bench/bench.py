@@ -625,9 +625,12 @@ def disk_with_snapshots(path, n, size="64M"):
         subprocess.run(["qemu-img", "snapshot", "-c", f"s{i + 1}", path], check=True)
 
 
-# The lossless proxy's own rows: pipelined throughput and a ~200 KB reply.
-PROXY_RUNS = (("query-status x10000, pipelined", dict(count=10000, pipeline=True)),
-              ("query-qmp-schema x200", dict(count=200, execute="query-qmp-schema")))
+# The lossless proxy's own rows: pipelined throughput and a ~200 KB reply
+# (counts scaled with the mode's latency count: 10,000 and 200 in quick/full).
+def proxy_plan(lat_count):
+    return ((f"query-status x{lat_count}, pipelined", dict(count=lat_count, pipeline=True)),
+            (f"query-qmp-schema x{max(5, lat_count // 50)}",
+             dict(count=max(5, lat_count // 50), execute="query-qmp-schema")))
 
 
 def proxy_cells(r):
@@ -638,8 +641,8 @@ def proxy_cells(r):
     return [f"p50 {r['p50-us'] / 1e3:.2f} ms", f"p99 {r['p99-us'] / 1e3:.2f} ms"]
 
 
-def proxy_runs(build, sock, label, path, impl, prows, data):
-    for what, kw in PROXY_RUNS:
+def proxy_runs(build, sock, label, path, impl, prows, data, lat_count):
+    for what, kw in proxy_plan(lat_count):
         if "schema" in what and impl != "qemu":
             continue  # snapgate-vmm has no query-qmp-schema
         try:
@@ -671,9 +674,9 @@ def section3(cfg, build, work, results):
                     direct = str(e)
                 data[f"{impl}-{what}-direct"] = direct
                 rows.append([what, label, "direct"] + lat_cells(direct) + ["-"])
-            proxy_runs(build, vm.sock, label, "direct", impl, prows, data)
+            proxy_runs(build, vm.sock, label, "direct", impl, prows, data, count)
             gw = Gateway(d, vm.sock, build)
-            proxy_runs(build, gw.sock, label, "via snapgate gateway", impl, prows, data)
+            proxy_runs(build, gw.sock, label, "via snapgate gateway", impl, prows, data, count)
             for what, hmp in (("query-status", None), ("HMP info snapshots", "info snapshots")):
                 try:
                     via = qmp_lat(build, gw.sock, count, hmp)

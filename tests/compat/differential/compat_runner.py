@@ -147,7 +147,7 @@ def main():
     ap.add_argument("--golden", default=os.path.join(HERE, "..", "..", "..", "compat", "golden"))
     ap.add_argument("--differences", default=os.path.join(HERE, "intended-differences.txt"))
     ap.add_argument("-k", dest="pattern", default="*", help="only scenarios whose name matches GLOB")
-    ap.add_argument("--budget", type=float, default=float(os.environ.get("SNAPGATE_COMPAT_BUDGET", 240)),
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("SNAPGATE_COMPAT_BUDGET", 540)),
                     help="seconds; scenarios left when it runs out are reported as failed")
     ap.add_argument("--keep", action="store_true", help="keep work directories")
     ap.add_argument("-v", action="store_true", help="print every scenario, not only failures")
