@@ -916,7 +916,8 @@ def main():
     ap.add_argument("--mode", choices=sorted(MODES), default="quick")
     ap.add_argument("--build", default=os.environ.get("SNAPGATE_BUILD") or "build")
     ap.add_argument("--dir", help="scratch directory (default: a new one under $TMPDIR)")
-    ap.add_argument("--only", default="1,2,3,4,5", help="sections to run, e.g. 1,3")
+    ap.add_argument("--only", default="1,2,3,4",
+                    help="sections to run, e.g. 1,3; 5 (live/lazy/incremental) only when asked")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--reps", type=int, help="override the repetitions of section 1")
     ap.add_argument("--sizes", help="override the RAM sizes (MiB) of section 1, e.g. 1024")
