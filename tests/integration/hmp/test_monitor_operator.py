@@ -36,10 +36,11 @@ gw_sock = os.path.join(d, "gw.sock")
 PROMPT = rb"\(snapgate\) "
 BAR = rb"hmp-savevm-\d+ \[[# ]+\] +\d+%"
 
-# 512 MiB the guest keeps dirty: a save lasts long enough (about 2 s) to type
-# behind it.
+# 512 MiB the guest keeps dirty and rewrites (churn=: an incremental save
+# writes only what changed since the last one): every save lasts long enough
+# (about 2 s) to type behind it.
 t = U.Terminal([gw_bin, "--state-dir", state, "--serial-to-terminal", "--qmp", "unix:" + gw_sock,
-                "--vmm", "-m", "1024", "-append", "dirty=512M", "--"], env=U.gateway_env(d))
+                "--vmm", "-m", "1024", "-append", "dirty=512M,churn=512M", "--"], env=U.gateway_env(d))
 fcntl.ioctl(t.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
 m = t.expect(rb"snapgate 0\.1\.0 monitor \(back end: snapgate-vmm 0\.1\.0, answering QMP as "
              rb"QEMU 7\.2\.0\) - type 'help' for more information", 30)
