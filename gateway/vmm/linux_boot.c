@@ -236,19 +236,6 @@ out:
     return ok;
 }
 
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
-{
-    memset(s, 0, sizeof(*s));
-    s->selector = sel;
-    s->limit = 0xffffffff;
-    s->type = type;
-    s->present = 1;
-    s->s = 1;
-    s->g = 1;
-    s->l = code;
-    s->db = !code;
-}
-
 /* MSRs a firmware would leave set: fast strings, MTRRs on with write-back
  * as the default type (Linux keeps the MTRR state it finds). */
 static void set_boot_msrs(struct sg_vcpu *vcpu)
@@ -300,8 +287,8 @@ bool sg_linux_set_boot_state(struct sg_vm *vm, struct sg_vcpu *vcpu, struct sg_e
         sg_error_set_errno(err, errno, "KVM_GET_SREGS");
         return false;
     }
-    seg(&sr.cs, 0x10, 11, true);
-    seg(&sr.ds, 0x18, 3, false);
+    sg_vcpu_flat_segment(&sr.cs, 0x10, 11, true);
+    sg_vcpu_flat_segment(&sr.ds, 0x18, 3, false);
     sr.es = sr.fs = sr.gs = sr.ss = sr.ds;
     memset(&sr.tr, 0, sizeof(sr.tr));
     sr.tr.selector = 0x20;

@@ -146,6 +146,10 @@ bool sg_ram_scan_untouched(struct sg_ram_scan *rs, const void *addr, size_t npag
 /* ---- kvm/vcpu.c ------------------------------------------------------- */
 bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_error *err);
 bool sg_vcpu_set_boot_state(struct sg_vm *vm, struct sg_vcpu *vcpu, struct sg_error *err);
+/* A flat 4 GiB segment (64-bit code when `code`, else 32-bit data), as both
+ * the demo guest and a Linux kernel are entered with. */
+struct kvm_segment;
+void sg_vcpu_flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code);
 bool sg_vm_start_vcpus(struct sg_vm *vm, struct sg_error *err);
 /* Parks every vCPU outside KVM_RUN (blocks until they are parked). */
 void sg_vm_pause(struct sg_vm *vm);

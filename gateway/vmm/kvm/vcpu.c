@@ -83,7 +83,7 @@ bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_e
     return sg_vcpu_set_boot_state(vm, vcpu, err);
 }
 
-static void seg(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
+void sg_vcpu_flat_segment(struct kvm_segment *s, uint16_t sel, uint8_t type, bool code)
 {
     memset(s, 0, sizeof(*s));
     s->selector = sel;
@@ -107,8 +107,8 @@ bool sg_vcpu_set_boot_state(struct sg_vm *vm, struct sg_vcpu *vcpu, struct sg_er
         sg_error_set_errno(err, errno, "KVM_GET_SREGS");
         return false;
     }
-    seg(&sr.cs, SG_SEL_KCODE, 11, true);
-    seg(&sr.ds, SG_SEL_KDATA, 3, false);
+    sg_vcpu_flat_segment(&sr.cs, SG_SEL_KCODE, 11, true);
+    sg_vcpu_flat_segment(&sr.ds, SG_SEL_KDATA, 3, false);
     sr.es = sr.fs = sr.gs = sr.ss = sr.ds;
     memset(&sr.tr, 0, sizeof(sr.tr));
     sr.tr.selector = SG_SEL_TSS;
