@@ -241,9 +241,8 @@ static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, stru
  * nested test bed: 0.5%), KVM_GET_CLOCK drifts from that view between two
  * pvclock updates, and restoring the host's value made the guest's kvmclock
  * jump by the drift (3.5 ms measured there; CI saw the watchdog fire) against
- * its TSC.  So the saved clock is computed
- * from vCPU 0's pvclock record and its TSC (one number, no instant to
- * match); KVM_GET_CLOCK is the fallback for guests without kvmclock (the demo
+ * its TSC.  So the saved clock is computed from vCPU 0's pvclock record and
+ * its TSC (one number, no instant to match); KVM_GET_CLOCK is the fallback for guests without kvmclock (the demo
  * guest).  On restore, kvmclock is set to the saved value plus the host time
  * since the TSC was written. */
 #define MSR_IA32_TSC 0x10
