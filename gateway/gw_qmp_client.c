@@ -8,8 +8,8 @@
  * except the id, which is put back as the client's bytes (any JSON value) or
  * removed when the client sent none.  Descriptors passed with a command go
  * with it.  Only qmp_capabilities and human-monitor-command are decoded and
- * answered here (negotiation texts: sg_qmp_capabilities_check, shared with
- * the VMM's server).
+ * answered here (negotiation: sg_qmp_negotiation, the rules and texts of
+ * every sg_qmp_server session, the VMM's included).
  *
  * Replies keep the client's order: every message takes a slot in the
  * client's queue when it arrives, and slots leave the queue, in order, once
@@ -431,21 +431,12 @@ static void local_command(struct sg_gw_qmp_client *c, struct slot *s, const char
         return;
     }
     struct sg_qmp_request req;
-    if (!sg_qmp_request_parse(j, &req, &err)) {
+    enum sg_qmp_neg neg = SG_QMP_NEG_ERROR;
+    if (!sg_qmp_request_parse(j, &req, &err) ||
+        (neg = sg_qmp_negotiation(&c->negotiated, &req, &err)) == SG_QMP_NEG_ERROR) {
         complete_err(s, &err);
-    } else if (strcmp(req.command, "qmp_capabilities") == 0) {
-        if (!sg_qmp_capabilities_check(req.args, &err))
-            complete_err(s, &err);
-        else if (c->negotiated)
-            complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
-                           "Capabilities negotiation is already complete, command ignored");
-        else {
-            c->negotiated = true;
-            complete_json(s, sg_qmp_return_reply(NULL, id_placeholder(s)));
-        }
-    } else if (!c->negotiated) {
-        complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
-                       "Expecting capabilities negotiation with 'qmp_capabilities'");
+    } else if (neg == SG_QMP_NEG_DONE) {
+        complete_json(s, sg_qmp_return_reply(NULL, id_placeholder(s)));
     } else if (strncmp(req.command, "x-snapgate-", 11) == 0) {
         json_t *ret;
         if (gw_xsnapgate_command(c->gw, req.command, req.args, &ret, &err) && ret)
