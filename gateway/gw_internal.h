@@ -57,6 +57,7 @@ struct sg_gw {
     /* Forwarded commands at the back end, and the clients whose commands
      * wait for room there, taken in turn (gw_qmp_client.c): fairness. */
     unsigned fwd_outstanding;
+    size_t fwd_unsent_bytes;       /* bytes of all clients' waiting commands */
     bool fwd_dispatching;
     struct sg_gw_qmp_client *turn_head, *turn_tail;
     /* job ids started by clients that went away: dismissed when concluded */
