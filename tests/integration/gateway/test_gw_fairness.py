@@ -8,25 +8,13 @@
   - a client whose commands wait for their turn is not read from once 1 MiB
     of them is queued: of 12 MiB written, the gateway takes a bounded part;
   - the gateway itself keeps greeting new clients meanwhile."""
-import os
 import socket
-import subprocess
 import time
 
 import sg_gateway_util
 import sgtest
 
-gw_bin = sgtest.binary("snapgate")
-d = sgtest.tmpdir()
-be_sock = os.path.join(d, "be.sock")
-gw_sock = os.path.join(d, "gw.sock")
-be = sg_gateway_util.FakeBackend(be_sock)
-gw = sgtest.spawn([gw_bin, "--connect", "unix:" + be_sock, "--qmp", "unix:" + gw_sock,
-                   "--no-monitor"], stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-sgtest.wait_for(lambda: os.path.exists(gw_sock) or gw.poll() is not None, 10, "--qmp socket")
-if gw.poll() is not None:
-    sgtest.fail(f"gateway exited: {gw.stderr.read()!r}")
-
+be, gw, gw_sock = sg_gateway_util.gateway_on_fake_backend(sgtest.tmpdir())
 
 def received(name):
     with be.lock:
