@@ -194,6 +194,9 @@ void gw_qmp_clients_event(struct sg_gw *gw, json_t *event, const char *bytes, si
  * meanwhile (when the back end is the same process). */
 void gw_qmp_clients_reconnected(struct sg_gw *gw);
 void gw_qmp_clients_free_all(struct sg_gw *gw);
+/* All clients' commands waiting for their turn passed their bound (32 MiB):
+ * the --qmp endpoint reads no client until gw_on_backend_drained. */
+bool gw_qmp_clients_queue_full(const struct sg_gw *gw);
 
 /* Serial bytes from the VMM (gw_core.c). */
 void gw_serial_input(struct sg_gw *gw, const void *buf, size_t len);

@@ -43,8 +43,8 @@
 #define GW_MAX_PASSED_FDS 16
 /* A client is not read from (sg_gw_qmp_client_busy) with this many messages
  * unanswered or this many bytes of commands waiting for their turn (one
- * message always fits), nor while all clients' waiting commands pass
- * GW_QUEUED_TOTAL. */
+ * message always fits); the unix endpoint reads no client while all
+ * clients' waiting commands pass GW_QUEUED_TOTAL (gw_qmp_clients_queue_full). */
 #define GW_CLIENT_MAX_SLOTS 16
 #define GW_CLIENT_MAX_QUEUED (1u << 20)
 #define GW_QUEUED_TOTAL (32u << 20)
@@ -573,8 +573,12 @@ size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c)
 
 bool sg_gw_qmp_client_busy(const struct sg_gw_qmp_client *c)
 {
-    return c->n_slots >= GW_CLIENT_MAX_SLOTS || c->unsent_bytes >= GW_CLIENT_MAX_QUEUED ||
-           c->gw->fwd_unsent_bytes >= GW_QUEUED_TOTAL;
+    return c->n_slots >= GW_CLIENT_MAX_SLOTS || c->unsent_bytes >= GW_CLIENT_MAX_QUEUED;
+}
+
+bool gw_qmp_clients_queue_full(const struct sg_gw *gw)
+{
+    return gw->fwd_unsent_bytes >= GW_QUEUED_TOTAL;
 }
 
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c)

@@ -6,7 +6,7 @@
  *
  * Bounds, so that no client can make the gateway grow or spin:
  *  - a client with 16 messages unanswered or 1 MiB of commands waiting for
- *    their turn (sg_gw_qmp_client_busy: 32 MiB over all clients), or more than
+ *    their turn (sg_gw_qmp_client_busy; 32 MiB over all clients), or more than
  *    GW_EP_PAUSE_BACKLOG bytes of output it has not read, or while the back
  *    end's own queue is over GW_EP_BACKEND_BACKLOG, is not read from (it
  *    may pipeline as much as it likes: it is simply served at the pace of
@@ -83,7 +83,7 @@ static void drop(struct ep_conn *c)
 static bool must_wait(const struct ep_conn *c)
 {
     return (c->client && sg_gw_qmp_client_busy(c->client)) ||
-           sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
+           gw_qmp_clients_queue_full(c->ep->gw) || sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
            gw_backend_backlog(c->ep->gw) > GW_EP_BACKEND_BACKLOG;
 }
 

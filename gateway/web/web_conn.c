@@ -222,7 +222,8 @@ static int qmp_message(struct sg_web_conn *c)
         return -1;
     }
     /* Pipelining is fine, an unbounded backlog is not: the same bounds as
-     * the unix endpoint (16 unanswered, 1 MiB waiting). */
+     * the unix endpoint (16 unanswered, 1 MiB waiting).  Busy means a reply
+     * is due, and qmp_send resumes then. */
     if (c->qmp && !c->qmp_paused && sg_gw_qmp_client_busy(c->qmp)) {
         c->qmp_paused = true;
         lws_rx_flow_control(c->wsi, 0);
