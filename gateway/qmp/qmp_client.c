@@ -161,7 +161,8 @@ static bool send_or_queue(struct sg_qmp_client *c, char *bytes, size_t len, int 
     }
     it->bytes = bytes;
     it->len = len;
-    memcpy(it->fds, fds, nfds * sizeof *fds);
+    if (nfds)
+        memcpy(it->fds, fds, nfds * sizeof *fds);
     it->nfds = nfds;
     *c->queued_tail = it;
     c->queued_tail = &it->next;
