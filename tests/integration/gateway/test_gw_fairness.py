@@ -7,11 +7,16 @@
     cannot fill it alone);
   - a client whose commands wait for their turn is not read from once 1 MiB
     of them is queued: of 12 MiB written, the gateway takes a bounded part;
-  - the gateway itself keeps greeting new clients meanwhile."""
+  - the gateway itself keeps greeting new clients meanwhile;
+  - on the /qmp WebSocket the same bounds pause reading (16 unanswered) and
+    resume with the replies: 60 pipelined frames get 60 replies, in order."""
+import json
 import socket
+import subprocess
 import time
 
 import sg_gateway_util
+import sg_web_util as wu
 import sgtest
 
 be, gw, gw_sock = sg_gateway_util.gateway_on_fake_backend(sgtest.tmpdir())
@@ -69,4 +74,23 @@ c.close()
 b.close()
 gw.terminate()
 sgtest.check_eq(gw.wait(10), 0, "gateway exit code")
+
+# 3. The /qmp WebSocket: pipelined frames, paused and resumed.
+be2, gw2, _ = sg_gateway_util.gateway_on_fake_backend(
+    sgtest.tmpdir(), extra=["--web", "127.0.0.1:0"], stdout=subprocess.PIPE,
+    stderr=subprocess.DEVNULL, text=True)
+_, hp, tok = wu.wait_url(gw2)
+st, ws = wu.WS.open(hp, "/qmp", token=tok, protocol="qmp")
+sgtest.check_eq(st, 101, "/qmp upgrade")
+json.loads(ws.recv_text())
+ws.send('{"execute": "qmp_capabilities"}')
+sgtest.check_eq(json.loads(ws.recv_text()), {"return": {}}, "ws negotiation")
+for i in range(60):
+    ws.send(json.dumps({"execute": "echo", "arguments": {"n": i}, "id": i}))
+for i in range(60):
+    sgtest.check_eq(json.loads(ws.recv_text()), {"return": {"n": i}, "id": i},
+                    f"pipelined WebSocket reply {i}")
+ws.close()
+gw2.terminate()
+sgtest.check_eq(gw2.wait(10), 0, "gateway exit code (web)")
 print("ok")
