@@ -60,6 +60,10 @@ bool sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, const char *msg, size_t 
 /* Messages received and not answered yet (a transport stops reading above
  * a bound: pipelining is fine, an unbounded backlog is not). */
 size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c);
+/* True while the transport should not read more from this client: too many
+ * messages unanswered (16), or too many bytes of its commands waiting for
+ * their turn (1 MiB).  Becomes false only when one of its replies is sent. */
+bool sg_gw_qmp_client_busy(const struct sg_gw_qmp_client *c);
 /* The transport went away.  Pending replies are dropped; jobs it started go on
  * and are dismissed by the gateway when they conclude. */
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c);

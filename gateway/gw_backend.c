@@ -1,19 +1,21 @@
-/* gw_backend.c: the one QMP link from the gateway to its back end.
+/* gw_backend.c: the one QMP link from the gateway to its back end — an
+ * sg_qmp_client (gateway/qmp/qmp_client.c) in pass-through mode over the
+ * loop's descriptor, with the reconnection policy around it.
  *
- * Every command of every front end goes through gw_backend_send with a
- * callback; the link numbers commands itself (integer ids), so the ids of
- * front-end clients never reach the back end and cannot collide.  Replies
- * are matched by id; events go to gw_on_backend_event.  When the link
- * breaks, every command that was sent gets NULL and every command that could
- * not be sent gets a GenericError "back end not connected" — from the loop,
- * never from inside gw_backend_send — and the gateway is told once.
- *
- * With --connect the gateway may then ask for a reconnection
- * (gw_backend_reconnect): the same socket path is tried again with a
- * growing pause until the --reconnect deadline; a new connection goes
- * through greeting and negotiation like the first one.  Each connection is
- * a "generation", so a command of a dead connection is never mistaken for
- * one of the live one. */
+ * The client does the protocol: greeting, negotiation, its own ids ("sg-N",
+ * so the ids of front-end clients never reach the back end and cannot
+ * collide), matching replies, framing without decoding (replies and events
+ * reach front ends as the back end's bytes), descriptors passed with their
+ * command.  This file adds what belongs to the gateway:
+ *  - the transport: the client's output goes to the back end's sg_gw_fd;
+ *    a back end that stops reading (64 MiB queued) loses the link;
+ *  - the contract of gw_backend_send/forward: a command that cannot be
+ *    written gets "back end not connected (...)" from the loop, never from
+ *    inside the call; a command lost with the connection gets NULL (the
+ *    gateway's own) or "back end connection lost before the reply (...)";
+ *  - --connect: one client per connection; when one dies the same socket
+ *    path is tried again with a growing pause until the --reconnect
+ *    deadline, and a new connection negotiates like the first. */
 #include "gw_internal.h"
 
 #include <errno.h>
@@ -25,10 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "qmp_unix.h"
+#include "qmp_client.h"
 #include "qmp_msg.h"
-#include "qmp_stream.h"
 #include "qmp_top.h"
+#include "qmp_unix.h"
 
 #define GW_GREETING_TIMEOUT_MS 10000
 /* Pause between reconnection attempts: starts small (a restarting back end
@@ -36,27 +38,27 @@
 #define GW_RETRY_FIRST_MS 100
 #define GW_RETRY_MAX_MS 2000
 
-enum be_phase { BE_GREETING, BE_NEGOTIATING, BE_READY, BE_DOWN };
-
-struct be_pending {
-    struct be_pending *next;
-    json_int_t id;
-    gw_reply_fn cb;            /* the gateway's own commands: decoded reply */
-    gw_raw_reply_fn raw;       /* forwarded commands: the reply's bytes */
+/* One command's owner: the gateway's own (cb: the decoded reply) or a
+ * forwarded one (raw: the back end's bytes). */
+struct be_req {
+    struct be_req *next;       /* refused list (not connected) */
+    struct gw_backend *be;
+    struct sg_qmp_client *client;
+    gw_reply_fn cb;
+    gw_raw_reply_fn raw;
     void *opaque;
-    unsigned gen;      /* connection it was written to; 0: never written */
 };
 
 struct gw_backend {
     struct sg_gw *gw;
     struct sg_gw_fd *fd;
-    struct sg_qmp_decoder *dec;
-    enum be_phase phase;
-    unsigned gen;                    /* current connection, counted from 1 */
-    json_int_t next_id;
-    struct be_pending *pending, **pending_tail;
-    struct sg_gw_timer fail_timer;   /* answers commands that cannot get a reply */
+    struct sg_qmp_client *client;    /* the live connection, or NULL */
+    struct sg_qmp_client *dead;      /* a closed one, freed from the loop */
+    bool up;                         /* negotiated */
+    struct be_req *refused, **refused_tail;  /* answered "not connected" */
+    struct sg_gw_timer later_timer;  /* answers them, frees `dead` */
     struct sg_gw_timer start_timer;  /* greeting timeout */
+    struct sg_gw_timer full_timer;   /* the back end stopped reading */
     bool start_waiting;
     struct sg_error start_err;
     char why[256];                   /* why the last READY connection was lost */
@@ -69,15 +71,29 @@ struct gw_backend {
     char attempt_err[1024];          /* why the last attempt failed */
 };
 
-static void be_die(struct gw_backend *be, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void schedule_retry(struct gw_backend *be);
-static bool on_message(struct gw_backend *be, json_t *msg);
 
 static int64_t now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Ends the current connection (from the loop, never inside the client's own
+ * callbacks): ops->closed and the pending callbacks run now. */
+static void end_client(struct gw_backend *be, const char *why)
+{
+    struct sg_qmp_client *c = be->client;
+    if (!c)
+        return;
+    struct sg_error e = { 0 };
+    sg_error_set(&e, "%s", why);
+    sg_qmp_client_eof(c, &e);
+    if (be->dead == c) {
+        be->dead = NULL;
+        sg_qmp_client_free(c);
+    }
 }
 
 /* The reply given to a command that never reached a back end. */
@@ -93,96 +109,83 @@ static json_t *not_connected_reply(const struct gw_backend *be)
     return sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
 }
 
-/* Hands a reply (or, with `bytes` NULL, the reason there is none) to its
- * owner and frees the entry.  A lost connection gives the gateway's own
- * commands NULL (their owners word the loss), a reply that cannot be decoded
- * gives them a GenericError. */
-static void finish(struct be_pending *p, const char *bytes, size_t len, const char *why)
+static void later(void *opaque)
 {
-    if (p->raw) {
-        struct sg_qmp_top top;
-        if (bytes)
-            sg_qmp_top_scan(bytes, len, &top);
-        p->raw(p->opaque, bytes, len, bytes ? &top : NULL, why);
-    } else if (!bytes && why && strncmp(why, "back end connection lost", 24) == 0) {
-        p->cb(p->opaque, NULL);
+    struct gw_backend *be = opaque;
+    sg_qmp_client_free(be->dead);
+    be->dead = NULL;
+    gw_lost_abort(be->gw);
+    /* Taken over first: callbacks may send more commands, which land on
+     * the (new) list and get their own round. */
+    struct be_req *list = be->refused;
+    be->refused = NULL;
+    be->refused_tail = &be->refused;
+    while (list) {
+        struct be_req *r = list;
+        list = r->next;
+        json_t *reply = not_connected_reply(be);
+        const char *desc =
+            json_string_value(json_object_get(json_object_get(reply, "error"), "desc"));
+        if (r->raw)
+            r->raw(r->opaque, NULL, 0, NULL, desc ? desc : "back end not connected");
+        else
+            r->cb(r->opaque, reply);
+        json_decref(reply);
+        free(r);
+    }
+}
+
+/* A command's answer from the client: bytes, an invalid reply, or the loss. */
+static void on_reply(void *opaque, const char *msg, size_t len, const struct sg_qmp_top *top,
+                     const char *why)
+{
+    struct be_req *r = opaque;
+    bool lost = !msg && sg_qmp_client_closed(r->client);
+    if (r->raw) {
+        char desc[400];
+        if (lost) {
+            snprintf(desc, sizeof desc, "back end connection lost before the reply (%s)",
+                     r->be->why);
+            why = desc;
+        }
+        r->raw(r->opaque, msg, len, top, why);
+    } else if (lost) {
+        r->cb(r->opaque, NULL);
     } else {
-        json_t *msg = NULL;
+        json_t *reply = NULL;
         struct sg_error e = { 0 };
-        if (bytes && sg_qmp_parse_message(bytes, len, &msg, &e) == SG_QMP_PARSE_OK) {
-            p->cb(p->opaque, msg);
+        if (msg && sg_qmp_parse_message(msg, len, &reply, &e) == SG_QMP_PARSE_OK) {
+            json_object_del(reply, "id");
         } else {
             char desc[sizeof e.msg + 64];
             snprintf(desc, sizeof desc, "the back end sent a reply the gateway cannot parse (%s)",
-                     bytes ? e.msg : why);
-            json_t *r = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
-            p->cb(p->opaque, r);
-            json_decref(r);
+                     msg ? e.msg : why);
+            reply = sg_qmp_error_reply(NULL, SG_ERR_GENERIC, desc);
         }
-        json_decref(msg);
+        r->cb(r->opaque, reply);
+        json_decref(reply);
     }
-    free(p);
+    free(r);
 }
 
-static void fail_pending(void *opaque)
+/* The connection is gone (ops->closed: before its commands fail). */
+static void on_closed(void *opaque, const struct sg_error *why)
 {
     struct gw_backend *be = opaque;
-    gw_lost_abort(be->gw);
-    /* Only commands of a dead connection and commands never written are
-     * answered here; those waiting on the live connection stay.  The list
-     * is taken over first: callbacks may send more commands, which land on
-     * the (new) list and are handled by their own round. */
-    struct be_pending *list = be->pending;
-    be->pending = NULL;
-    be->pending_tail = &be->pending;
-    while (list) {
-        struct be_pending *p = list;
-        list = p->next;
-        p->next = NULL;
-        bool live = be->phase == BE_READY && p->gen == be->gen;
-        if (live) {
-            *be->pending_tail = p;
-            be->pending_tail = &p->next;
-            continue;
-        }
-        if (p->gen) {
-            char desc[400];
-            snprintf(desc, sizeof desc, "back end connection lost before the reply (%s)",
-                     be->why);
-            finish(p, NULL, 0, desc);
-        } else {
-            json_t *r = not_connected_reply(be);
-            const char *desc = json_string_value(
-                json_object_get(json_object_get(r, "error"), "desc"));
-            if (p->raw)
-                p->raw(p->opaque, NULL, 0, NULL, desc ? desc : "back end not connected");
-            else
-                p->cb(p->opaque, r);
-            json_decref(r);
-            free(p);
-        }
-    }
-}
-
-static void be_die(struct gw_backend *be, const char *fmt, ...)
-{
-    if (be->phase == BE_DOWN)
-        return;
-    bool was_ready = be->phase == BE_READY;
-    be->phase = BE_DOWN;
-    char msg[256];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+    bool was_up = be->up;
+    be->up = false;
+    be->dead = be->client;
+    be->client = NULL;
     if (be->fd) {
         sg_gw_fd_detach(be->fd);
         be->fd = NULL;
     }
     sg_gw_timer_cancel(&be->start_timer);
-    sg_gw_timer_arm(&be->fail_timer, 0);
+    sg_gw_timer_cancel(&be->full_timer);
+    sg_gw_timer_arm(&be->later_timer, 0);
+    const char *msg = why && why->set ? why->msg : "closed";
     if (be->start_waiting) {
-        snprintf(be->why, sizeof be->why, "%s", msg);
+        snprintf(be->why, sizeof be->why, "%.255s", msg);
         sg_error_set(&be->start_err, "%s", msg);
         be->start_waiting = false;
         sg_gw_loop_stop(be->gw->loop);
@@ -194,164 +197,76 @@ static void be_die(struct gw_backend *be, const char *fmt, ...)
         schedule_retry(be);
         return;
     }
-    snprintf(be->why, sizeof be->why, "%s", msg);
-    if (was_ready)
+    snprintf(be->why, sizeof be->why, "%.255s", msg);
+    if (was_up) {
         gw_on_backend_lost(be->gw, be->why);
+        /* HMP lines end with the loss before the commands they wait for
+         * fail (every line gets the same message). */
+        gw_lost_abort(be->gw);
+    }
 }
 
-static bool send_msg(struct gw_backend *be, json_t *msg)
-{
-    size_t len;
-    char *text = sg_qmp_dumps(msg, &len);
-    if (!text)
-        return false;
-    bool ok = sg_gw_fd_write_line(be->fd, text, len);
-    free(text);
-    return ok;
-}
-
-/* Takes the pending entry a reply belongs to: the one whose id it carries,
- * else (no id of ours, or bytes that are not JSON) the oldest command of
- * this connection, since without OOB a back end answers in order. */
-static struct be_pending *take_pending(struct gw_backend *be, const char *bytes,
-                                       const struct sg_qmp_top *top)
-{
-    bool by_id = false;
-    json_int_t id = 0;
-    const struct sg_qmp_span *sp = &top->m[SG_TOP_ID];
-    if (top->object && sp->present && sp->len < 20) {
-        char num[24];
-        memcpy(num, bytes + sp->off, sp->len);
-        num[sp->len] = '\0';
-        char *end;
-        long long v = strtoll(num, &end, 10);
-        by_id = *end == '\0' && sp->len > 0;
-        id = (json_int_t)v;
-    }
-    for (struct be_pending **pp = &be->pending; *pp; pp = &(*pp)->next) {
-        struct be_pending *p = *pp;
-        if (p->gen != be->gen || (by_id && p->id != id))
-            continue;
-        *pp = p->next;
-        if (be->pending_tail == &p->next)
-            be->pending_tail = pp;
-        return p;
-    }
-    return NULL;
-}
-
-static void on_ready_message(struct gw_backend *be, const char *bytes, size_t len)
-{
-    struct sg_qmp_top top;
-    sg_qmp_top_scan(bytes, len, &top);
-    if (top.object && top.m[SG_TOP_EVENT].present) {
-        /* Front-end clients get the bytes; the gateway's own users (HMP
-         * engine, job bookkeeping) the decoded event when jansson can hold
-         * it. */
-        json_t *ev = NULL;
-        struct sg_error e = { 0 };
-        if (sg_qmp_parse_message(bytes, len, &ev, &e) != SG_QMP_PARSE_OK)
-            ev = NULL;
-        gw_on_backend_event(be->gw, ev, bytes, len);
-        json_decref(ev);
-        return;
-    }
-    if (top.object && !top.m[SG_TOP_RETURN].present && !top.m[SG_TOP_ERROR].present)
-        return; /* neither reply nor event: nothing waits for it */
-    struct be_pending *p = take_pending(be, bytes, &top);
-    if (!p)
-        return; /* a reply nobody waits for (e.g. its owner's id is unknown) */
-    if (!top.valid || !top.object) {
-        json_t *junk = NULL;
-        struct sg_error e = { 0 };
-        sg_qmp_parse_message(bytes, len, &junk, &e);
-        json_decref(junk);
-        char desc[sizeof e.msg + 64];
-        snprintf(desc, sizeof desc, "the back end sent a reply that is not valid JSON (%s)",
-                 e.set ? e.msg : "not a JSON object");
-        finish(p, NULL, 0, desc);
-        return;
-    }
-    finish(p, bytes, len, NULL);
-}
-
-static bool on_span(void *opaque, const char *bytes, size_t len)
+static void on_ready(void *opaque, const json_t *greeting)
 {
     struct gw_backend *be = opaque;
-    if (be->phase == BE_READY) {
-        on_ready_message(be, bytes, len);
-        return be->phase == BE_READY;
+    struct sg_gw *gw = be->gw;
+    json_t *ver = json_object_get(json_object_get(greeting, "QMP"), "version");
+    /* A back end that came back may be another version (or program). */
+    json_decref(gw->backend_version);
+    gw->backend_version = json_is_object(ver) ? json_deep_copy(ver) : json_object();
+    const char *pkg = json_string_value(json_object_get(ver, "package"));
+    gw->backend_is_vmm = pkg && strncmp(pkg, "snapgate", 8) == 0;
+    be->up = true;
+    sg_gw_timer_cancel(&be->start_timer);
+    if (be->start_waiting) {
+        be->start_waiting = false;
+        sg_gw_loop_stop(gw->loop);
+    } else if (be->reconnecting) {
+        be->reconnecting = false;
+        sg_gw_timer_cancel(&be->retry_timer);
+        gw_on_backend_reconnected(gw, be->attempts);
     }
-    if (be->phase == BE_DOWN)
-        return false;
-    json_t *msg = NULL;
-    struct sg_error e = { 0 };
-    if (sg_qmp_parse_message(bytes, len, &msg, &e) != SG_QMP_PARSE_OK) {
-        be_die(be, "the back end sent malformed QMP before negotiation (%s)", e.msg);
-        return false;
-    }
-    bool go_on = on_message(be, msg);
-    json_decref(msg);
-    return go_on;
 }
 
-/* Greeting and negotiation (decoded: the gateway owns these messages). */
-static bool on_message(struct gw_backend *be, json_t *msg)
+/* Front-end clients get the bytes; the gateway's own users (HMP engine,
+ * job bookkeeping) the decoded event when jansson can hold it. */
+static void on_event(void *opaque, const char *bytes, size_t len, const struct sg_qmp_top *top)
 {
-    struct sg_gw *gw = be->gw;
-    if (!json_is_object(msg))
-        return true;
-    switch (be->phase) {
-    case BE_GREETING: {
-        json_t *qmp = json_object_get(msg, "QMP");
-        if (!json_is_object(qmp)) {
-            be_die(be, "the back end did not start with a QMP greeting");
-            return false;
-        }
-        json_t *ver = json_object_get(qmp, "version");
-        /* A back end that came back may be another version (or program). */
-        json_decref(gw->backend_version);
-        gw->backend_version = json_is_object(ver) ? json_deep_copy(ver) : json_object();
-        const char *pkg = json_string_value(json_object_get(ver, "package"));
-        gw->backend_is_vmm = pkg && strncmp(pkg, "snapgate", 8) == 0;
-        json_t *cmd = json_pack("{s:s, s:I}", "execute", "qmp_capabilities", "id", (json_int_t)0);
-        bool ok = cmd && send_msg(be, cmd);
-        json_decref(cmd);
-        if (!ok) {
-            be_die(be, "cannot write to the back end");
-            return false;
-        }
-        be->phase = BE_NEGOTIATING;
-        return true;
-    }
-    case BE_NEGOTIATING:
-        if (json_object_get(msg, "event"))
-            return true;
-        if (!json_object_get(msg, "return")) {
-            struct sg_error e = { 0 };
-            sg_qmp_reply_error(msg, &e);
-            be_die(be, "QMP negotiation with the back end failed: %s", e.msg);
-            return false;
-        }
-        be->phase = BE_READY;
-        sg_gw_timer_cancel(&be->start_timer);
-        if (be->start_waiting) {
-            be->start_waiting = false;
-            sg_gw_loop_stop(gw->loop);
-        } else if (be->reconnecting) {
-            be->reconnecting = false;
-            sg_gw_timer_cancel(&be->retry_timer);
-            gw_on_backend_reconnected(gw, be->attempts);
-        }
-        return be->phase == BE_READY;
-    case BE_READY:
-    case BE_DOWN:
-        return false;
-    }
+    (void)top;
+    struct gw_backend *be = opaque;
+    json_t *ev = NULL;
+    struct sg_error e = { 0 };
+    if (sg_qmp_parse_message(bytes, len, &ev, &e) != SG_QMP_PARSE_OK)
+        ev = NULL;
+    gw_on_backend_event(be->gw, ev, bytes, len);
+    json_decref(ev);
+}
+
+static void queue_full(void *opaque)
+{
+    end_client(opaque, "the back end does not read its QMP socket (output queue full)");
+}
+
+/* The client's transport: the loop's descriptor. */
+static bool on_write(void *opaque, const char *bytes, size_t len, int *fds, size_t nfds)
+{
+    struct gw_backend *be = opaque;
+    bool ok = !be->fd ||
+              (nfds ? sg_gw_fd_write_fds(be->fd, bytes, len, fds, nfds) &&
+                          sg_gw_fd_write(be->fd, "\r\n", 2)
+                    : sg_gw_fd_write_line(be->fd, bytes, len));
+    if (!be->fd)
+        for (size_t i = 0; i < nfds; i++)
+            close(fds[i]);
+    /* Never closed from inside a send: the loop ends the link. */
+    if (!ok)
+        sg_gw_timer_arm(&be->full_timer, 0);
     return true;
 }
 
-static const struct sg_qmp_decoder_ops dec_ops = { NULL, NULL, on_span };
+static const struct sg_qmp_client_ops client_ops = {
+    .ready = on_ready, .closed = on_closed, .raw_event = on_event, .write = on_write,
+};
 
 static bool be_readable(void *opaque, struct sg_gw_fd *f)
 {
@@ -363,21 +278,18 @@ static bool be_readable(void *opaque, struct sg_gw_fd *f)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
             return true;
-        if (n == 0) {
-            be_die(be, "the back end closed the QMP connection");
+        if (n <= 0) {
+            char why[200];
+            if (n == 0)
+                snprintf(why, sizeof why, "the back end closed the QMP connection");
+            else
+                snprintf(why, sizeof why, "reading from the back end failed: %s",
+                         strerror(errno));
+            end_client(be, why);
             return false;
         }
-        if (n < 0) {
-            be_die(be, "reading from the back end failed: %s", strerror(errno));
-            return false;
-        }
-        struct sg_error err = { 0 };
-        enum sg_qmp_feed r = sg_qmp_decoder_feed(be->dec, buf, (size_t)n, &err);
-        if (r == SG_QMP_FEED_FATAL) {
-            be_die(be, "the back end sent an oversized QMP message (%s)", err.msg);
-            return false;
-        }
-        if (r == SG_QMP_FEED_STOPPED || be->phase == BE_DOWN || f != be->fd)
+        struct sg_qmp_client *c = be->client;
+        if (!c || !sg_qmp_client_feed(c, buf, (size_t)n) || f != be->fd)
             return false;
     }
 }
@@ -388,7 +300,7 @@ static void be_closed(void *opaque, struct sg_gw_fd *f)
     if (f != be->fd)
         return; /* a connection already given up */
     be->fd = NULL;
-    be_die(be, "the back end connection closed");
+    end_client(be, "the back end connection closed");
 }
 
 static void be_drained(void *opaque, struct sg_gw_fd *f)
@@ -410,21 +322,29 @@ static unsigned greeting_timeout_ms(void)
 
 static void start_timeout(void *opaque)
 {
-    struct gw_backend *be = opaque;
-    be_die(be, "no QMP greeting from the back end within %.1f s (is it a QMP socket?)",
-           greeting_timeout_ms() / 1000.0);
+    char why[160];
+    snprintf(why, sizeof why,
+             "no QMP greeting from the back end within %.1f s (is it a QMP socket?)",
+             greeting_timeout_ms() / 1000.0);
+    end_client(opaque, why);
 }
 
-/* Takes over a connected socket and starts the greeting/negotiation. */
+/* Takes over a connected socket: a new client, greeting and negotiation. */
 static bool attach_fd(struct gw_backend *be, int fd, struct sg_error *err)
 {
+    be->client = sg_qmp_client_new(&client_ops, be);
+    if (!be->client) {
+        close(fd);
+        sg_error_set(err, "out of memory");
+        return false;
+    }
     be->fd = sg_gw_fd_adopt(be->gw->loop, fd, &be_ops, be, err);
     if (!be->fd) {
         close(fd);
+        sg_qmp_client_free(be->client);
+        be->client = NULL;
         return false;
     }
-    be->gen++;
-    be->phase = BE_GREETING;
     sg_gw_timer_arm(&be->start_timer, greeting_timeout_ms());
     return true;
 }
@@ -441,19 +361,12 @@ static void give_up(struct gw_backend *be)
 static void try_connect(void *opaque)
 {
     struct gw_backend *be = opaque;
-    if (!be->reconnecting || be->phase != BE_DOWN)
+    if (!be->reconnecting || be->client)
         return;
     be->attempts++;
+    sg_qmp_client_free(be->dead);
+    be->dead = NULL;
     struct sg_error err = { 0 };
-    /* The decoder may hold half a message of the dead connection. */
-    struct sg_qmp_decoder *dec = sg_qmp_decoder_new(&dec_ops, be);
-    if (!dec) {
-        snprintf(be->attempt_err, sizeof be->attempt_err, "out of memory");
-        schedule_retry(be);
-        return;
-    }
-    sg_qmp_decoder_free(be->dec);
-    be->dec = dec;
     int fd = sg_unix_connect(be->gw->opt->connect_path, &err);
     if (fd < 0 || !attach_fd(be, fd, &err)) {
         snprintf(be->attempt_err, sizeof be->attempt_err, "%s", err.msg);
@@ -486,7 +399,7 @@ static void schedule_retry(struct gw_backend *be)
 void gw_backend_reconnect(struct sg_gw *gw, unsigned seconds)
 {
     struct gw_backend *be = gw->be;
-    if (!be || be->phase != BE_DOWN || be->reconnecting)
+    if (!be || be->client || be->reconnecting)
         return;
     be->reconnecting = true;
     be->deadline_ms = now_ms() + (int64_t)seconds * 1000;
@@ -498,7 +411,6 @@ void gw_backend_reconnect(struct sg_gw *gw, unsigned seconds)
     sg_gw_timer_arm(&be->retry_timer, 0);
 }
 
-
 bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
 {
     struct gw_backend *be = calloc(1, sizeof *be);
@@ -508,19 +420,11 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
         return false;
     }
     be->gw = gw;
-    be->next_id = 1;
-    be->phase = BE_DOWN;
-    be->pending_tail = &be->pending;
-    sg_gw_timer_init(&be->fail_timer, gw->loop, fail_pending, be);
+    be->refused_tail = &be->refused;
+    sg_gw_timer_init(&be->later_timer, gw->loop, later, be);
     sg_gw_timer_init(&be->start_timer, gw->loop, start_timeout, be);
+    sg_gw_timer_init(&be->full_timer, gw->loop, queue_full, be);
     sg_gw_timer_init(&be->retry_timer, gw->loop, try_connect, be);
-    be->dec = sg_qmp_decoder_new(&dec_ops, be);
-    if (!be->dec) {
-        close(fd);
-        free(be);
-        sg_error_set(err, "out of memory");
-        return false;
-    }
     gw->be = be;
     if (!attach_fd(be, fd, err))
         return false;
@@ -528,7 +432,7 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
     sg_gw_loop_run(gw->loop);
     /* The start-up wait borrowed the loop: let it run again later. */
     sg_gw_loop_restart(gw->loop);
-    if (be->phase != BE_READY) {
+    if (!be->up) {
         if (be->start_waiting) {
             /* The loop stopped for another reason (a signal). */
             be->start_waiting = false;
@@ -542,25 +446,42 @@ bool gw_backend_start(struct sg_gw *gw, int fd, struct sg_error *err)
     return true;
 }
 
-/* A new pending entry at the end of the list (commands are answered in
- * order), numbered with the link's own id. */
-static struct be_pending *add_pending(struct gw_backend *be, gw_reply_fn cb, gw_raw_reply_fn raw,
-                                      void *opaque)
+/* The owner of one command; with no live connection it goes to the list
+ * answered "not connected" from the loop (NULL returned then). */
+static struct be_req *new_req(struct gw_backend *be, gw_reply_fn cb, gw_raw_reply_fn raw,
+                              void *opaque, bool *refused)
 {
-    struct be_pending *p = calloc(1, sizeof *p);
-    if (!p)
+    struct be_req *r = calloc(1, sizeof *r);
+    *refused = false;
+    if (!r)
         return NULL;
-    p->cb = cb;
-    p->raw = raw;
-    p->opaque = opaque;
-    p->id = be->next_id++;
-    *be->pending_tail = p;
-    be->pending_tail = &p->next;
-    if (be->phase != BE_READY)
-        sg_gw_timer_arm(&be->fail_timer, 0); /* answered "not connected" from the loop */
-    else
-        p->gen = be->gen;
-    return p;
+    r->be = be;
+    r->cb = cb;
+    r->raw = raw;
+    r->opaque = opaque;
+    r->client = be->client;
+    if (!be->up) {
+        *be->refused_tail = r;
+        be->refused_tail = &r->next;
+        sg_gw_timer_arm(&be->later_timer, 0);
+        *refused = true;
+        return NULL;
+    }
+    return r;
+}
+
+/* Hands the command to the client; a refusal (out of memory) is answered
+ * from the loop like a missing connection. */
+static void submit(struct gw_backend *be, struct be_req *r, const char *msg, size_t len,
+                   const struct sg_qmp_top *top, int *fds, size_t nfds)
+{
+    struct sg_error err = { 0 };
+    if (sg_qmp_client_forward(be->client, msg, len, top, fds, nfds, on_reply, r, &err))
+        return;
+    r->next = NULL;
+    *be->refused_tail = r;
+    be->refused_tail = &r->next;
+    sg_gw_timer_arm(&be->later_timer, 0);
 }
 
 void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque)
@@ -576,15 +497,19 @@ void gw_backend_send(struct sg_gw *gw, json_t *cmd, gw_reply_fn cb, void *opaque
     const char *name = json_string_value(json_object_get(cmd, "execute"));
     if (name && strcmp(name, "quit") == 0)
         gw->quit_sent = true;
-    struct be_pending *p = add_pending(be, cb, NULL, opaque);
-    if (!p || !p->gen) {
-        json_decref(cmd);
-        return; /* out of memory: nothing sensible left to do with cb */
-    }
-    json_object_set_new(cmd, "id", json_integer(p->id));
-    if (!send_msg(be, cmd))
-        be_die(be, "the back end does not read its QMP socket (output queue full)");
+    bool refused;
+    struct be_req *r = new_req(be, cb, NULL, opaque, &refused);
+    size_t len = 0;
+    char *text = r ? sg_qmp_dumps(cmd, &len) : NULL;
     json_decref(cmd);
+    if (!text) {
+        free(r);
+        return; /* refused (answered later), or out of memory */
+    }
+    struct sg_qmp_top top;
+    sg_qmp_top_scan(text, len, &top);
+    submit(be, r, text, len, &top, NULL, 0);
+    free(text);
 }
 
 void gw_backend_forward(struct sg_gw *gw, const char *msg, size_t len,
@@ -592,29 +517,18 @@ void gw_backend_forward(struct sg_gw *gw, const char *msg, size_t len,
                         void *opaque)
 {
     struct gw_backend *be = gw->be;
-    struct be_pending *p = be ? add_pending(be, NULL, cb, opaque) : NULL;
-    if (!p || !p->gen) {
+    bool refused = false;
+    struct be_req *r = be ? new_req(be, NULL, cb, opaque, &refused) : NULL;
+    if (!r) {
         for (size_t i = 0; i < nfds; i++)
             close(fds[i]);
-        if (!p)
+        if (!refused)
             cb(opaque, NULL, 0, NULL, be ? "out of memory" : "the gateway is shutting down");
         return;
     }
     if (sg_qmp_top_is(msg, top, SG_TOP_EXECUTE, "quit"))
         gw->quit_sent = true;
-    char id[32];
-    int idl = snprintf(id, sizeof id, "%lld", (long long)p->id);
-    size_t out_len;
-    char *out = sg_qmp_top_set_id(msg, len, top, id, (size_t)idl, &out_len);
-    bool ok = out && (nfds ? sg_gw_fd_write_fds(be->fd, out, out_len, fds, nfds) &&
-                                 sg_gw_fd_write(be->fd, "\r\n", 2)
-                           : sg_gw_fd_write_line(be->fd, out, out_len));
-    if (!out)
-        for (size_t i = 0; i < nfds; i++)
-            close(fds[i]);
-    free(out);
-    if (!ok)
-        be_die(be, "the back end does not read its QMP socket (output queue full)");
+    submit(be, r, msg, len, top, fds, nfds);
 }
 
 size_t gw_backend_backlog(const struct sg_gw *gw)
@@ -624,7 +538,7 @@ size_t gw_backend_backlog(const struct sg_gw *gw)
 
 bool gw_backend_alive(const struct sg_gw *gw)
 {
-    return gw->be && gw->be->phase == BE_READY;
+    return gw->be && gw->be->up;
 }
 
 const char *gw_backend_why(const struct sg_gw *gw)
@@ -639,15 +553,25 @@ void gw_backend_free(struct sg_gw *gw)
         return;
     if (be->fd)
         sg_gw_fd_detach(be->fd);
-    sg_gw_timer_cancel(&be->fail_timer);
+    be->fd = NULL;
     sg_gw_timer_cancel(&be->start_timer);
+    sg_gw_timer_cancel(&be->full_timer);
     sg_gw_timer_cancel(&be->retry_timer);
     /* Owners are still alive (the link is freed first): each pending
      * callback learns that no reply will come and can free its state. */
-    be->phase = BE_DOWN;
     be->reconnecting = false;
-    fail_pending(be);
-    sg_qmp_decoder_free(be->dec);
+    be->start_waiting = false;
+    if (be->client) {
+        be->up = false;  /* not a loss the gateway reacts to: it is leaving */
+        struct sg_qmp_client *c = be->client;
+        struct sg_error e = { 0 };
+        sg_error_set(&e, "the gateway is shutting down");
+        sg_qmp_client_eof(c, &e);
+        sg_qmp_client_free(c);
+        be->dead = NULL;
+    }
+    sg_gw_timer_cancel(&be->later_timer);
+    later(be);
     free(be);
     gw->be = NULL;
 }

@@ -57,6 +57,7 @@ struct sg_gw {
     /* Forwarded commands at the back end, and the clients whose commands
      * wait for room there, taken in turn (gw_qmp_client.c): fairness. */
     unsigned fwd_outstanding;
+    size_t fwd_unsent_bytes;       /* bytes of all clients' waiting commands */
     bool fwd_dispatching;
     struct sg_gw_qmp_client *turn_head, *turn_tail;
     /* job ids started by clients that went away: dismissed when concluded */
@@ -193,6 +194,9 @@ void gw_qmp_clients_event(struct sg_gw *gw, json_t *event, const char *bytes, si
  * meanwhile (when the back end is the same process). */
 void gw_qmp_clients_reconnected(struct sg_gw *gw);
 void gw_qmp_clients_free_all(struct sg_gw *gw);
+/* All clients' commands waiting for their turn passed their bound (32 MiB):
+ * the --qmp endpoint reads no client until gw_on_backend_drained. */
+bool gw_qmp_clients_queue_full(const struct sg_gw *gw);
 
 /* Serial bytes from the VMM (gw_core.c). */
 void gw_serial_input(struct sg_gw *gw, const void *buf, size_t len);

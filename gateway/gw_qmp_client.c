@@ -8,8 +8,8 @@
  * except the id, which is put back as the client's bytes (any JSON value) or
  * removed when the client sent none.  Descriptors passed with a command go
  * with it.  Only qmp_capabilities and human-monitor-command are decoded and
- * answered here (negotiation texts: sg_qmp_capabilities_check, shared with
- * the VMM's server).
+ * answered here (negotiation: sg_qmp_negotiation, the rules and texts of
+ * every sg_qmp_server session, the VMM's included).
  *
  * Replies keep the client's order: every message takes a slot in the
  * client's queue when it arrives, and slots leave the queue, in order, once
@@ -37,7 +37,17 @@
  * most this many) and then by one command per turn, however many it sent.
  * 16 keeps a single pipelining client's throughput (8 halved it). */
 #define GW_FWD_WINDOW 16
+/* One client's share of it: a client that arrives behind a flooding one
+ * waits for at most this many of the flooder's commands. */
+#define GW_FWD_PER_CLIENT 8
 #define GW_MAX_PASSED_FDS 16
+/* A client is not read from (sg_gw_qmp_client_busy) with this many messages
+ * unanswered or this many bytes of commands waiting for their turn (one
+ * message always fits); the unix endpoint reads no client while all
+ * clients' waiting commands pass GW_QUEUED_TOTAL (gw_qmp_clients_queue_full). */
+#define GW_CLIENT_MAX_SLOTS 16
+#define GW_CLIENT_MAX_QUEUED (1u << 20)
+#define GW_QUEUED_TOTAL (32u << 20)
 
 struct slot {                   /* one message of the client, until answered */
     struct slot *next;
@@ -69,6 +79,8 @@ struct sg_gw_qmp_client {
     struct slot *head, **tail;
     size_t n_slots;
     struct slot *unsent, **unsent_tail;
+    size_t unsent_bytes;        /* bytes of the commands in `unsent` */
+    unsigned at_backend;        /* its commands the back end holds */
     struct sg_gw_qmp_client *next_turn;
     bool has_turn;              /* in gw's turn list */
     json_t *jobs;               /* job ids this client started: id -> true */
@@ -224,6 +236,7 @@ void gw_qmp_clients_reconnected(struct sg_gw *gw)
 /* ---- forwarding ------------------------------------------------------- */
 
 static void dispatch(struct sg_gw *gw);
+static void take_turn(struct sg_gw_qmp_client *c);
 
 static void forwarded_reply(void *opaque, const char *msg, size_t len,
                             const struct sg_qmp_top *top, const char *why)
@@ -233,6 +246,11 @@ static void forwarded_reply(void *opaque, const char *msg, size_t len,
     s->at_backend = false;
     if (s->gw->fwd_outstanding)
         s->gw->fwd_outstanding--;
+    if (c && c->at_backend) {
+        c->at_backend--;
+        if (c->unsent && !c->has_turn)
+            take_turn(c); /* below its share again */
+    }
     dispatch(s->gw);
     bool failed = !msg || top->m[SG_TOP_ERROR].present;
     if (c && failed && s->job_id)
@@ -308,8 +326,10 @@ static void forward(struct sg_gw_qmp_client *c, struct slot *s, const char *msg,
     }
     json_decref(args);
     struct sg_gw *gw = c->gw;
-    if (gw->fwd_outstanding < GW_FWD_WINDOW && !c->unsent) {
+    if (gw->fwd_outstanding < GW_FWD_WINDOW && c->at_backend < GW_FWD_PER_CLIENT &&
+        !c->unsent) {
         gw->fwd_outstanding++;
+        c->at_backend++;
         s->at_backend = true;
         gw_backend_forward(gw, msg, len, top, fds, nfds, forwarded_reply, s);
         return;
@@ -333,7 +353,9 @@ static void forward(struct sg_gw_qmp_client *c, struct slot *s, const char *msg,
     }
     *c->unsent_tail = s;
     c->unsent_tail = &s->next_unsent;
-    if (!c->has_turn)
+    c->unsent_bytes += len;
+    gw->fwd_unsent_bytes += len;
+    if (!c->has_turn && c->at_backend < GW_FWD_PER_CLIENT)
         take_turn(c);
 }
 
@@ -343,6 +365,7 @@ static void dispatch(struct sg_gw *gw)
     if (gw->fwd_dispatching)
         return; /* the outer call goes on */
     gw->fwd_dispatching = true;
+    bool was_full = gw->fwd_unsent_bytes >= GW_QUEUED_TOTAL;
     while (gw->fwd_outstanding < GW_FWD_WINDOW && gw->turn_head) {
         struct sg_gw_qmp_client *c = gw->turn_head;
         gw->turn_head = c->next_turn;
@@ -354,15 +377,22 @@ static void dispatch(struct sg_gw *gw)
         if (!c->unsent)
             c->unsent_tail = &c->unsent;
         s->next_unsent = NULL;
-        if (c->unsent)
-            take_turn(c); /* back in line behind the others */
+        c->unsent_bytes -= s->msg_len;
+        gw->fwd_unsent_bytes -= s->msg_len;
         gw->fwd_outstanding++;
+        c->at_backend++;
+        /* Back in line behind the others, unless it holds its share (it
+         * comes back when one of its commands is answered). */
+        if (c->unsent && c->at_backend < GW_FWD_PER_CLIENT)
+            take_turn(c);
         s->at_backend = true;
         size_t nfds = s->nfds;
         s->nfds = 0; /* owned by the forward from here */
         gw_backend_forward(gw, s->msg, s->msg_len, &s->top, s->fds, nfds, forwarded_reply, s);
     }
     gw->fwd_dispatching = false;
+    if (was_full && gw->fwd_unsent_bytes < GW_QUEUED_TOTAL)
+        gw_on_backend_drained(gw); /* the endpoint reads its clients again */
 }
 
 /* Takes a departing client out of the turns. */
@@ -382,6 +412,8 @@ static void leave_turns(struct sg_gw_qmp_client *c)
     c->has_turn = false;
     c->unsent = NULL;
     c->unsent_tail = &c->unsent;
+    gw->fwd_unsent_bytes -= c->unsent_bytes;
+    c->unsent_bytes = 0;
 }
 
 /* ---- human-monitor-command -------------------------------------------- */
@@ -431,21 +463,12 @@ static void local_command(struct sg_gw_qmp_client *c, struct slot *s, const char
         return;
     }
     struct sg_qmp_request req;
-    if (!sg_qmp_request_parse(j, &req, &err)) {
+    enum sg_qmp_neg neg = SG_QMP_NEG_ERROR;
+    if (!sg_qmp_request_parse(j, &req, &err) ||
+        (neg = sg_qmp_negotiation(&c->negotiated, &req, &err)) == SG_QMP_NEG_ERROR) {
         complete_err(s, &err);
-    } else if (strcmp(req.command, "qmp_capabilities") == 0) {
-        if (!sg_qmp_capabilities_check(req.args, &err))
-            complete_err(s, &err);
-        else if (c->negotiated)
-            complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
-                           "Capabilities negotiation is already complete, command ignored");
-        else {
-            c->negotiated = true;
-            complete_json(s, sg_qmp_return_reply(NULL, id_placeholder(s)));
-        }
-    } else if (!c->negotiated) {
-        complete_error(s, SG_ERR_COMMAND_NOT_FOUND,
-                       "Expecting capabilities negotiation with 'qmp_capabilities'");
+    } else if (neg == SG_QMP_NEG_DONE) {
+        complete_json(s, sg_qmp_return_reply(NULL, id_placeholder(s)));
     } else if (strncmp(req.command, "x-snapgate-", 11) == 0) {
         json_t *ret;
         if (gw_xsnapgate_command(c->gw, req.command, req.args, &ret, &err) && ret)
@@ -546,6 +569,16 @@ bool sg_gw_qmp_client_input(struct sg_gw_qmp_client *c, const char *msg, size_t 
 size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c)
 {
     return c->n_slots;
+}
+
+bool sg_gw_qmp_client_busy(const struct sg_gw_qmp_client *c)
+{
+    return c->n_slots >= GW_CLIENT_MAX_SLOTS || c->unsent_bytes >= GW_CLIENT_MAX_QUEUED;
+}
+
+bool gw_qmp_clients_queue_full(const struct sg_gw *gw)
+{
+    return gw->fwd_unsent_bytes >= GW_QUEUED_TOTAL;
 }
 
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c)

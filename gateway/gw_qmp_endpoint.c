@@ -5,7 +5,8 @@
  * descriptors to gw_qmp_client.c, which is shared with the /qmp WebSocket.
  *
  * Bounds, so that no client can make the gateway grow or spin:
- *  - a client with GW_EP_MAX_INFLIGHT messages unanswered, or more than
+ *  - a client with 16 messages unanswered or 1 MiB of commands waiting for
+ *    their turn (sg_gw_qmp_client_busy; 32 MiB over all clients), or more than
  *    GW_EP_PAUSE_BACKLOG bytes of output it has not read, or while the back
  *    end's own queue is over GW_EP_BACKEND_BACKLOG, is not read from (it
  *    may pipeline as much as it likes: it is simply served at the pace of
@@ -32,7 +33,6 @@
 #include "qmp_msg.h"
 #include "qmp_stream.h"
 
-#define GW_EP_MAX_INFLIGHT 16
 #define GW_EP_PAUSE_BACKLOG (1u << 20)
 #define GW_EP_BACKEND_BACKLOG (4u << 20)
 #define GW_EP_MAX_BACKLOG (16u << 20)
@@ -82,8 +82,8 @@ static void drop(struct ep_conn *c)
 
 static bool must_wait(const struct ep_conn *c)
 {
-    return (c->client && sg_gw_qmp_client_inflight(c->client) >= GW_EP_MAX_INFLIGHT) ||
-           sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
+    return (c->client && sg_gw_qmp_client_busy(c->client)) ||
+           gw_qmp_clients_queue_full(c->ep->gw) || sg_gw_fd_backlog(c->fd) > GW_EP_PAUSE_BACKLOG ||
            gw_backend_backlog(c->ep->gw) > GW_EP_BACKEND_BACKLOG;
 }
 

@@ -14,12 +14,25 @@
 
 /* The id of our own qmp_capabilities; generated ids are "sg-N" with N > 0. */
 #define CAPS_ID "sg-0"
+#define MAX_PASSED_FDS 16
 
 struct pending {
     uint64_t n;
-    sg_qmp_reply_fn done;
+    sg_qmp_reply_fn done;       /* decoded reply (sg_qmp_client_execute) */
+    sg_qmp_raw_reply_fn raw;    /* the server's bytes (sg_qmp_client_forward) */
     void *opaque;
     struct pending *next;
+};
+
+/* A message waiting for the negotiation to finish, or (fd helpers) the
+ * descriptors to pass with the byte of the output queue at `at`. */
+struct item {
+    struct item *next;
+    char *bytes;
+    size_t len;
+    uint64_t at;
+    int fds[MAX_PASSED_FDS];
+    size_t nfds;
 };
 
 struct sg_qmp_client {
@@ -28,12 +41,40 @@ struct sg_qmp_client {
     int fd;
     struct sg_qmp_decoder *dec;
     struct sg_qmp_outbuf out;
+    uint64_t out_queued, out_sent;  /* bytes ever queued / sent (fd positions) */
+    struct item *fdq, **fdq_tail;   /* descriptors to pass, in output order */
     json_t *greeting;
-    json_t *queued;   /* commands issued before negotiation finished */
+    struct item *queued, **queued_tail;  /* issued before negotiation finished */
     bool ready, closed;
     uint64_t next_n;
+    size_t n_pending;
     struct pending *head, *tail;  /* in issue order: replies mostly come in order */
 };
+
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+static void items_free(struct item *it)
+{
+    while (it) {
+        struct item *next = it->next;
+        close_fds(it->fds, it->nfds);
+        free(it->bytes);
+        free(it);
+        it = next;
+    }
+}
+
+static void fail_one(struct pending *p, const struct sg_error *e)
+{
+    if (p->done)
+        p->done(p->opaque, NULL, e);
+    else if (p->raw)
+        p->raw(p->opaque, NULL, 0, NULL, e->msg);
+}
 
 static void client_close(struct sg_qmp_client *c, const struct sg_error *why)
 {
@@ -41,19 +82,22 @@ static void client_close(struct sg_qmp_client *c, const struct sg_error *why)
         return;
     c->closed = true;
     c->ready = false;
+    if (c->ops.closed)
+        c->ops.closed(c->opaque, why);
     struct pending *p = c->head;
     c->head = c->tail = NULL;
+    c->n_pending = 0;
     struct sg_error e = {0};
     sg_error_set(&e, "QMP connection closed: %s", why && why->set ? why->msg : "closed");
     while (p) {
         struct pending *next = p->next;
-        if (p->done)
-            p->done(p->opaque, NULL, &e);
+        fail_one(p, &e);
         free(p);
         p = next;
     }
-    if (c->ops.closed)
-        c->ops.closed(c->opaque, why);
+    items_free(c->queued);
+    c->queued = NULL;
+    c->queued_tail = &c->queued;
 }
 
 static void close_msg(struct sg_qmp_client *c, const char *msg)
@@ -63,112 +107,239 @@ static void close_msg(struct sg_qmp_client *c, const char *msg)
     client_close(c, &e);
 }
 
-static bool queue_out(struct sg_qmp_client *c, const json_t *msg)
+/* One message out: to the owner's transport, or into the output queue
+ * (descriptors remembered at their byte). */
+static bool send_now(struct sg_qmp_client *c, const char *bytes, size_t len, int *fds, size_t nfds)
 {
+    if (c->ops.write) {
+        if (c->ops.write(c->opaque, bytes, len, fds, nfds))
+            return true;
+        close_msg(c, "the QMP transport refused output");
+        return false;
+    }
     struct sg_error e = {0};
-    if (sg_qmp_outbuf_append_msg(&c->out, msg, &e))
-        return true;
-    client_close(c, &e);
-    return false;
+    if (nfds) {
+        struct item *it = calloc(1, sizeof *it);
+        if (!it) {
+            close_fds(fds, nfds);
+            close_msg(c, "out of memory");
+            return false;
+        }
+        it->at = c->out_queued;
+        for (size_t i = 0; i < nfds; i++) {
+            if (it->nfds < MAX_PASSED_FDS)
+                it->fds[it->nfds++] = fds[i];
+            else
+                close(fds[i]);
+        }
+        *c->fdq_tail = it;
+        c->fdq_tail = &it->next;
+    }
+    if (!sg_qmp_outbuf_append(&c->out, bytes, len, &e) ||
+        !sg_qmp_outbuf_append(&c->out, "\r\n", 2, &e)) {
+        client_close(c, &e);
+        return false;
+    }
+    c->out_queued += len + 2;
+    return true;
 }
 
-/* "sg-N" -> N; 0 for anything we did not generate. */
-static uint64_t id_number(const json_t *id)
+/* Sends, or keeps for after the negotiation (the bytes are taken over). */
+static bool send_or_queue(struct sg_qmp_client *c, char *bytes, size_t len, int *fds, size_t nfds)
 {
-    const char *s = json_string_value(id);
-    if (!s || strncmp(s, "sg-", 3) != 0)
-        return 0;
-    char *end;
-    unsigned long long n = strtoull(s + 3, &end, 10);
-    return *end ? 0 : (uint64_t)n;
+    if (c->ready) {
+        bool ok = send_now(c, bytes, len, fds, nfds);
+        free(bytes);
+        return ok;
+    }
+    struct item *it = calloc(1, sizeof *it);
+    if (!it || nfds > MAX_PASSED_FDS) {
+        free(it);
+        free(bytes);
+        close_fds(fds, nfds);
+        return false;
+    }
+    it->bytes = bytes;
+    it->len = len;
+    if (nfds)
+        memcpy(it->fds, fds, nfds * sizeof *fds);
+    it->nfds = nfds;
+    *c->queued_tail = it;
+    c->queued_tail = &it->next;
+    return true;
 }
 
-static void on_reply(struct sg_qmp_client *c, json_t *msg)
+/* "sg-N" (as JSON string bytes) -> N; false for ids we did not generate. */
+static bool id_number(const char *bytes, const struct sg_qmp_top *top, uint64_t *n)
 {
-    uint64_t n = id_number(json_object_get(msg, "id"));
+    const struct sg_qmp_span *sp = &top->m[SG_TOP_ID];
+    if (!top->object || !sp->present || sp->len < 6 || sp->len > 24)
+        return false;
+    const char *s = bytes + sp->off;
+    if (memcmp(s, "\"sg-", 4) != 0 || s[sp->len - 1] != '"')
+        return false;
+    uint64_t v = 0;
+    for (size_t i = 4; i < sp->len - 1; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    *n = v;
+    return true;
+}
+
+/* Takes the pending entry of request n, or with `oldest` the oldest one. */
+static struct pending *take(struct sg_qmp_client *c, uint64_t n, bool oldest)
+{
     struct pending *p = c->head, *prev = NULL;
-    while (p && p->n != n) {
+    while (p && !oldest && p->n != n) {
         prev = p;
         p = p->next;
     }
-    if (!n || !p)
-        return;  /* forgotten, or an error about input we never sent */
+    if (!p)
+        return NULL;
     if (prev)
         prev->next = p->next;
     else
         c->head = p->next;
     if (c->tail == p)
         c->tail = prev;
+    c->n_pending--;
+    return p;
+}
+
+static void reply_decoded(struct pending *p, const char *bytes, size_t len)
+{
+    json_t *msg = NULL;
     struct sg_error err = {0};
-    if (p->done) {
-        if (sg_qmp_reply_error(msg, &err)) {
-            p->done(p->opaque, NULL, &err);
-        } else {
-            json_t *ret = json_object_get(msg, "return");
-            p->done(p->opaque, ret, NULL);
-        }
+    if (sg_qmp_parse_message(bytes, len, &msg, &err) != SG_QMP_PARSE_OK) {
+        struct sg_error e = {0};
+        sg_error_set(&e, "the QMP server sent a reply that cannot be decoded (%s)", err.msg);
+        p->done(p->opaque, NULL, &e);
+    } else if (sg_qmp_reply_error(msg, &err)) {
+        p->done(p->opaque, NULL, &err);
+    } else {
+        p->done(p->opaque, json_object_get(msg, "return"), NULL);
+    }
+    json_decref(msg);
+}
+
+static void on_reply(struct sg_qmp_client *c, const char *bytes, size_t len,
+                     const struct sg_qmp_top *top)
+{
+    uint64_t n = 0;
+    struct pending *p;
+    if (!top->valid || !top->object)
+        p = take(c, 0, true);   /* not JSON: answers the oldest command */
+    else if (id_number(bytes, top, &n) && n)
+        p = take(c, n, false);
+    else
+        return;  /* an error about input we never sent, or an id not ours */
+    if (!p)
+        return;
+    if (!top->valid || !top->object) {
+        json_t *junk = NULL;
+        struct sg_error err = {0}, e = {0};
+        sg_qmp_parse_message(bytes, len, &junk, &err);
+        json_decref(junk);
+        sg_error_set(&e, "the QMP server sent a reply that is not valid JSON (%s)",
+                     err.set ? err.msg : "not a JSON object");
+        fail_one(p, &e);
+    } else if (p->raw) {
+        p->raw(p->opaque, bytes, len, top, NULL);
+    } else if (p->done) {
+        reply_decoded(p, bytes, len);
     }
     free(p);
 }
 
-static void on_negotiated(struct sg_qmp_client *c, json_t *msg)
+static void on_negotiated(struct sg_qmp_client *c, const char *bytes, size_t len)
 {
+    json_t *msg = NULL;
     struct sg_error err = {0};
-    if (sg_qmp_reply_error(msg, &err)) {
+    if (sg_qmp_parse_message(bytes, len, &msg, &err) == SG_QMP_PARSE_OK)
+        sg_qmp_reply_error(msg, &err);
+    json_decref(msg);
+    if (err.set) {
         sg_error_prefix(&err, "qmp_capabilities");
         client_close(c, &err);
         return;
     }
     c->ready = true;
-    size_t i;
-    json_t *m;
-    json_array_foreach(c->queued, i, m) {
-        if (!queue_out(c, m))
-            return;
+    struct item *it = c->queued;
+    c->queued = NULL;
+    c->queued_tail = &c->queued;
+    while (it) {
+        struct item *next = it->next;
+        if (!c->closed)
+            send_now(c, it->bytes, it->len, it->fds, it->nfds);
+        else
+            close_fds(it->fds, it->nfds);
+        free(it->bytes);
+        free(it);
+        it = next;
     }
-    json_array_clear(c->queued);
-    if (c->ops.ready)
+    if (!c->closed && c->ops.ready)
         c->ops.ready(c->opaque, c->greeting);
 }
 
-static bool dec_message(void *opaque, json_t *msg)
+static bool on_greeting(struct sg_qmp_client *c, const char *bytes, size_t len)
+{
+    json_t *msg = NULL;
+    struct sg_error err = {0};
+    if (sg_qmp_parse_message(bytes, len, &msg, &err) != SG_QMP_PARSE_OK ||
+        !json_is_object(json_object_get(msg, "QMP"))) {
+        json_decref(msg);
+        close_msg(c, "the QMP server did not start with a greeting");
+        return false;
+    }
+    c->greeting = msg;
+    static const char caps[] = "{\"execute\": \"qmp_capabilities\", \"id\": \"" CAPS_ID "\"}";
+    send_now(c, caps, sizeof caps - 1, NULL, 0);
+    return !c->closed;
+}
+
+static void on_event(struct sg_qmp_client *c, const char *bytes, size_t len,
+                     const struct sg_qmp_top *top)
+{
+    if (c->ops.raw_event) {
+        c->ops.raw_event(c->opaque, bytes, len, top);
+        return;
+    }
+    json_t *msg = NULL;
+    struct sg_error err = {0};
+    if (c->ops.event && sg_qmp_parse_message(bytes, len, &msg, &err) == SG_QMP_PARSE_OK)
+        c->ops.event(c->opaque, msg);
+    json_decref(msg);
+}
+
+/* Every message, framed by the decoder in raw mode and scanned here. */
+static bool dec_span(void *opaque, const char *bytes, size_t len)
 {
     struct sg_qmp_client *c = opaque;
     if (c->closed)
         return false;
-    if (!c->greeting) {
-        if (!json_is_object(json_object_get(msg, "QMP"))) {
-            close_msg(c, "QMP greeting expected");
-            return false;
-        }
-        c->greeting = json_incref(msg);
-        json_t *caps = json_pack("{s:s, s:s}", "execute", "qmp_capabilities", "id", CAPS_ID);
-        queue_out(c, caps);
-        json_decref(caps);
-        return !c->closed;
-    }
-    if (json_object_get(msg, "event")) {
-        if (c->ready && c->ops.event)
-            c->ops.event(c->opaque, msg);
-    } else if (sg_qmp_is_reply(msg)) {
-        const char *id = json_string_value(json_object_get(msg, "id"));
-        if (!c->ready && id && !strcmp(id, CAPS_ID))
-            on_negotiated(c, msg);
-        else
-            on_reply(c, msg);
+    if (!c->greeting)
+        return on_greeting(c, bytes, len);
+    struct sg_qmp_top top;
+    sg_qmp_top_scan(bytes, len, &top);
+    bool json = top.valid && top.object;
+    if (json && top.m[SG_TOP_EVENT].present) {
+        if (c->ready)
+            on_event(c, bytes, len, &top);
+    } else if (json && !top.m[SG_TOP_RETURN].present && !top.m[SG_TOP_ERROR].present) {
+        /* neither a reply nor an event: nothing waits for it */
+    } else if (!c->ready) {
+        uint64_t n = 1;
+        if (json && id_number(bytes, &top, &n) && n == 0)
+            on_negotiated(c, bytes, len);
+    } else {
+        on_reply(c, bytes, len, &top);
     }
     return !c->closed;
 }
 
-static bool dec_invalid(void *opaque, const struct sg_error *err)
-{
-    /* A server that sends bad JSON is broken, but the messages around it may
-     * be fine; skipping keeps the other replies flowing. */
-    struct sg_qmp_client *c = opaque;
-    return !c->closed;
-}
-
-static const struct sg_qmp_decoder_ops dec_ops = {dec_message, dec_invalid, NULL};
+static const struct sg_qmp_decoder_ops dec_ops = {NULL, NULL, dec_span};
 
 struct sg_qmp_client *sg_qmp_client_new(const struct sg_qmp_client_ops *ops, void *opaque)
 {
@@ -179,9 +350,10 @@ struct sg_qmp_client *sg_qmp_client_new(const struct sg_qmp_client_ops *ops, voi
         c->ops = *ops;
     c->opaque = opaque;
     c->fd = -1;
+    c->queued_tail = &c->queued;
+    c->fdq_tail = &c->fdq;
     c->dec = sg_qmp_decoder_new(&dec_ops, c);
-    c->queued = json_array();
-    if (!c->dec || !c->queued) {
+    if (!c->dec) {
         sg_qmp_client_free(c);
         return NULL;
     }
@@ -199,10 +371,11 @@ void sg_qmp_client_free(struct sg_qmp_client *c)
         c->head = p->next;
         free(p);
     }
+    items_free(c->queued);
+    items_free(c->fdq);
     sg_qmp_decoder_free(c->dec);
     sg_qmp_outbuf_free(&c->out);
     json_decref(c->greeting);
-    json_decref(c->queued);
     free(c);
 }
 
@@ -240,46 +413,91 @@ struct sg_qmp_client *sg_qmp_client_connect(const char *addr, const struct sg_qm
     return c;
 }
 
-uint64_t sg_qmp_client_execute(struct sg_qmp_client *c, const char *cmd, json_t *args,
-                               sg_qmp_reply_fn done, void *opaque, struct sg_error *err)
+static struct pending *add_pending(struct sg_qmp_client *c, struct sg_error *err)
 {
     if (c->closed) {
-        json_decref(args);
         sg_error_set(err, "QMP connection is closed");
-        return 0;
+        return NULL;
     }
     struct pending *p = calloc(1, sizeof *p);
     if (!p) {
-        json_decref(args);
         sg_error_set(err, "out of memory");
-        return 0;
+        return NULL;
     }
-    uint64_t n = ++c->next_n;
-    char id[32];
-    snprintf(id, sizeof id, "sg-%llu", (unsigned long long)n);
-    json_t *msg = json_pack("{s:s}", "execute", cmd);
-    if (args)
-        json_object_set_new(msg, "arguments", args);
-    json_object_set_new(msg, "id", json_string(id));
-    p->n = n;
-    p->done = done;
-    p->opaque = opaque;
+    p->n = ++c->next_n;
     if (c->tail)
         c->tail->next = p;
     else
         c->head = p;
     c->tail = p;
-    if (c->ready) {
-        if (!queue_out(c, msg)) {
-            json_decref(msg);
-            sg_error_set(err, "QMP connection is closed");
-            return 0;
-        }
-    } else {
-        json_array_append(c->queued, msg);
+    c->n_pending++;
+    return p;
+}
+
+/* After send_or_queue: the request's number, or 0 when the client closed
+ * meanwhile (its pending entry was failed or freed with the rest). */
+static uint64_t sent(struct sg_qmp_client *c, uint64_t n, bool ok, struct sg_error *err)
+{
+    if (ok && !c->closed)
+        return n;
+    if (!c->closed) {
+        struct pending *p = take(c, n, false);
+        free(p);
     }
+    sg_error_set(err, c->closed ? "QMP connection is closed" : "out of memory");
+    return 0;
+}
+
+uint64_t sg_qmp_client_execute(struct sg_qmp_client *c, const char *cmd, json_t *args,
+                               sg_qmp_reply_fn done, void *opaque, struct sg_error *err)
+{
+    struct pending *p = add_pending(c, err);
+    if (!p) {
+        json_decref(args);
+        return 0;
+    }
+    p->done = done;
+    p->opaque = opaque;
+    uint64_t n = p->n;
+    char id[32];
+    snprintf(id, sizeof id, "sg-%llu", (unsigned long long)n);
+    json_t *msg = json_pack("{s:s}", "execute", cmd);
+    if (msg && args)
+        json_object_set_new(msg, "arguments", args);
+    else
+        json_decref(args);
+    if (msg)
+        json_object_set_new(msg, "id", json_string(id));
+    size_t len = 0;
+    char *text = msg ? sg_qmp_dumps(msg, &len) : NULL;
     json_decref(msg);
-    return n;
+    return sent(c, n, text && send_or_queue(c, text, len, NULL, 0), err);
+}
+
+uint64_t sg_qmp_client_forward(struct sg_qmp_client *c, const char *msg, size_t len,
+                               const struct sg_qmp_top *top, int *fds, size_t nfds,
+                               sg_qmp_raw_reply_fn done, void *opaque, struct sg_error *err)
+{
+    if (nfds && !c->ops.write && c->fd < 0) {
+        close_fds(fds, nfds);
+        sg_error_set(err, "this QMP transport cannot pass file descriptors");
+        return 0;
+    }
+    struct pending *p = add_pending(c, err);
+    if (!p) {
+        close_fds(fds, nfds);
+        return 0;
+    }
+    p->raw = done;
+    p->opaque = opaque;
+    uint64_t n = p->n;
+    char id[32];
+    int idl = snprintf(id, sizeof id, "\"sg-%llu\"", (unsigned long long)n);
+    size_t out_len = 0;
+    char *out = sg_qmp_top_set_id(msg, len, top, id, (size_t)idl, &out_len);
+    if (!out)
+        close_fds(fds, nfds);
+    return sent(c, n, out && send_or_queue(c, out, out_len, fds, nfds), err);
 }
 
 void sg_qmp_client_forget(struct sg_qmp_client *c, uint64_t n)
@@ -309,10 +527,7 @@ const json_t *sg_qmp_client_greeting(const struct sg_qmp_client *c)
 
 size_t sg_qmp_client_pending(const struct sg_qmp_client *c)
 {
-    size_t n = 0;
-    for (struct pending *p = c->head; p; p = p->next)
-        n++;
-    return n;
+    return c->n_pending;
 }
 
 bool sg_qmp_client_feed(struct sg_qmp_client *c, const void *data, size_t len)
@@ -342,6 +557,7 @@ const char *sg_qmp_client_output(const struct sg_qmp_client *c, size_t *len)
 void sg_qmp_client_consume(struct sg_qmp_client *c, size_t n)
 {
     sg_qmp_outbuf_consume(&c->out, n);
+    c->out_sent += n;
 }
 
 int sg_qmp_client_fd(const struct sg_qmp_client *c)
@@ -354,13 +570,63 @@ bool sg_qmp_client_wants_write(const struct sg_qmp_client *c)
     return !c->closed && c->fd >= 0 && sg_qmp_outbuf_pending(&c->out) > 0;
 }
 
+/* One write of at most `len` bytes; the descriptors of `it` (may be NULL)
+ * go with its first byte. */
+static ssize_t send_some(int fd, const char *buf, size_t len, struct item *it)
+{
+    struct iovec iov = {(void *)buf, len};
+    struct msghdr m = {0};
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * MAX_PASSED_FDS)];
+    } ctl;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (it) {
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.b;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * it->nfds);
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int) * it->nfds);
+        memcpy(CMSG_DATA(h), it->fds, sizeof(int) * it->nfds);
+    }
+    ssize_t n;
+    do
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}
+
 bool sg_qmp_client_on_writable(struct sg_qmp_client *c)
 {
-    struct sg_error err = {0};
     if (c->closed || c->fd < 0)
         return !c->closed;
-    if (sg_qmp_outbuf_flush(&c->out, c->fd, &err) < 0)
-        client_close(c, &err);
+    while (sg_qmp_outbuf_pending(&c->out)) {
+        size_t want = sg_qmp_outbuf_pending(&c->out);
+        struct item *it = c->fdq;
+        if (it && it->at > c->out_sent && it->at - c->out_sent < want)
+            want = (size_t)(it->at - c->out_sent);   /* stop before the fds' byte */
+        bool with_fds = it && it->at == c->out_sent;
+        ssize_t n = send_some(c->fd, sg_qmp_outbuf_peek(&c->out), want, with_fds ? it : NULL);
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        if (n <= 0) {
+            struct sg_error err = {0};
+            sg_error_set_errno(&err, errno, "QMP write");
+            client_close(c, &err);
+            break;
+        }
+        if (with_fds) {
+            c->fdq = it->next;
+            if (!c->fdq)
+                c->fdq_tail = &c->fdq;
+            it->next = NULL;
+            items_free(it);
+        }
+        sg_qmp_client_consume(c, (size_t)n);
+    }
     return !c->closed;
 }
 

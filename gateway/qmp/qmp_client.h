@@ -15,9 +15,22 @@
  * call on_readable()/on_writable()".  sg_qmp_client_wait() is a bounded
  * blocking loop for tools and tests.
  *
+ * Pass-through mode, for proxies: sg_qmp_client_forward() sends a message
+ * as it came (its bytes, and descriptors attached to it) with only the id
+ * replaced, and its reply comes back as the server's bytes plus their scan
+ * (qmp_top.h); with ops->raw_event set, events come as bytes too.  Messages
+ * are framed and scanned, never decoded and encoded again, so integers
+ * above 2^63, floats, escapes and key order survive.  A reply that is not
+ * valid JSON goes to the oldest command waiting (a server without OOB
+ * answers in order) as an error; the connection stays up.
+ *
+ * Transport: by default output collects in a queue (sg_qmp_client_output,
+ * or the fd helpers, which pass descriptors with sendmsg).  With ops->write
+ * set, every message goes to the owner's transport at once instead.
+ *
  * When the connection ends (EOF, I/O error, protocol error) ops->closed is
- * called once, every pending reply callback gets an error ("QMP connection
- * closed"), and the client is inert until freed.
+ * called once, then every pending reply callback gets an error ("QMP
+ * connection closed: WHY"), and the client is inert until freed.
  *
  * Threading: not thread-safe.  Re-entrancy: callbacks may execute commands
  * and forget requests; they must not free the client (do it after the
@@ -32,6 +45,7 @@
 #include <jansson.h>
 
 #include "qmp_msg.h"
+#include "qmp_top.h"
 #include "sg_error.h"
 
 struct sg_qmp_client;
@@ -42,9 +56,24 @@ struct sg_qmp_client_ops {
     void (*ready)(void *opaque, const json_t *greeting);
     /* An event message (borrowed). */
     void (*event)(void *opaque, const json_t *event);
-    /* The connection ended; `why` says how (never NULL). */
+    /* The connection ended; `why` says how (never NULL).  Called before the
+     * pending callbacks fail, so they can tell a lost link from an error. */
     void (*closed)(void *opaque, const struct sg_error *why);
+    /* Optional: events as the server's bytes (then `event` is not called). */
+    void (*raw_event)(void *opaque, const char *bytes, size_t len, const struct sg_qmp_top *top);
+    /* Optional transport: one message (no line end; the transport adds
+     * "\r\n") with the descriptors to pass along with it (owned by the
+     * callee).  Returning false closes the client at once. */
+    bool (*write)(void *opaque, const char *bytes, size_t len, int *fds, size_t nfds);
 };
+
+
+/* A forwarded message's reply: the server's bytes (the client's "sg-N" id
+ * still in them) and their scan, or `msg` NULL and `why` saying why there is
+ * none (connection closed: sg_qmp_client_closed() is then true; or a reply
+ * that is not valid JSON). */
+typedef void (*sg_qmp_raw_reply_fn)(void *opaque, const char *msg, size_t len,
+                                    const struct sg_qmp_top *top, const char *why);
 
 /* A command's reply: exactly one of `ret` (the "return" value) and `err`
  * (class + desc of the "error" member, or a local error such as the
@@ -66,6 +95,14 @@ void sg_qmp_client_free(struct sg_qmp_client *c);
  * number N (> 0), or 0 with `err` set when the client is closed. */
 uint64_t sg_qmp_client_execute(struct sg_qmp_client *c, const char *cmd, json_t *args,
                                sg_qmp_reply_fn done, void *opaque, struct sg_error *err);
+/* Pass-through: sends the `len` bytes at `msg` (one message, scanned into
+ * `top`) with its id replaced by "sg-N" (inserted when it had none), and
+ * descriptors `fds` (owned by the call: closed once sent, or on failure).
+ * Without ops->write or an fd, descriptors cannot be passed: error.
+ * Returns N, or 0 with `err` set (closed, out of memory). */
+uint64_t sg_qmp_client_forward(struct sg_qmp_client *c, const char *msg, size_t len,
+                               const struct sg_qmp_top *top, int *fds, size_t nfds,
+                               sg_qmp_raw_reply_fn done, void *opaque, struct sg_error *err);
 /* The owner lost interest: the callback of request N will not be called. */
 void sg_qmp_client_forget(struct sg_qmp_client *c, uint64_t n);
 

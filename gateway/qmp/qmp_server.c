@@ -321,15 +321,30 @@ bool sg_qmp_capabilities_check(const json_t *args, struct sg_error *err)
     return true;
 }
 
-static void negotiate(struct sg_qmp_session *s, const struct sg_qmp_request *rq)
+enum sg_qmp_neg sg_qmp_negotiation(bool *negotiated, const struct sg_qmp_request *rq,
+                                   struct sg_error *err)
 {
-    struct sg_error err = {0};
-    if (!sg_qmp_capabilities_check(rq->args, &err)) {
-        send_error(s, rq->id, err.cls, err.msg);
-        return;
+    bool is_caps = !strcmp(rq->command, "qmp_capabilities");
+    if (!*negotiated) {
+        if (!is_caps) {
+            sg_error_set_class(err, SG_ERR_COMMAND_NOT_FOUND,
+                               "Expecting capabilities negotiation with 'qmp_capabilities'");
+            return SG_QMP_NEG_ERROR;
+        }
+        if (!sg_qmp_capabilities_check(rq->args, err))
+            return SG_QMP_NEG_ERROR;
+        *negotiated = true;
+        return SG_QMP_NEG_DONE;
     }
-    s->negotiated = true;
-    send_new(s, sg_qmp_return_reply(NULL, rq->id));
+    if (!is_caps)
+        return SG_QMP_NEG_DISPATCH;
+    /* QEMU checks the arguments' types, then refuses: the capabilities
+     * themselves are not looked at any more. */
+    if (!sg_qmp_check_args(caps_args, rq->args, err))
+        return SG_QMP_NEG_ERROR;
+    sg_error_set_class(err, SG_ERR_COMMAND_NOT_FOUND,
+                       "Capabilities negotiation is already complete, command ignored");
+    return SG_QMP_NEG_ERROR;
 }
 
 void sg_qmp_session_input_json(struct sg_qmp_session *s, json_t *msg)
@@ -342,22 +357,15 @@ void sg_qmp_session_input_json(struct sg_qmp_session *s, json_t *msg)
         send_error(s, rq.id, err.cls, err.msg);
         return;
     }
-    bool is_caps = !strcmp(rq.command, "qmp_capabilities");
-    if (!s->negotiated) {
-        if (is_caps)
-            negotiate(s, &rq);
-        else
-            send_error(s, rq.id, SG_ERR_COMMAND_NOT_FOUND,
-                       "Expecting capabilities negotiation with 'qmp_capabilities'");
+    switch (sg_qmp_negotiation(&s->negotiated, &rq, &err)) {
+    case SG_QMP_NEG_ERROR:
+        send_error(s, rq.id, err.cls, err.msg);
         return;
-    }
-    if (is_caps) {
-        if (!sg_qmp_check_args(caps_args, rq.args, &err))
-            send_error(s, rq.id, err.cls, err.msg);
-        else
-            send_error(s, rq.id, SG_ERR_COMMAND_NOT_FOUND,
-                       "Capabilities negotiation is already complete, command ignored");
+    case SG_QMP_NEG_DONE:
+        send_new(s, sg_qmp_return_reply(NULL, rq.id));
         return;
+    case SG_QMP_NEG_DISPATCH:
+        break;
     }
     const struct sg_qmp_command *cmd = find_command(s->srv, rq.command);
     if (!cmd) {

@@ -108,6 +108,20 @@ json_t *sg_qmp_server_query_commands(const struct sg_qmp_server *srv);
  * ...): the one place every QMP speaker of snapgate negotiates by. */
 bool sg_qmp_capabilities_check(const json_t *args, struct sg_error *err);
 
+/* The negotiation rules every QMP front end applies to a parsed request
+ * (this server's sessions, the gateway's proxied clients), QEMU 7.2's:
+ *   SG_QMP_NEG_DISPATCH  negotiated, not qmp_capabilities: run the command;
+ *   SG_QMP_NEG_DONE      qmp_capabilities accepted: *negotiated is now true,
+ *                        reply {"return": {}};
+ *   SG_QMP_NEG_ERROR     reply `err` (its class and text): a command before
+ *                        negotiation, bad qmp_capabilities arguments
+ *                        ("Capability oob not available", "{enable: 5}"),
+ *                        or a second qmp_capabilities. */
+enum sg_qmp_neg { SG_QMP_NEG_DISPATCH, SG_QMP_NEG_DONE, SG_QMP_NEG_ERROR };
+struct sg_qmp_request;
+enum sg_qmp_neg sg_qmp_negotiation(bool *negotiated, const struct sg_qmp_request *rq,
+                                   struct sg_error *err);
+
 /* ---- listening socket -------------------------------------------------- */
 /* Listens on "unix:PATH" (QEMU's ",server=on,wait=off" suffixes accepted
  * and ignored) or a bare PATH: a stale socket file is replaced, the socket

@@ -91,7 +91,8 @@ static int conn_write_some(struct sg_web_conn *c)
     }
     if (c->rx_paused && c->out_bytes < SG_WEB_QUEUE_RESUME) {
         c->rx_paused = false;
-        lws_rx_flow_control(c->wsi, 1);
+        if (!c->qmp_paused)
+            lws_rx_flow_control(c->wsi, 1);
     }
     if (c->out_head)
         lws_callback_on_writable(c->wsi);
@@ -102,7 +103,14 @@ static int conn_write_some(struct sg_web_conn *c)
 
 static void qmp_send(void *opaque, const char *json_text, size_t len)
 {
-    conn_enqueue(opaque, json_text, len, false);
+    struct sg_web_conn *c = opaque;
+    conn_enqueue(c, json_text, len, false);
+    /* A reply went out: the client may send again once it is not busy. */
+    if (c->qmp_paused && c->qmp && !sg_gw_qmp_client_busy(c->qmp) && !c->dead) {
+        c->qmp_paused = false;
+        if (!c->rx_paused)
+            lws_rx_flow_control(c->wsi, 1);
+    }
 }
 
 static void serial_out(void *opaque, const void *bytes, size_t len)
@@ -212,6 +220,13 @@ static int qmp_message(struct sg_web_conn *c)
         lws_close_reason(c->wsi, LWS_CLOSE_STATUS_POLICY_VIOLATION,
                          (unsigned char *)"QMP limit exceeded", 18);
         return -1;
+    }
+    /* Pipelining is fine, an unbounded backlog is not: the same bounds as
+     * the unix endpoint (16 unanswered, 1 MiB waiting).  Busy means a reply
+     * is due, and qmp_send resumes then. */
+    if (c->qmp && !c->qmp_paused && sg_gw_qmp_client_busy(c->qmp)) {
+        c->qmp_paused = true;
+        lws_rx_flow_control(c->wsi, 0);
     }
     return 0;
 }

@@ -53,6 +53,7 @@ struct sg_web_conn {
     struct sg_web_msg *out_head, *out_tail;
     size_t out_bytes;
     bool rx_paused;
+    bool qmp_paused;             /* /qmp: the proxied client is busy (sg_gw_qmp_client_busy) */
     bool dead;                   /* dropped for being too slow */
 
     struct sg_web_rx rx;         /* the message being assembled */

@@ -13,6 +13,7 @@ import re
 import select
 import signal
 import socket
+import subprocess
 import threading
 import time
 
@@ -234,3 +235,21 @@ def gateway_env(home):
     env["TERM"] = "xterm"
     env.pop("INPUTRC", None)
     return env
+
+
+def gateway_on_fake_backend(d, extra=(), **spawn_kw):
+    """A FakeBackend on d/be.sock and `snapgate --connect` to it serving
+    --qmp on d/gw.sock (stdin closed, stderr piped unless said otherwise).
+    Returns (backend, gateway process, --qmp socket path) once the socket is
+    there; fails the test if the gateway exits instead."""
+    be_sock = os.path.join(d, "be.sock")
+    gw_sock = os.path.join(d, "gw.sock")
+    be = FakeBackend(be_sock)
+    spawn_kw.setdefault("stdin", subprocess.DEVNULL)
+    spawn_kw.setdefault("stderr", subprocess.PIPE)
+    gw = sgtest.spawn([sgtest.binary("snapgate"), "--connect", "unix:" + be_sock,
+                       "--qmp", "unix:" + gw_sock, "--no-monitor", *extra], **spawn_kw)
+    sgtest.wait_for(lambda: os.path.exists(gw_sock) or gw.poll() is not None, 10, "--qmp socket")
+    if gw.poll() is not None:
+        sgtest.fail(f"gateway exited {gw.returncode}")
+    return be, gw, gw_sock

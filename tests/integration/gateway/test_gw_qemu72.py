@@ -50,6 +50,36 @@ def normalize(text):
     return b"\r\n".join(out).decode()
 
 
+# Every bad qmp_capabilities form, before and after the negotiation: the
+# gateway's replies (sg_qmp_negotiation, shared with snapgate-vmm) are QEMU's.
+CAPS_BAD = [
+    '{"execute": "query-status", "id": 1}',
+    '{"execute": "qmp_capabilities", "arguments": {"enable": 5}, "id": 2}',
+    '{"execute": "qmp_capabilities", "arguments": {"enable": "oob"}, "id": 3}',
+    # (["oob"]: QEMU offers OOB on its socket and accepts; snapgate offers
+    # none and answers "Capability oob not available", as QEMU does without.)
+    '{"execute": "qmp_capabilities", "arguments": {"enable": ["nosuch"]}, "id": 4}',
+    '{"execute": "qmp_capabilities", "arguments": {"x": 1}, "id": 5}',
+    '{"execute": "qmp_capabilities", "arguments": [], "id": 6}',
+]
+CAPS_OK = '{"execute": "qmp_capabilities", "id": 7}'
+CAPS_AFTER = [
+    '{"execute": "qmp_capabilities", "id": 8}',
+    '{"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "id": 9}',
+    '{"execute": "qmp_capabilities", "arguments": {"enable": 5}, "id": 10}',
+]
+
+
+def negotiation_replies(sock):
+    q = sgtest.QMP(sock, negotiate=False)
+    out = []
+    for line in CAPS_BAD + [CAPS_OK] + CAPS_AFTER:
+        q.send_raw(line + "\r\n")
+        out.append(q.recv())
+    q.close()
+    return out
+
+
 def make_images(d):
     os.makedirs(d)
     for name in ("a.qcow2", "b.qcow2"):
@@ -65,6 +95,7 @@ DRIVES = ["file=a.qcow2,if=none,id=drive0,node-name=disk0",
 direct_dir = os.path.join(root, "direct")
 make_images(direct_dir)
 q1, q1_sock = sgtest.start_qemu(DRIVES, direct_dir)
+want_caps = negotiation_replies(q1_sock)
 m = sgtest.QMP(q1_sock)
 want = [m.hmp(line) for line in LINES]
 m.close()
@@ -81,6 +112,9 @@ gw = sgtest.spawn([gw_bin, "--connect", "unix:" + q2_sock, "--qmp", "unix:" + gw
 sgtest.wait_for(lambda: os.path.exists(gw_sock) or gw.poll() is not None, 10, "--qmp socket")
 if gw.poll() is not None:
     sgtest.fail(f"gateway exited {gw.returncode}: {gw.stderr.read()!r}")
+got_caps = negotiation_replies(gw_sock)
+for line, w, g in zip(CAPS_BAD + [CAPS_OK] + CAPS_AFTER, want_caps, got_caps):
+    sgtest.check_eq(g, w, f"negotiation reply to {line}")
 c = sgtest.QMP(gw_sock)
 sgtest.check_eq(c.greeting["QMP"]["version"]["qemu"]["minor"], 2, "greeting is QEMU's version")
 got = [c.hmp(line) for line in LINES]

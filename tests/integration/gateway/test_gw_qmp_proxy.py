@@ -61,7 +61,8 @@ sgtest.check_eq(a.recv(), {"return": {"x": 2}}, "reply without id")
 sent = [m for m in be.received if m.get("execute") == "echo"]
 ids = [m.get("id") for m in sent]
 sgtest.check(len(set(map(str, ids))) == len(ids), f"back-end ids are unique: {ids}")
-sgtest.check(all(isinstance(i, int) for i in ids), f"back-end ids are the gateway's: {ids}")
+sgtest.check(all(isinstance(i, str) and i.startswith("sg-") and i[3:].isdigit() for i in ids),
+             f"back-end ids are the link's own (sg_qmp_client: sg-N): {ids}")
 
 # Big messages both ways (more than a socket buffer: the link's output queue
 # has to be written over several loop rounds).

@@ -65,7 +65,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "usage: qmp_interop SOCKET\n");
         return 1;
     }
-    static const struct sg_qmp_client_ops ops = {on_ready, on_event, on_closed};
+    static const struct sg_qmp_client_ops ops = {.ready = on_ready, .event = on_event, .closed = on_closed};
     struct run r = {0};
     struct sg_error err = {0};
     struct sg_qmp_client *c = sg_qmp_client_connect(argv[1], &ops, &r, &err);

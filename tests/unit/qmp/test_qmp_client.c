@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "qmp_client.h"
@@ -58,7 +60,7 @@ static void o_reply(void *op, const json_t *ret, const struct sg_error *err)
     }
 }
 
-static const struct sg_qmp_client_ops ops = {o_ready, o_event, o_closed};
+static const struct sg_qmp_client_ops ops = {.ready = o_ready, .event = o_event, .closed = o_closed};
 
 static char *take_output(struct sg_qmp_client *c)
 {
@@ -223,12 +225,201 @@ static void test_unix_socket(void **state)
     rmdir(dir);
 }
 
+/* ---- pass-through mode ----------------------------------------------------- */
+
+struct raw_obs {
+    int replies, failures, events, closed_first, closed;
+    char last[512];
+    char why[1200];
+    char wrote[4096];
+    int wrote_fds;
+};
+
+static void r_reply(void *op, const char *msg, size_t len, const struct sg_qmp_top *top,
+                    const char *why)
+{
+    struct raw_obs *o = op;
+    if (msg) {
+        assert_non_null(top);
+        assert_true(top->valid);
+        o->replies++;
+        snprintf(o->last, sizeof o->last, "%.*s", (int)len, msg);
+    } else {
+        o->failures++;
+        if (o->closed)
+            o->closed_first++;
+        snprintf(o->why, sizeof o->why, "%s", why);
+    }
+}
+
+static void r_event(void *op, const char *bytes, size_t len, const struct sg_qmp_top *top)
+{
+    struct raw_obs *o = op;
+    assert_true(top->m[SG_TOP_EVENT].present);
+    o->events++;
+    snprintf(o->last, sizeof o->last, "%.*s", (int)len, bytes);
+}
+
+static void r_closed(void *op, const struct sg_error *why)
+{
+    ((struct raw_obs *)op)->closed++;
+}
+
+static bool r_write(void *op, const char *bytes, size_t len, int *fds, size_t nfds)
+{
+    struct raw_obs *o = op;
+    size_t have = strlen(o->wrote);
+    snprintf(o->wrote + have, sizeof o->wrote - have, "%.*s|", (int)len, bytes);
+    o->wrote_fds += (int)nfds;
+    for (size_t i = 0; i < nfds; i++)
+        close(fds[i]);
+    return true;
+}
+
+static uint64_t fwd(struct sg_qmp_client *c, const char *msg, int *fds, size_t nfds,
+                    struct raw_obs *o)
+{
+    struct sg_qmp_top top;
+    sg_qmp_top_scan(msg, strlen(msg), &top);
+    struct sg_error err = {0};
+    return sg_qmp_client_forward(c, msg, strlen(msg), &top, fds, nfds, r_reply, o, &err);
+}
+
+/* Bytes in, bytes out: only the id changes; big integers, floats, key order
+ * and whitespace survive; a reply that is not JSON fails the oldest command
+ * and the link stays; events come as bytes; the loss is told first. */
+static void test_passthrough(void **state)
+{
+    struct raw_obs o = {0};
+    static const struct sg_qmp_client_ops rops = {
+        .closed = r_closed, .raw_event = r_event, .write = r_write,
+    };
+    struct sg_qmp_client *c = sg_qmp_client_new(&rops, &o);
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    /* before the greeting: held, descriptors included */
+    assert_int_equal(fwd(c, "{ \"execute\":\"qom-get\" ,\"id\": [1, 2.50]}", &p[0], 1, &o), 1);
+    assert_string_equal(o.wrote, "");
+    feed_str(c, "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n"
+                "{\"return\": {}, \"id\": \"sg-0\"}\r\n");
+    assert_true(sg_qmp_client_ready(c));
+    assert_string_equal(o.wrote, "{\"execute\": \"qmp_capabilities\", \"id\": \"sg-0\"}|"
+                                 "{ \"execute\":\"qom-get\" ,\"id\": \"sg-1\"}|");
+    assert_int_equal(o.wrote_fds, 1);
+    /* no id: one is inserted */
+    o.wrote[0] = '\0';
+    assert_int_equal(fwd(c, "{\"execute\": \"x\", \"arguments\": {\"v\": 1.0e400}}", &p[1], 1, &o), 2);
+    assert_string_equal(o.wrote, "{\"id\": \"sg-2\", \"execute\": \"x\", \"arguments\": {\"v\": 1.0e400}}|");
+    assert_int_equal(o.wrote_fds, 2);
+    feed_str(c, "{\"return\": 18446744073709551552, \"id\": \"sg-1\"}\r\n");
+    assert_int_equal(o.replies, 1);
+    assert_string_equal(o.last, "{\"return\": 18446744073709551552, \"id\": \"sg-1\"}");
+    feed_str(c, "{\"timestamp\": {\"seconds\": 1, \"microseconds\": 2}, \"event\": \"X\", "
+                "\"data\": {\"f\": 0.10000000000000001}}\r\n");
+    assert_int_equal(o.events, 1);
+    assert_non_null(strstr(o.last, "0.10000000000000001"));
+    /* not JSON: the oldest command (sg-2) gets an error, the link stays */
+    feed_str(c, "{\"return\": [1,,2], \"id\": \"sg-2\"}\r\n");
+    assert_int_equal(o.failures, 1);
+    assert_non_null(strstr(o.why, "not valid JSON"));
+    assert_false(sg_qmp_client_closed(c));
+    assert_int_equal(sg_qmp_client_pending(c), 0);
+    /* a decoded command on the same link */
+    struct obs d = {0};
+    struct sg_error err = {0};
+    assert_int_equal(sg_qmp_client_execute(c, "query-status", NULL, o_reply, &d, &err), 3);
+    feed_str(c, "{\"return\": {\"status\": \"running\"}, \"id\": \"sg-3\"}\r\n");
+    assert_int_equal(d.replies, 1);
+    /* the loss: closed first, then the pending command */
+    assert_int_equal(fwd(c, "{\"execute\": \"y\", \"id\": 7}", NULL, 0, &o), 4);
+    sg_qmp_client_eof(c, NULL);
+    assert_int_equal(o.closed, 1);
+    assert_int_equal(o.failures, 2);
+    assert_int_equal(o.closed_first, 1);
+    assert_non_null(strstr(o.why, "QMP connection closed"));
+    assert_true(sg_qmp_client_closed(c));
+    sg_qmp_client_free(c);
+}
+
+/* Descriptors with the fd helpers: they arrive with their command's bytes. */
+static void test_passthrough_fds(void **state)
+{
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+    char dir[] = "/tmp/sg-qmpc-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char sock[sizeof dir + 2];
+    snprintf(sock, sizeof sock, "%s/s", dir);
+    int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 1), 0);
+    struct raw_obs o = {0};
+    static const struct sg_qmp_client_ops rops = {.closed = r_closed, .raw_event = r_event};
+    struct sg_error err = {0};
+    struct sg_qmp_client *c = sg_qmp_client_connect(sock, &rops, &o, &err);
+    assert_non_null(c);
+    int srv = accept(lfd, NULL, NULL);
+    assert_true(srv >= 0);
+    const char *g = "{\"QMP\": {\"version\": {}, \"capabilities\": []}}\r\n"
+                    "{\"return\": {}, \"id\": \"sg-0\"}\r\n";
+    assert_int_equal(write(srv, g, strlen(g)), (ssize_t)strlen(g));
+    bool never = false;
+    sg_qmp_client_wait(c, &never, 200, &err);
+    assert_true(sg_qmp_client_ready(c));
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    assert_int_equal(fwd(c, "{\"execute\": \"getfd\", \"arguments\": {\"fdname\": \"a\"}}", &p[1], 1, &o), 1);
+    sg_qmp_client_on_writable(c);
+    /* the server side: skip the negotiation line, then the fd with getfd */
+    char buf[1024] = "";
+    size_t got = 0;
+    int passed = -1;
+    for (int tries = 0; tries < 100 && !strstr(buf, "getfd"); tries++) {
+        union {
+            struct cmsghdr h;
+            char b[CMSG_SPACE(sizeof(int) * 4)];
+        } ctl;
+        struct iovec iov = {buf + got, sizeof buf - 1 - got};
+        struct msghdr m = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.b,
+                           .msg_controllen = sizeof ctl.b};
+        ssize_t n = recvmsg(srv, &m, 0);
+        if (n <= 0) {
+            usleep(10000);
+            continue;
+        }
+        for (struct cmsghdr *h = CMSG_FIRSTHDR(&m); h; h = CMSG_NXTHDR(&m, h))
+            if (h->cmsg_type == SCM_RIGHTS) {
+                memcpy(&passed, CMSG_DATA(h), sizeof passed);
+                assert_non_null(strstr(buf + got, "getfd")); /* came with its command */
+            }
+        got += (size_t)n;
+        buf[got] = '\0';
+    }
+    assert_true(passed >= 0);
+    assert_int_equal(write(passed, "x", 1), 1);  /* the pipe's write end */
+    char x;
+    assert_int_equal(read(p[0], &x, 1), 1);
+    close(passed);
+    close(p[0]);
+    close(srv);
+    close(lfd);
+    close(sv[0]);
+    close(sv[1]);
+    sg_qmp_client_free(c);
+    unlink(sock);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sans_io),
         cmocka_unit_test(test_bad_greeting),
         cmocka_unit_test(test_unix_socket),
+        cmocka_unit_test(test_passthrough),
+        cmocka_unit_test(test_passthrough_fds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -328,6 +328,12 @@ size_t sg_gw_qmp_client_inflight(const struct sg_gw_qmp_client *c)
     return 0;
 }
 
+bool sg_gw_qmp_client_busy(const struct sg_gw_qmp_client *c)
+{
+    (void)c;
+    return false;  /* answers at once: never a backlog */
+}
+
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c)
 {
     for (int i = 0; i < MAX_CLIENTS; i++)
