@@ -4,6 +4,7 @@
  * is looked at once, nesting is bounded by SG_QMP_MAX_DEPTH. */
 #include "qmp_top.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -168,6 +169,58 @@ static bool literal(struct cur *c, const char *w)
 
 static bool value(struct cur *c, int depth, struct sg_qmp_top *top);
 
+/* A key as its decoded bytes (UTF-8), for the comparisons a JSON decoder
+ * makes: "\u0069d" is the key "id" to QEMU, so it must be to the proxy too,
+ * or a client could slip a second id past the rewrite.  The string at
+ * [off, off+len) (quotes included) was validated by string().  Returns the
+ * length, or SIZE_MAX when it does not fit in `cap`. */
+#define KEY_CAP 64
+static size_t key_decode(const unsigned char *p, size_t off, size_t len, unsigned char *out)
+{
+    size_t o = 0, end = off + len - 1;
+    for (size_t i = off + 1; i < end; i++) {
+        unsigned long cp = p[i];
+        if (cp == '\\') {
+            unsigned char e = p[++i];
+            if (e == 'u') {
+                struct cur c = { p, 0, end, false };
+                cp = (unsigned long)u4(&c, i + 1);
+                i += 4;
+                if (cp >= 0xd800 && cp <= 0xdbff) {
+                    unsigned long lo = (unsigned long)u4(&c, i + 3);
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    i += 6;
+                }
+            } else {
+                static const char from[] = "\"\\/bfnrt", to[] = "\"\\/\b\f\n\r\t";
+                cp = (unsigned char)to[strchr(from, e) - from];
+            }
+        }
+        unsigned char u[4];
+        size_t n;
+        if (cp < 0x80 || p[i] >= 0x80) {     /* ASCII, or a raw UTF-8 byte: as is */
+            u[0] = (unsigned char)cp;
+            n = 1;
+        } else if (cp < 0x800) {
+            u[0] = (unsigned char)(0xc0 | cp >> 6), u[1] = (unsigned char)(0x80 | (cp & 0x3f));
+            n = 2;
+        } else if (cp < 0x10000) {
+            u[0] = (unsigned char)(0xe0 | cp >> 12), u[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f));
+            u[2] = (unsigned char)(0x80 | (cp & 0x3f));
+            n = 3;
+        } else {
+            u[0] = (unsigned char)(0xf0 | cp >> 18), u[1] = (unsigned char)(0x80 | ((cp >> 12) & 0x3f));
+            u[2] = (unsigned char)(0x80 | ((cp >> 6) & 0x3f)), u[3] = (unsigned char)(0x80 | (cp & 0x3f));
+            n = 4;
+        }
+        if (o + n > KEY_CAP)
+            return SIZE_MAX;
+        memcpy(out + o, u, n);
+        o += n;
+    }
+    return o;
+}
+
 /* An object or array; `top` non-NULL records the members (depth 1 only). */
 static bool container(struct cur *c, int depth, struct sg_qmp_top *top)
 {
@@ -198,21 +251,27 @@ static bool container(struct cur *c, int depth, struct sg_qmp_top *top)
             if (c->i >= c->n || c->p[c->i] != '"' || !string(c))
                 return false;
             if (top) {
-                size_t kl = c->i - key - 2;
-                for (int k = 0; k < SG_TOP_NKEYS; k++)
-                    if (strlen(key_names[k]) == kl && !memcmp(c->p + key + 1, key_names[k], kl))
+                unsigned char name[KEY_CAP];
+                size_t kl = key_decode(c->p, key, c->i - key, name);
+                for (int k = 0; k < SG_TOP_NKEYS && kl != SIZE_MAX; k++)
+                    if (strlen(key_names[k]) == kl && !memcmp(name, key_names[k], kl))
                         which = k;
                 if (which >= 0 && top->m[which].present)
                     return false;
                 if (which < 0) {
                     top->other_keys = true;
-                    for (size_t k = 0; k < n_others; k++)
-                        if (others[k][1] == kl + 2 && !memcmp(c->p + others[k][0], c->p + key,
-                                                             kl + 2))
+                    for (size_t k = 0; k < n_others; k++) {
+                        unsigned char seen[KEY_CAP];
+                        size_t sl = key_decode(c->p, others[k][0], others[k][1], seen);
+                        if (kl == SIZE_MAX || sl == SIZE_MAX
+                                ? others[k][1] == c->i - key &&
+                                      !memcmp(c->p + others[k][0], c->p + key, c->i - key)
+                                : sl == kl && !memcmp(seen, name, kl))
                             return false;
+                    }
                     if (n_others < 32) {
                         others[n_others][0] = key;
-                        others[n_others++][1] = kl + 2;
+                        others[n_others++][1] = c->i - key;
                     }
                 }
             }

@@ -412,6 +412,36 @@ static void test_passthrough_fds(void **state)
     rmdir(dir);
 }
 
+/* Keys compare as a JSON decoder sees them: an escaped "id" is the id (so a
+ * second one cannot slip past the rewrite), duplicates are refused however
+ * they are spelt. */
+static void test_top_escaped_keys(void **state)
+{
+    (void)state;
+    struct sg_qmp_top top;
+    const char *m = "{\"execute\": \"x\", \"\\u0069d\": 7}";
+    sg_qmp_top_scan(m, strlen(m), &top);
+    assert_true(top.valid);
+    assert_true(top.m[SG_TOP_ID].present);
+    assert_false(top.other_keys);
+    const char *bad[] = {
+        "{\"id\": 1, \"\\u0069d\": 2}",
+        "{\"i\\u0064\": 1, \"id\": 2}",
+        "{\"a\\u00e9\": 1, \"a\xc3\xa9\": 2}",      /* é escaped and raw */
+        "{\"\\ud83d\\ude00\": 1, \"\xf0\x9f\x98\x80\": 2}", /* a pair and raw */
+        "{\"a\\/\": 1, \"a/\": 2}",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        sg_qmp_top_scan(bad[i], strlen(bad[i]), &top);
+        assert_false(top.valid);
+    }
+    const char *ok = "{\"\\u0065xecute\": \"x\", \"a\\u00e9\": 1, \"a\\u00e8\": 2}";
+    sg_qmp_top_scan(ok, strlen(ok), &top);
+    assert_true(top.valid);
+    assert_true(top.m[SG_TOP_EXECUTE].present);
+    assert_true(top.other_keys);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -420,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_passthrough),
         cmocka_unit_test(test_passthrough_fds),
+        cmocka_unit_test(test_top_escaped_keys),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
