@@ -1,0 +1,105 @@
+#!/usr/bin/env python3
+"""The terminal shared between the guest's serial console and the monitor
+(--serial-to-terminal on a tty, QEMU's "-serial mon:stdio" keys): with the
+demo guest it starts on the monitor; Ctrl-A h lists the keys; Ctrl-A c
+attaches the terminal to the guest console, where typed keys reach the
+guest's UART (the demo guest answers a line with "serial input: LINE",
+control keys as ^X) and not the monitor (a typed "quit" does not quit),
+Ctrl-C is a key for the guest (not SIGINT), Ctrl-A Ctrl-A sends one Ctrl-A
+and the tty is raw (no ISIG, no ICRNL); Ctrl-A c again gives the prompt back
+with the line that was being typed; Ctrl-A x quits with exit 0 and a clean
+image."""
+import os
+import random
+import re
+import termios
+
+import sg_gateway_util as U
+import sgtest
+
+sgtest.require_kvm()
+gw_bin = sgtest.binary("snapgate")
+sgtest.binary("snapgate-vmm")
+sgtest.binary("snapgate-img")
+d = sgtest.tmpdir("sg-console-")
+state = os.path.join(d, "state")
+PROMPT = rb"\(snapgate\) "
+CA = b"\x01"
+
+t = U.Terminal([gw_bin, "--state-dir", state, "--serial-to-terminal", "--vmm", "-m", "64", "--"],
+               env=U.gateway_env(d))
+t.expect(rb"The guest's console output is shown above the prompt: C-a c switches the terminal "
+         rb"to the guest's serial console \(its keyboard\) and back, C-a h lists the keys", 30)
+t.expect(PROMPT, 30)
+t.expect(rb"tick 3\b", 60)
+
+
+def lflag():
+    return termios.tcgetattr(t.fd)[3]
+
+
+def iflag():
+    return termios.tcgetattr(t.fd)[0]
+
+
+sgtest.check(lflag() & termios.ISIG, "at the prompt Ctrl-C is a signal (cancels, clears the line)")
+
+# Ctrl-A h: the keys, above the prompt.
+t.send(CA + b"h")
+t.expect(rb"C-a h    print this help\r?\nC-a x    exit snapgate[^\n]*\nC-a c    switch between "
+         rb"the guest's serial console and the monitor\r?\nC-a C-a  sends C-a", 10)
+
+# A half-typed line, then over to the guest console.
+t.send("info sta")
+t.expect(rb"info sta", 5)
+t.send(CA + b"c")
+sgtest.wait_for(lambda: not lflag() & termios.ISIG, 5, "raw tty on the guest console")
+sgtest.check(not lflag() & (termios.ICANON | termios.ECHO), "no canonical mode, no echo on the console")
+sgtest.check(not iflag() & termios.ICRNL, "Enter reaches the guest as CR")
+word = f"hello-{random.randrange(10**6)}"
+t.send(word + "\r")
+t.expect(rb"serial input: " + word.encode() + rb"\r*\n", 10)
+# Output goes on byte for byte: the guest's ticks keep coming.
+m = t.expect(rb"tick (\d+)\r*\n", 10)
+t.expect(rb"tick %d\r*\n" % (int(m.group(1)) + 1), 10)
+# Keys are the guest's: "quit" does not quit, Ctrl-C is a key, C-a C-a one C-a,
+# a C-a followed by another key is dropped (as QEMU's mux does).
+t.send("quit\r")
+t.expect(rb"serial input: quit\r*\n", 10)
+t.send(b"a\x03b" + CA + CA + b"c" + CA + b"zd\r")
+t.expect(rb"serial input: a\^Cb\^Acd\r*\n", 10)
+sgtest.check(t.status is None and os.waitpid(t.pid, os.WNOHANG) == (0, 0),
+             "the gateway still runs after 'quit' and Ctrl-C typed on the guest console")
+# Ctrl-A h works there too.
+t.send(CA + b"h")
+t.expect(rb"C-a c    switch between the guest's serial console and the monitor", 10)
+
+# Back to the monitor: the prompt with the half-typed line; finish it.
+t.send(CA + b"c")
+t.expect(PROMPT + rb"info sta", 10)
+sgtest.wait_for(lambda: lflag() & termios.ISIG, 5, "the monitor's tty mode is back")
+t.send("tus\r")
+t.expect(rb"tus\r?\n", 10)
+t.expect(rb"VM status: running", 10)
+t.expect(PROMPT, 10)
+# While at the prompt the guest's lines are shown above it again.
+t.expect(rb"tick \d+\r?\n", 10)
+
+# A second round trip with an empty line: nothing is left over from the first.
+t.send(CA + b"c")
+t.send("again\r")
+t.expect(rb"serial input: again\r*\n", 10)
+t.send(CA + b"c")
+t.expect(PROMPT, 10)
+t.send("info status\r")
+t.expect(rb"VM status: running", 10)
+t.expect(PROMPT, 10)
+
+# Ctrl-A x: the gateway and its VMM end, exit 0.
+t.send(CA + b"x")
+t.expect(rb"snapgate: terminated \(C-a x\)", 10)
+rc = t.wait(30)
+sgtest.check_eq(rc, 0, "exit code after C-a x")
+sgtest.check(not re.search(rb"back end died", t.out), f"orderly end: {t.out[-400:]!r}")
+sgtest.qemu_img_check(os.path.join(state, "disk0.qcow2"), allow_leaks=True)
+print("ok")
