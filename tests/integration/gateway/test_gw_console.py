@@ -7,8 +7,8 @@ guest's UART (the demo guest answers a line with "serial input: LINE",
 control keys as ^X) and not the monitor (a typed "quit" does not quit),
 Ctrl-C is a key for the guest (not SIGINT), Ctrl-A Ctrl-A sends one Ctrl-A
 and the tty is raw (no ISIG, no ICRNL); Ctrl-A c again gives the prompt back
-with the line that was being typed; Ctrl-A x quits with exit 0 and a clean
-image."""
+with the line that was being typed; switching while a savevm runs; Ctrl-A x
+quits with exit 0 and a clean image."""
 import os
 import random
 import re
@@ -26,8 +26,10 @@ state = os.path.join(d, "state")
 PROMPT = rb"\(snapgate\) "
 CA = b"\x01"
 
-t = U.Terminal([gw_bin, "--state-dir", state, "--serial-to-terminal", "--vmm", "-m", "64", "--"],
-               env=U.gateway_env(d))
+# A guest that keeps 256 MiB dirty (as test_gw_vmm_monitor.py): a save lasts
+# long enough to switch consoles while it runs.
+t = U.Terminal([gw_bin, "--state-dir", state, "--serial-to-terminal",
+                "--vmm", "-m", "512", "-append", "dirty=256M,churn=512M", "--"], env=U.gateway_env(d))
 t.expect(rb"The guest's console output is shown above the prompt: C-a c switches the terminal "
          rb"to the guest's serial console \(its keyboard\) and back, C-a h lists the keys", 30)
 t.expect(PROMPT, 30)
@@ -93,6 +95,21 @@ t.send(CA + b"c")
 t.expect(PROMPT, 10)
 t.send("info status\r")
 t.expect(rb"VM status: running", 10)
+t.expect(PROMPT, 10)
+
+# Switching while a line runs: its progress bar goes, the guest console works,
+# the result is printed there on a line of its own, and back on the monitor
+# the prompt returns.
+t.send("savevm busy\r")
+t.expect(rb"hmp-savevm-\d+ \[[# ]+\] +\d+%", 30)
+t.send(CA + b"c")
+sgtest.wait_for(lambda: not lflag() & termios.ISIG, 5, "raw tty on the guest console")
+t.send("during-save\r")
+t.expect(rb"serial input: during-save\r*\n", 30)
+t.send(CA + b"c")
+t.expect(PROMPT, 60)
+t.send("info snapshots\r")
+t.expect(rb"busy", 10)
 t.expect(PROMPT, 10)
 
 # Ctrl-A x: the gateway and its VMM end, exit 0.
