@@ -87,30 +87,28 @@ t.expect(PROMPT, 10)
 # While at the prompt the guest's lines are shown above it again.
 t.expect(rb"tick \d+\r?\n", 10)
 
-# A second round trip with an empty line: nothing is left over from the first.
-t.send(CA + b"c")
-t.send("again\r")
-t.expect(rb"serial input: again\r*\n", 10)
-t.send(CA + b"c")
-t.expect(PROMPT, 10)
-t.send("info status\r")
-t.expect(rb"VM status: running", 10)
-t.expect(PROMPT, 10)
 
-# Switching while a line runs: its progress bar goes, the guest console works,
-# the result is printed there on a line of its own, and back on the monitor
-# the prompt returns.
+
+def round_trip(typed, timeout, line, want):
+    """C-a c to the guest console, a line for the guest, C-a c back, a monitor line."""
+    t.send(CA + b"c")
+    sgtest.wait_for(lambda: not lflag() & termios.ISIG, 5, "raw tty on the guest console")
+    t.send(typed + "\r")
+    t.expect(rb"serial input: " + typed.encode() + rb"\r*\n", timeout)
+    t.send(CA + b"c")
+    t.expect(PROMPT, 60)
+    t.send(line + "\r")
+    t.expect(want, 10)
+    t.expect(PROMPT, 10)
+
+
+# A second round trip from an empty line: nothing is left over from the first.
+round_trip("again", 10, "info status", rb"VM status: running")
+# Switching while a line runs: its progress bar goes, the guest console
+# works, and back on the monitor the bar (then the prompt) returns.
 t.send("savevm busy\r")
 t.expect(rb"hmp-savevm-\d+ \[[# ]+\] +\d+%", 30)
-t.send(CA + b"c")
-sgtest.wait_for(lambda: not lflag() & termios.ISIG, 5, "raw tty on the guest console")
-t.send("during-save\r")
-t.expect(rb"serial input: during-save\r*\n", 30)
-t.send(CA + b"c")
-t.expect(PROMPT, 60)
-t.send("info snapshots\r")
-t.expect(rb"busy", 10)
-t.expect(PROMPT, 10)
+round_trip("during-save", 30, "info snapshots", rb"busy")
 
 # Ctrl-A x: the gateway and its VMM end, exit 0.
 t.send(CA + b"x")
