@@ -7,8 +7,9 @@ guest's UART (the demo guest answers a line with "serial input: LINE",
 control keys as ^X) and not the monitor (a typed "quit" does not quit),
 Ctrl-C is a key for the guest (not SIGINT), Ctrl-A Ctrl-A sends one Ctrl-A
 and the tty is raw (no ISIG, no ICRNL); Ctrl-A c again gives the prompt back
-with the line that was being typed; switching while a savevm runs; Ctrl-A x
-quits with exit 0 and a clean image."""
+with the line that was being typed; switching while a savevm runs; the web
+console's /serial input reaches the same UART; Ctrl-A x quits with exit 0 and
+a clean image."""
 import os
 import random
 import re
@@ -16,6 +17,7 @@ import termios
 
 import sg_gateway_util as U
 import sgtest
+from sg_web_util import URL_RE, WS
 
 sgtest.require_kvm()
 gw_bin = sgtest.binary("snapgate")
@@ -28,7 +30,7 @@ CA = b"\x01"
 
 # A guest that keeps 256 MiB dirty (as test_gw_vmm_monitor.py): a save lasts
 # long enough to switch consoles while it runs.
-t = U.Terminal([gw_bin, "--state-dir", state, "--serial-to-terminal",
+t = U.Terminal([gw_bin, "--state-dir", state, "--serial-to-terminal", "--web", "0",
                 "--vmm", "-m", "512", "-append", "dirty=256M,churn=512M", "--"], env=U.gateway_env(d))
 t.expect(rb"The guest's console output is shown above the prompt: C-a c switches the terminal "
          rb"to the guest's serial console \(its keyboard\) and back, C-a h lists the keys", 30)
@@ -109,6 +111,20 @@ round_trip("again", 10, "info status", rb"VM status: running")
 t.send("savevm busy\r")
 t.expect(rb"hmp-savevm-\d+ \[[# ]+\] +\d+%", 30)
 round_trip("during-save", 30, "info snapshots", rb"busy")
+
+# The web console's /serial types into the same UART (one input path): the
+# guest's answer reaches the WebSocket and the terminal.
+url = URL_RE.search(t.out.decode(errors="replace"))
+sgtest.check(url, "web console URL printed")
+st, ws = WS.open(url.group(2), "/serial", token=url.group(3), protocol="serial")
+sgtest.check_eq(st, 101, "/serial upgrade")
+ws.sock.settimeout(20)
+ws.send(b"from-the-web\r", binary=True)
+got = b""
+while b"serial input: from-the-web" not in got:
+    got += ws.recv()[1]
+t.expect(rb"serial input: from-the-web", 10)
+ws.close()
 
 # Ctrl-A x: the gateway and its VMM end, exit 0.
 t.send(CA + b"x")
