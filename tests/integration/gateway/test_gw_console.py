@@ -9,10 +9,12 @@ Ctrl-C is a key for the guest (not SIGINT), Ctrl-A Ctrl-A sends one Ctrl-A
 and the tty is raw (no ISIG, no ICRNL); Ctrl-A c again gives the prompt back
 with the line that was being typed; switching while a savevm runs; the web
 console's /serial input reaches the same UART; Ctrl-A x quits with exit 0 and
-a clean image."""
+a clean image.  QEMU 7.2's -serial mon:stdio is the oracle for the keys and
+the console's tty mode."""
 import os
 import random
 import re
+import shutil
 import termios
 
 import sg_gateway_util as U
@@ -27,6 +29,40 @@ d = sgtest.tmpdir("sg-console-")
 state = os.path.join(d, "state")
 PROMPT = rb"\(snapgate\) "
 CA = b"\x01"
+# The tty bits that decide who gets a key: compared with QEMU's console.
+TTY_BITS = ((0, termios.ICRNL, "ICRNL"), (0, termios.IXON, "IXON"), (1, termios.OPOST, "OPOST"),
+            (3, termios.ISIG, "ISIG"), (3, termios.ICANON, "ICANON"), (3, termios.ECHO, "ECHO"),
+            (3, termios.IEXTEN, "IEXTEN"))
+
+
+def tty_bits(fd):
+    a = termios.tcgetattr(fd)
+    return {name: bool(a[i] & bit) for i, bit, name in TTY_BITS}
+
+
+def help_keys(text):
+    return re.findall(rb"C-a (\S+) +\S", text)
+
+
+# QEMU 7.2's -serial mon:stdio, the oracle: its keys, its tty on the console.
+qemu = shutil.which("qemu-system-x86_64")
+q_keys = q_tty = None
+if qemu:
+    q = U.Terminal([qemu, "-S", "-nodefaults", "-display", "none", "-serial", "mon:stdio"],
+                   env=U.gateway_env(d))
+    q.drain(0.5)
+    q.send(CA + b"h")
+    q.expect(rb"C-a C-a  sends C-a", 20)
+    q_keys = help_keys(q.out)
+    q_tty = tty_bits(q.fd)        # QEMU starts on the guest console
+    print("QEMU 7.2 mux keys", q_keys, "console tty", q_tty)
+    q.send(CA + b"c")
+    q.expect(rb"\(qemu\) ", 20)
+    q.send(CA + b"x")
+    q.expect(rb"QEMU: Terminated", 20)
+    sgtest.check_eq(q.wait(20), 0, "QEMU's exit code after C-a x")
+else:
+    print("note: no qemu-system-x86_64: the comparison with QEMU's mux is left out")
 
 # A guest that keeps 256 MiB dirty (as test_gw_vmm_monitor.py): a save lasts
 # long enough to switch consoles while it runs.
@@ -50,8 +86,11 @@ sgtest.check(lflag() & termios.ISIG, "at the prompt Ctrl-C is a signal (cancels,
 
 # Ctrl-A h: the keys, above the prompt.
 t.send(CA + b"h")
-t.expect(rb"C-a h    print this help\r?\nC-a x    exit snapgate[^\n]*\nC-a c    switch between "
-         rb"the guest's serial console and the monitor\r?\nC-a C-a  sends C-a", 10)
+m = t.expect(rb"C-a h    print this help\r?\nC-a x    exit snapgate[^\n]*\nC-a c    switch between "
+             rb"the guest's serial console and the monitor\r?\nC-a C-a  sends C-a", 10)
+if q_keys:
+    ours = help_keys(m.group(0))
+    sgtest.check(set(ours) <= set(q_keys), f"our keys {ours} are QEMU's ({q_keys})")
 
 # A half-typed line, then over to the guest console.
 t.send("info sta")
@@ -60,6 +99,8 @@ t.send(CA + b"c")
 sgtest.wait_for(lambda: not lflag() & termios.ISIG, 5, "raw tty on the guest console")
 sgtest.check(not lflag() & (termios.ICANON | termios.ECHO), "no canonical mode, no echo on the console")
 sgtest.check(not iflag() & termios.ICRNL, "Enter reaches the guest as CR")
+if q_tty:
+    sgtest.check_eq(tty_bits(t.fd), q_tty, "the console's tty mode is QEMU's")
 word = f"hello-{random.randrange(10**6)}"
 t.send(word + "\r")
 t.expect(rb"serial input: " + word.encode() + rb"\r*\n", 10)
