@@ -319,6 +319,8 @@ static void run_line(struct gw_monitor *m, const char *line)
 /* Runs the next typed-ahead line, or gives the prompt back. */
 static void idle(struct gw_monitor *m)
 {
+    if (m->gw->quit_sent)
+        return;   /* leaving: nothing more runs, no prompt again */
     while (!m->busy && m->nqueue) {
         char *line = m->queue[0];
         memmove(m->queue, m->queue + 1, (m->nqueue - 1) * sizeof *m->queue);
