@@ -71,7 +71,8 @@ class Console:
         """Types a line; waits for `want` (bytes, not in the typed line) and the prompt."""
         self.buf = b""
         self.s.sendall(line.encode() + b"\n")
-        self.wait(lambda b: want in b and PROMPT.search(b[b.index(want):]), timeout, want.decode())
+        self.wait(lambda b: want in b and PROMPT.search(b[b.index(want):]), timeout,
+                  repr(want.strip().decode()))
 
 
 def start(impl, build, guest, d):
