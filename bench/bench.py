@@ -13,6 +13,9 @@ Sections
   3  gateway overhead (10,000-call latency loops, C client) and WebSocket fan-out
   4  scale: info snapshots / savevm / delvm with 10..1000 snapshots, and qcow2
      random 4 KiB writes (our engine vs qemu-io)
+  5  live save, lazy load, incremental save (bench_live.py; only when asked)
+  6  Linux guest: boot to shell, save, load of 512 MiB (bench_linux.py; only when
+     asked; in the kvm bed on kvm_pvm)
 """
 import argparse
 import json
@@ -917,7 +920,8 @@ def main():
     ap.add_argument("--build", default=os.environ.get("SNAPGATE_BUILD") or "build")
     ap.add_argument("--dir", help="scratch directory (default: a new one under $TMPDIR)")
     ap.add_argument("--only", default="1,2,3,4",
-                    help="sections to run, e.g. 1,3; 5 (live/lazy/incremental) only when asked")
+                    help="sections to run, e.g. 1,3; 5 (live/lazy/incremental) and 6 (Linux "
+                         "guest, in the kvm bed on kvm_pvm) only when asked")
     ap.add_argument("--json", help="also write every sample to this file")
     ap.add_argument("--reps", type=int, help="override the repetitions of section 1")
     ap.add_argument("--sizes", help="override the RAM sizes (MiB) of section 1, e.g. 1024")
@@ -942,9 +946,10 @@ def main():
     if not shutil.which("qemu-img"):
         print("bench: qemu-img is needed to create the images", file=sys.stderr)
         return 1
+    import bench_linux
     import bench_live
     sections = {"1": section1, "2": section2, "3": section3, "4": section4,
-                "5": bench_live.section5}
+                "5": bench_live.section5, "6": bench_linux.section6}
     print(f"snapgate benchmarks, mode {a.mode}, build {build}, scratch {work}")
     print(time.strftime("%Y-%m-%d %H:%M:%S %Z") + f", {os.cpu_count()} CPUs, "
           f"{subprocess.run(['qemu-system-x86_64', '--version'], capture_output=True, text=True).stdout.splitlines()[0] if shutil.which('qemu-system-x86_64') else 'no QEMU'}\n",

@@ -223,10 +223,47 @@ void sg_gw_serial_write(struct sg_gw *gw, const void *bytes, size_t len)
         gw_vmm_serial_write(gw->vmm, bytes, len);
 }
 
-/* Shows the guest console on the terminal a whole line at a time, so that a
- * line is never cut by the prompt being redrawn. */
+static void terminal_raw_write(struct sg_gw *gw, const char *buf, size_t len)
+{
+    if (!len)
+        return;
+    fwrite(buf, 1, len, stdout);
+    fflush(stdout);
+    gw->serial_mid_line = buf[len - 1] != '\n';
+}
+
+void gw_serial_terminal_raw(struct sg_gw *gw, bool raw)
+{
+    if (raw == gw->serial_raw)
+        return;
+    gw->serial_raw = raw;
+    if (raw) {
+        gw->serial_mid_line = false;
+        terminal_raw_write(gw, gw->serial_line, gw->serial_line_len);
+        gw->serial_line_len = 0;
+    } else {
+        gw_serial_terminal_break(gw);
+    }
+}
+
+void gw_serial_terminal_break(struct sg_gw *gw)
+{
+    if (gw->serial_mid_line) {
+        fputs("\r\n", stdout);
+        fflush(stdout);
+    }
+    gw->serial_mid_line = false;
+}
+
+/* Shows the guest console on the terminal: on the guest console (Ctrl-A c)
+ * byte for byte; above the monitor's prompt a whole line at a time, so that
+ * a line is never cut by the prompt being redrawn. */
 static void serial_to_terminal(struct sg_gw *gw, const char *buf, size_t len)
 {
+    if (gw->serial_raw) {
+        terminal_raw_write(gw, buf, len);
+        return;
+    }
     for (size_t i = 0; i < len; i++) {
         char c = buf[i];
         if (c == '\r')

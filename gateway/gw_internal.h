@@ -81,6 +81,8 @@ struct sg_gw {
 
     char serial_line[1024];        /* --serial-to-terminal: line being assembled */
     size_t serial_line_len;
+    bool serial_raw;               /* the terminal is on the guest console: bytes as they come */
+    bool serial_mid_line;          /* ...and the last one shown did not end a line */
 
     struct gw_current current;     /* last snapshot saved/loaded (gw_current.c) */
 
@@ -202,5 +204,13 @@ bool gw_qmp_clients_queue_full(const struct sg_gw *gw);
 void gw_serial_input(struct sg_gw *gw, const void *buf, size_t len);
 /* Timer callback of gw->replay_timer (opaque: the gateway). */
 void gw_serial_replay(void *opaque);
+/* --serial-to-terminal: `raw` when the terminal is attached to the guest
+ * console (the monitor's Ctrl-A c): guest bytes go out as they come, the
+ * line assembled so far first (a shell prompt is seen at once); back to the
+ * monitor, a line the guest left open is ended so the prompt starts on its
+ * own line. */
+void gw_serial_terminal_raw(struct sg_gw *gw, bool raw);
+/* On the guest console: ends the guest's open line before other text. */
+void gw_serial_terminal_break(struct sg_gw *gw);
 
 #endif

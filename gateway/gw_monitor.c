@@ -14,6 +14,17 @@
  * (events, VMM messages, the guest console) is put above the prompt or the
  * bar, never into the line being typed.
  *
+ * With --serial-to-terminal on a tty the terminal is shared with the guest's
+ * serial console as QEMU's "-serial mon:stdio" shares it: it is attached to
+ * either the guest console (keys go to the guest's UART through the same
+ * path as the web console's /serial input, guest output byte for byte) or
+ * the monitor (guest output above the prompt, a line at a time).  Ctrl-A c
+ * switches, Ctrl-A x quits, Ctrl-A h lists the keys, Ctrl-A Ctrl-A sends one
+ * Ctrl-A.  It starts on the guest console when the guest is a Linux kernel
+ * (-kernel among the --vmm arguments: a shell wants the keyboard), on the
+ * monitor otherwise.  All keys go through one reader here, which hands
+ * readline its bytes (rl_getc_function), so Ctrl-A is seen in every state.
+ *
  * Without a tty (a pipe or file on stdin) the same lines run without prompt
  * or readline, one after another, which is what scripts want. */
 #include "gw_internal.h"
@@ -33,6 +44,13 @@
 
 #define GW_PROMPT "(snapgate) "
 #define GW_HISTORY_LINES 1000
+#define CTRL_A 0x01
+
+static const char mux_help[] =
+    "C-a h    print this help\n"
+    "C-a x    exit snapgate (the VM ends, as with the monitor's quit)\n"
+    "C-a c    switch between the guest's serial console and the monitor\n"
+    "C-a C-a  sends C-a\n";
 
 struct gw_monitor {
     struct sg_gw *gw;
@@ -51,7 +69,13 @@ struct gw_monitor {
     size_t partial_len;
     int esc;                    /* 0, or 1/2 inside an escape sequence (arrow keys) */
     bool raw;                   /* the tty is in the busy mode below */
-    struct termios saved_tio;   /* its settings before */
+    bool serial_tio;            /* the tty is in the guest console's raw mode */
+    struct termios saved_tio;   /* its settings before either */
+    bool mux;                   /* Ctrl-A keys: --serial-to-terminal on a tty */
+    bool ctrl_a;                /* Ctrl-A typed: the next key is a mux command */
+    bool on_serial;             /* the terminal is attached to the guest console */
+    const unsigned char *keys;  /* bytes being handed to readline (key_getc) */
+    size_t nkeys;
     char **completions;         /* candidates of the completion in progress */
     size_t completion_idx;
 };
@@ -90,7 +114,11 @@ static void remove_readline(struct gw_monitor *m)
 void gw_monitor_print(void *opaque, const char *text)
 {
     struct gw_monitor *m = opaque;
-    if (m->rl_installed) {
+    if (m->on_serial) {
+        /* On a line of its own, not glued to the guest's prompt. */
+        gw_serial_terminal_break(m->gw);
+        out(text);
+    } else if (m->rl_installed) {
         rl_clear_visible_line();
         out(text);
         rl_forced_update_display();
@@ -141,18 +169,43 @@ static void show_bar(struct gw_monitor *m)
     out(line);
 }
 
-/* While a line runs: no echo, no line editing by the tty (we show what is
- * typed ahead after the bar), signals still on for Ctrl-C. */
-static void enter_raw(struct gw_monitor *m)
+/* Puts the tty in one of our two modes, from its settings before (kept).
+ * Busy (a line runs): no echo, no line editing by the tty (we show what is
+ * typed ahead after the bar), signals still on for Ctrl-C.  Guest console:
+ * raw as QEMU's stdio back end makes it, every key for the guest (Ctrl-C,
+ * Ctrl-Z, Ctrl-S, Enter as CR) but output still post-processed. */
+static void tio_enter(struct gw_monitor *m, bool serial)
 {
-    if (!m->tty || m->raw || tcgetattr(STDIN_FILENO, &m->saved_tio) != 0)
+    if (!m->tty || m->raw || m->serial_tio || tcgetattr(STDIN_FILENO, &m->saved_tio) != 0)
         return;
     struct termios t = m->saved_tio;
     t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    if (serial) {
+        t.c_iflag &= ~(tcflag_t)(IGNBRK | BRKINT | PARMRK | ISTRIP | INLCR | IGNCR | ICRNL | IXON);
+        t.c_oflag |= OPOST;
+        t.c_lflag &= ~(tcflag_t)(ECHONL | IEXTEN | ISIG);
+        t.c_cflag = (t.c_cflag & ~(tcflag_t)(CSIZE | PARENB)) | CS8;
+    }
     t.c_cc[VMIN] = 1;
     t.c_cc[VTIME] = 0;
-    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0)
-        m->raw = true;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) != 0)
+        return;
+    m->raw = !serial;
+    m->serial_tio = serial;
+}
+
+static void tio_leave(struct gw_monitor *m)
+{
+    if (!m->raw && !m->serial_tio)
+        return;
+    tcsetattr(STDIN_FILENO, TCSANOW, &m->saved_tio);
+    m->raw = m->serial_tio = false;
+}
+
+/* Busy mode; not on the guest console, whose mode stays while a line runs. */
+static void enter_raw(struct gw_monitor *m)
+{
+    tio_enter(m, false);
 }
 
 static void leave_raw(struct gw_monitor *m)
@@ -160,8 +213,7 @@ static void leave_raw(struct gw_monitor *m)
     if (!m->raw)
         return;
     out("\r\033[K");
-    tcsetattr(STDIN_FILENO, TCSANOW, &m->saved_tio);
-    m->raw = false;
+    tio_leave(m);
 }
 
 /* Drops the queued lines after Ctrl-C or a failure, naming them. */
@@ -214,6 +266,8 @@ static void on_done(void *opaque, const char *text, bool quit)
     bool failed = sg_gw_hmp_done_failed(m->gw) || (text && strncmp(text, "Error:", 6) == 0);
     if (m->raw)
         out("\r\033[K");
+    if (m->on_serial)
+        gw_serial_terminal_break(m->gw);
     m->bar[0] = '\0';
     /* The qemu-7.2 profile ends lines with "\r\n"; the tty adds its own \r. */
     for (const char *p = text ? text : ""; *p; p++)
@@ -265,6 +319,8 @@ static void run_line(struct gw_monitor *m, const char *line)
 /* Runs the next typed-ahead line, or gives the prompt back. */
 static void idle(struct gw_monitor *m)
 {
+    if (m->gw->quit_sent)
+        return;   /* leaving: nothing more runs, no prompt again */
     while (!m->busy && m->nqueue) {
         char *line = m->queue[0];
         memmove(m->queue, m->queue + 1, (m->nqueue - 1) * sizeof *m->queue);
@@ -290,6 +346,8 @@ static void idle(struct gw_monitor *m)
             gw_exit(m->gw, SG_GW_EXIT_OK);
         return;
     }
+    if (m->on_serial)
+        return;   /* the prompt comes back with Ctrl-A c */
     install_readline(m);
     if (m->rl_installed && m->partial_len) {
         /* What was being typed ahead goes on at the prompt. */
@@ -372,6 +430,111 @@ static void raw_key(struct gw_monitor *m, unsigned char c)
     }
 }
 
+/* readline reads its keys from here (rl_getc_function): the bytes the
+ * reader below gives it.  Should readline want one more than it was given
+ * (it does not in callback mode), it waits on the terminal itself. */
+static int key_getc(FILE *f)
+{
+    struct gw_monitor *m = rl_monitor;
+    if (m && m->nkeys) {
+        m->nkeys--;
+        return *m->keys++;
+    }
+    return rl_getc(f);
+}
+
+static int key_available(void)
+{
+    return rl_monitor && rl_monitor->nkeys > 0;
+}
+
+/* Keys for the monitor: readline's at the prompt, typed ahead while a line
+ * runs (a line ended with Enter may start one: what follows is typed
+ * ahead). */
+static void monitor_keys(struct gw_monitor *m, const unsigned char *b, size_t len)
+{
+    m->keys = b;
+    m->nkeys = len;
+    while (m->nkeys) {
+        if (m->rl_installed) {
+            rl_callback_read_char();
+            continue;
+        }
+        m->nkeys--;
+        raw_key(m, *m->keys++);
+    }
+    m->keys = NULL;
+    show_bar(m);
+    if (!m->busy)
+        idle(m);
+}
+
+static void keys(struct gw_monitor *m, const unsigned char *b, size_t len)
+{
+    if (!len || m->gw->quit_sent || m->gw->exiting)
+        return;
+    if (m->on_serial)
+        sg_gw_serial_write(m->gw, b, len);   /* the path of the web console's input */
+    else
+        monitor_keys(m, b, len);
+}
+
+/* Ctrl-A c: the terminal goes to the guest console.  The line being typed
+ * at the prompt waits for the way back (idle() puts it at the prompt). */
+static void attach_serial(struct gw_monitor *m)
+{
+    if (m->rl_installed) {
+        size_t n = strlen(rl_line_buffer), room = sizeof m->partial - 1 - m->partial_len;
+        memcpy(m->partial + m->partial_len, rl_line_buffer, n < room ? n : room);
+        m->partial_len += n < room ? n : room;
+        rl_replace_line("", 1);
+        remove_readline(m);
+        out("\r\033[K");
+    }
+    leave_raw(m);   /* erases the progress bar */
+    m->on_serial = true;
+    tio_enter(m, true);
+    gw_serial_terminal_raw(m->gw, true);
+}
+
+/* Ctrl-A c on the guest console: the prompt (or the running line's bar)
+ * comes back on a line of its own. */
+static void attach_monitor(struct gw_monitor *m)
+{
+    tio_leave(m);
+    gw_serial_terminal_raw(m->gw, false);
+    m->on_serial = false;
+    if (m->busy) {
+        enter_raw(m);
+        show_bar(m);
+    } else {
+        idle(m);
+    }
+}
+
+static void mux_command(struct gw_monitor *m, unsigned char c)
+{
+    switch (c) {
+    case 'c':
+        if (m->on_serial)
+            attach_monitor(m);
+        else
+            attach_serial(m);
+        break;
+    case 'x':
+        gw_monitor_print(m, "snapgate: terminated (C-a x)\n");
+        gw_quit(m->gw);
+        break;
+    case 'h':
+    case '?':
+        gw_monitor_print(m, mux_help);
+        break;
+    default:
+        break;   /* as QEMU's mux: any other key after C-a is dropped */
+    }
+}
+
+/* A tty: every key comes through here, Ctrl-A commands taken out first. */
 static bool read_keys(struct gw_monitor *m, int fd)
 {
     unsigned char buf[256];
@@ -379,15 +542,31 @@ static bool read_keys(struct gw_monitor *m, int fd)
     if (n < 0 && (errno == EINTR || errno == EAGAIN))
         return true;
     if (n <= 0) {
+        if (m->rl_installed) {
+            remove_readline(m);
+            out("\n");
+        }
         m->eof = true;
         idle(m);
         return false;
     }
-    for (ssize_t i = 0; i < n; i++)
-        raw_key(m, buf[i]);
-    show_bar(m);
-    if (!m->busy)
-        idle(m);
+    size_t start = 0;
+    for (size_t i = 0; m->mux && i < (size_t)n; i++) {
+        if (m->ctrl_a) {
+            m->ctrl_a = false;
+            if (buf[i] == CTRL_A) {
+                start = i;   /* C-a C-a: one C-a, sent with what follows */
+                continue;
+            }
+            start = i + 1;
+            mux_command(m, buf[i]);
+        } else if (buf[i] == CTRL_A) {
+            keys(m, buf + start, i - start);
+            m->ctrl_a = true;
+            start = i + 1;
+        }
+    }
+    keys(m, buf + start, (size_t)n - start);   /* nothing when it ended on C-a */
     return true;
 }
 
@@ -426,11 +605,7 @@ static bool read_lines(struct gw_monitor *m, int fd)
 static bool stdin_readable(void *opaque, struct sg_gw_fd *f)
 {
     struct gw_monitor *m = opaque;
-    if (m->rl_installed) {
-        rl_callback_read_char();
-        return true;
-    }
-    if (m->raw)
+    if (m->tty)
         return read_keys(m, sg_gw_fd_fd(f));
     return read_lines(m, sg_gw_fd_fd(f));
 }
@@ -557,6 +732,16 @@ static int tab_key(int count, int key)
     return 0;
 }
 
+/* A Linux guest (-kernel among the --vmm arguments) gets the terminal at
+ * start: its shell wants the keyboard; the demo guest only prints. */
+static bool guest_is_kernel(const struct sg_gw_options *o)
+{
+    for (int i = 0; i < o->vmm_argc; i++)
+        if (strcmp(o->vmm_args[i], "-kernel") == 0 || strcmp(o->vmm_args[i], "--kernel") == 0)
+            return true;
+    return false;
+}
+
 struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
 {
     struct gw_monitor *m = calloc(1, sizeof *m);
@@ -584,6 +769,8 @@ struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
         rl_readline_name = "snapgate";
         rl_catch_signals = 0;   /* SIGINT comes through the loop's signalfd */
         rl_catch_sigwinch = 1;
+        rl_getc_function = key_getc;
+        rl_input_available_hook = key_available;
         rl_attempted_completion_function = complete;
         rl_bind_key('\t', tab_key);
         rl_basic_word_break_characters = " \t";
@@ -600,8 +787,18 @@ struct gw_monitor *gw_monitor_start(struct sg_gw *gw, struct sg_error *err)
         sg_gw_backend_describe(gw, be, sizeof be);
         printf("snapgate %s monitor (back end: %s) - type 'help' for more information\n",
                SNAPGATE_VERSION, be);
+        m->mux = gw->opt->serial_to_terminal && sg_gw_has_serial(gw);
+        bool serial = m->mux && guest_is_kernel(gw->opt);
+        if (m->mux)
+            printf("%s: C-a c switches the terminal to the %s and back, C-a h lists the keys\n",
+                   serial ? "This terminal is on the guest's serial console"
+                          : "The guest's console output is shown above the prompt",
+                   serial ? "monitor" : "guest's serial console (its keyboard)");
         fflush(stdout);
-        install_readline(m);
+        if (serial)
+            attach_serial(m);
+        else
+            install_readline(m);
     }
     gw->mon = m;
     gw->print = gw_monitor_print;
@@ -616,6 +813,11 @@ void gw_monitor_free(struct gw_monitor *m)
     if (m->req)
         sg_gw_hmp_detach(m->req);
     leave_raw(m);   /* leaving while a line runs: the terminal gets its echo back */
+    tio_leave(m);   /* ...or on the guest console */
+    if (m->on_serial) {
+        m->on_serial = false;
+        gw_serial_terminal_raw(m->gw, false);
+    }
     if (m->tty) {
         remove_readline(m);
         if (m->history_path[0])

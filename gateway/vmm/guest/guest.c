@@ -134,6 +134,33 @@ static void put_u64(uint64_t v, unsigned base)
     puts_(b);
 }
 
+/* Console input, polled once a tick: a line typed on COM1 (ended by Enter)
+ * is answered with "serial input: LINE", control keys shown as ^X. */
+static char in_line[80];
+static size_t in_len;
+
+static void serial_poll(void)
+{
+    for (int i = 0; i < 64 && (inb(COM1 + 5) & 1); i++) {
+        uint8_t c = inb(COM1);
+        if (c == '\r' || c == '\n') {
+            if (!in_len)
+                continue;
+            in_line[in_len] = 0;
+            puts_("serial input: ");
+            puts_(in_line);
+            puts_("\n");
+            in_len = 0;
+        } else if (in_len + 3 < sizeof(in_line)) {
+            if (c < 0x20 || c == 0x7f) {
+                in_line[in_len++] = '^';
+                c = c == 0x7f ? '?' : (uint8_t)(c + '@');
+            }
+            in_line[in_len++] = (char)c;
+        }
+    }
+}
+
 static void poweroff(uint32_t code)
 {
     outl(SG_POWEROFF_PORT, code);
@@ -424,6 +451,7 @@ void sg_guest_user_main(void)
         *e++ = '\n';
         *e = 0;
         puts_(line);
+        serial_poll();
         if (have_disk) {
             int r = disk_write_sector0(line);
             if (r != 0 && disk_errors++ < 3)

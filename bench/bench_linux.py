@@ -1,0 +1,192 @@
+"""Section 6 of bench.py: a Linux guest (scripts/make-linux-guest.sh) on
+snapgate-vmm and on QEMU 7.2 -accel kvm, same kernel and initramfs, same run:
+boot to the shell prompt, then snapshot-save and snapshot-load of the 512 MiB
+guest (a RAM filler makes most of it non-zero), each followed by a shell line
+that must answer.  A Linux guest needs a conventional KVM: on kvm_pvm the
+section runs itself inside the kvm bed (tests/kvm-bed), whose timing is
+emulated (nested TCG): only the ratios mean something there.  Method in
+bench/README.md."""
+import os
+import re
+import select
+import socket
+import subprocess
+import sys
+import time
+
+import bench as B
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRC = os.path.dirname(HERE)
+MEM = 512
+FILL = 256                          # MiB of random bytes written into a tmpfs
+READY = b"sg-guest: ready"
+# ash asks the terminal where the cursor is after its prompt (ESC [6n).
+PROMPT = re.compile(rb"\n[^\n]*# (?:\x1b\[6n)?$")
+SAVE = {"vmstate": "disk0", "devices": ["disk0"], "tag": "b1"}
+LOAD = {"vmstate": "disk0", "devices": ["disk0"], "tag": "b1"}
+
+
+def kvm_is_pvm():
+    mods = [m for m in ("kvm_pvm", "kvm_intel", "kvm_amd") if os.path.isdir("/sys/module/" + m)]
+    return mods == ["kvm_pvm"]
+
+
+def guest_dir(build):
+    g = os.environ.get("SNAPGATE_LINUX_GUEST") or os.path.join(build, "linux-guest")
+    if not os.path.isfile(os.path.join(g, "initrd.img")):
+        r = subprocess.run([os.path.join(SRC, "scripts", "make-linux-guest.sh"), g],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if r.returncode:
+            raise B.Unavailable(f"make-linux-guest.sh failed: {r.stdout.strip()[-200:]}")
+    return g
+
+
+class Console:
+    """The guest's ttyS0 on a unix socket (both VMs are its server)."""
+
+    def __init__(self, path, proc):
+        self.buf = b""
+        B.wait_until(lambda: os.path.exists(path) or proc.poll() is not None, 60,
+                     "the serial socket")
+        self.s = socket.socket(socket.AF_UNIX)
+        self.s.connect(path)
+
+    def wait(self, pred, timeout, what):
+        end = time.monotonic() + timeout
+        while not pred(self.buf):
+            if time.monotonic() > end:
+                raise B.Unavailable(f"no {what} within {timeout:.0f} s: {self.buf[-200:]!r}")
+            if not select.select([self.s], [], [], 0.5)[0]:
+                continue
+            data = self.s.recv(1 << 16)
+            if not data:
+                raise B.Unavailable(f"console closed waiting for {what}")
+            self.buf += data.replace(b"\r", b"")
+
+    def prompt(self, timeout):
+        self.wait(lambda b: PROMPT.search(b), timeout, "shell prompt")
+
+    def sh(self, line, want, timeout=600):
+        """Types a line; waits for `want` (bytes, not in the typed line) and the prompt."""
+        self.buf = b""
+        self.s.sendall(line.encode() + b"\n")
+        self.wait(lambda b: want in b and PROMPT.search(b[b.index(want):]), timeout,
+                  repr(want.strip().decode()))
+
+
+def start(impl, build, guest, d):
+    """(process, console, qmp) of a VM booting the guest; process start is t0."""
+    for f in ("serial.sock", "qmp.sock"):
+        if os.path.exists(os.path.join(d, f)):
+            os.unlink(os.path.join(d, f))
+    disk = os.path.join(d, "disk.qcow2")
+    B.fresh_disk(disk)
+    ser, qsock = os.path.join(d, "serial.sock"), os.path.join(d, "qmp.sock")
+    boot = ["-kernel", os.path.join(guest, "vmlinuz"), "-initrd", os.path.join(guest, "initrd.img"),
+            "-append", "console=ttyS0 quiet"]
+    if impl == "qemu":
+        exe = "qemu-system-x86_64"
+        argv = [exe, "-accel", "kvm", "-cpu", "host", "-nodefaults", "-display", "none",
+                "-m", f"{MEM}M", "-drive", f"file={disk},if=none,id=drive0,node-name=disk0",
+                "-serial", f"unix:{ser},server=on,wait=off"]
+    else:
+        exe = os.path.join(build, "snapgate-vmm")
+        argv = [exe, "-m", f"{MEM}M", "-drive", f"file={disk},format=qcow2,node-name=disk0",
+                "-serial", f"unix:{ser},server=on"]
+    argv += boot + ["-qmp", f"unix:{qsock},server=on,wait=off"]
+    t0 = time.monotonic()
+    proc = B.spawn(argv, stdout=subprocess.DEVNULL, stderr=open(os.path.join(d, "stderr"), "wb"),
+                   cwd=d)
+    con = Console(ser, proc)
+    return t0, proc, con, qsock
+
+
+def one_run(impl, build, guest, d):
+    """Boot s, the guest's uptime at its prompt s, save wall s, load wall s, save pause s."""
+    t0, proc, con, qsock = start(impl, build, guest, d)
+    vm = B.Backend()
+    vm.proc, vm.sock = proc, qsock
+    try:
+        vm.qmp = q = B.QMP(qsock)
+        con.wait(lambda b: READY in b, 900, "ready marker")
+        con.s.sendall(b"\n")
+        con.prompt(300)
+        boot = time.monotonic() - t0
+        con.sh("cut -d' ' -f1 /proc/uptime; echo up-done", b"\nup-done\n")
+        uptime = float(re.search(rb"\n(\d+\.\d+)\n", con.buf).group(1))
+        con.sh(f"mkdir -p /shm && mount -t tmpfs -o size={FILL + 32}m tmpfs /shm && "
+               f"dd if=/dev/urandom of=/shm/r bs=1M count={FILL} 2>/dev/null; echo fill-done", b"\nfill-done\n")
+        save, pause, err = q.run_job("snapshot-save", SAVE, "bsave")
+        if err:
+            raise B.Unavailable(f"snapshot-save: {err}")
+        con.sh("echo after-save-$((2*3))", b"\nafter-save-6\n", 300)
+        con.sh("rm /shm/r; echo changed", b"\nchanged\n")
+        load, _, err = q.run_job("snapshot-load", LOAD, "bload")
+        if err:
+            raise B.Unavailable(f"snapshot-load: {err}")
+        con.s.sendall(b"\n")
+        con.sh("ls /shm/r && echo loaded-$((3*3))", b"\nloaded-9\n", 300)
+        return boot, uptime, save, load, pause
+    finally:
+        vm.close()
+        con.s.close()
+
+
+def run_in_bed(cfg, build, guest):
+    bed = os.path.join(SRC, "tests", "kvm-bed", "run.sh")
+    print("(6) /dev/kvm is kvm_pvm: running the section in the kvm bed (emulated timing)",
+          flush=True)
+    argv = [bed, "--share", guest, "--timeout", "3000", "--", "/usr/bin/python3",
+            os.path.join(HERE, "bench.py"), "--build", build, "--only", "6",
+            "--reps", str(cfg["reps"])]
+    env = dict(os.environ, SNAPGATE_LINUX_GUEST=guest, SNAPGATE_BUILD=build)
+    r = subprocess.run(argv, env=env)
+    if r.returncode:
+        print(f"(6) n/a: the kvm bed exited {r.returncode}", flush=True)
+
+
+def section6(cfg, build, work, results):
+    guest = guest_dir(build)
+    if kvm_is_pvm() and not os.environ.get("SG_BED"):
+        run_in_bed(cfg, build, guest)
+        return
+    reps = cfg["reps"]
+    data, rows = {}, []
+    for impl in ("qemu", "snapgate"):
+        d = os.path.join(work, "linux-" + impl)
+        os.makedirs(d, exist_ok=True)
+        data[impl] = dict(boot=[], uptime=[], save=[], load=[], pause=[], error=None)
+        try:
+            for i in range(reps):
+                r = dict(zip(("boot", "uptime", "save", "load", "pause"),
+                             one_run(impl, build, guest, d)))
+                print(f"  {impl} run {i + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in r.items()
+                                                          if v is not None), flush=True)
+                for k, v in r.items():
+                    data[impl][k].append(v)
+        except (B.Unavailable, OSError) as e:
+            data[impl]["error"] = str(e)
+    results["linux"] = data
+
+    def cells(impl, key):
+        if data[impl]["error"] and not data[impl][key]:
+            return "n/a: " + data[impl]["error"][:60]
+        return B.cell(data[impl][key])
+
+    for key, what in (("boot", "boot to shell prompt"), ("uptime", "  of it, guest uptime"),
+                      ("save", "snapshot-save wall"), ("pause", "snapshot-save pause"),
+                      ("load", "snapshot-load wall")):
+        q, s = data["qemu"][key], data["snapgate"][key]
+        rows.append([what, cells("qemu", key), cells("snapgate", key),
+                     B.ratio(B.med(s), B.med(q)) if q and s else "-"])
+    bed = os.environ.get("SG_BED") == "1"
+    B.table(f"(6) Linux guest ({MEM} MiB, {FILL} MiB of it random), s, median [min-max] of {reps}"
+            + (" -- IN THE KVM BED: EMULATED TIMING, compare the ratios only" if bed else ""),
+            ["what", "QEMU 7.2 -accel kvm", "snapgate-vmm", "sg/QEMU"], rows,
+            ["boot: process start -> shell prompt on ttyS0 (QEMU: SeaBIOS + its",
+             "linuxboot ROM; snapgate-vmm: direct 64-bit entry); save/load: snapshot-save",
+             "/-load sent -> JOB_STATUS_CHANGE concluded, pause: STOP -> RESUME;",
+             "the shell answers after each.  guest uptime: /proc/uptime at the prompt (the",
+             "kernel's own time; the rest of the boot is the VMM, firmware, loader)."]
+            + [f"{i}: {data[i]['error']}" for i in data if data[i]["error"]])
