@@ -139,6 +139,11 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
     if (!(dev = sg_serial_create(0x3f8, 4, vm->serial_out_fd, err)) || !sg_vm_add_device(vm, dev, err))
         return false;
     vm->serial = dev;
+    /* Linux: the ACPI power-management registers (power-off), with the other
+     * board devices before the disks' (the configuration check on load then
+     * still names a missing disk as missing). */
+    if (vm->kernel[0] && (!(dev = sg_acpi_pm_create(err)) || !sg_vm_add_device(vm, dev, err)))
+        return false;
     for (int i = 0; i < vm->nr_drives; i++) {
         /* Linux finds its lines in the MP table (one GSI per slot); the demo
          * guest keeps the ISA lines it has always had. */
@@ -148,10 +153,6 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
             !sg_vm_add_device(vm, dev, err))
             return false;
     }
-    /* Linux: the ACPI power-management registers (power-off); last, so the
-     * devices before it keep their places in a snapshot's device list. */
-    if (vm->kernel[0] && (!(dev = sg_acpi_pm_create(err)) || !sg_vm_add_device(vm, dev, err)))
-        return false;
     if (!(vm->kernel[0] ? sg_linux_load(vm, err) : sg_vm_load_demo_guest(vm, err)))
         return false;
     for (int i = 0; i < vm->nr_vcpus; i++)

@@ -12,8 +12,12 @@ snapgate-vmm, -kernel boot (ACPI tables, acpi-pm device):
   4. qemu-img check finds no errors; every snapshot listed (s1, and s2 only if its job
      had concluded) loads with -loadvm: the shell answers with the marker and the RAM
      checksum of the save;
-  5. in the last loaded VM: `poweroff -f` (Linux writes SLP_TYP=S5|SLP_EN to PM1a_CNT):
-     the QMP events until the socket closes and the exit status, which must be QEMU's.
+  5. in the last loaded VM, RAM dirtied again, a snapshot-save job `s3` and at once
+     `poweroff -f`: the power-off is held (VM paused) until the save concludes, then
+     SHUTDOWN and exit 0; s3 is listed;
+  6. -loadvm s3 (both RAM checksums) and `poweroff -f` (Linux writes SLP_TYP=S5|SLP_EN
+     to PM1a_CNT): the QMP events until the socket closes and the exit status, which
+     must be QEMU's.
 qemu-system-x86_64 -accel kvm, same kernel, initrd and command line: boot, `reboot -f`,
 boot, `poweroff -f`, the same records (SeaBIOS's own extra reset on a reboot, which its
 debug port shows, is told apart).  QEMU runs after snapgate-vmm: with both nested guests
@@ -92,6 +96,12 @@ class Machine:
     def poweroff(self):
         """poweroff -f: the events until QMP closes, and the exit status."""
         evs = self.action("poweroff -f", "SHUTDOWN")
+        more, rc = self.poweroff_rest()
+        return evs + more, rc
+
+    def poweroff_rest(self):
+        """The events until QMP closes, and the exit status."""
+        evs = []
         self.q.sock.settimeout(30)
         try:
             while True:
@@ -208,16 +218,60 @@ tags = [l.split()[1] for l in r.stdout.splitlines()[2:] if l.split()]
 want = ["s1", "s2"] if concluded else ["s1"]
 sgtest.check_eq(sorted(tags), want, "snapshots after the kill")
 
-# ---- every concluded snapshot loads; the last VM powers off -----------------------
+# ---- every concluded snapshot loads ------------------------------------------------
+def load_and_check(tag, files):
+    m = Machine("snapgate", sg_argv(["-loadvm", tag]))
+    sgtest.check_eq(m.con.sh("cat /shm/m", 120), marker, f"-loadvm {tag}: the shell answers")
+    for f, want in files.items():
+        sgtest.check_eq(m.con.sh(f"md5sum /shm/{f} | cut -d' ' -f1", 120), want,
+                        f"-loadvm {tag}: RAM checksum of /shm/{f}")
+    log("snapgate", f"-loadvm {tag}: shell answers, RAM checksums equal")
+    return m
+
+
 for i, tag in enumerate(tags):
-    sm = Machine("snapgate", sg_argv(["-loadvm", tag]))
-    sgtest.check_eq(sm.con.sh("cat /shm/m", 120), marker, f"-loadvm {tag}: the shell answers")
-    sgtest.check_eq(sm.con.sh("md5sum /shm/r | cut -d' ' -f1", 120), ram_sum,
-                    f"-loadvm {tag}: RAM checksum")
-    log("snapgate", f"-loadvm {tag}: shell answers, RAM checksum equal")
+    sm = load_and_check(tag, {"r": ram_sum})
     if i < len(tags) - 1:
         sm.q.cmd("quit")
         sgtest.check_eq(sm.p.wait(30), 0, "snapgate-vmm exit after quit")
+
+# ---- poweroff while a save runs: held, the save completes, then SHUTDOWN --------------
+sm.con.sh("dd if=/dev/urandom of=/shm/r3 bs=1M count=128 2>/dev/null", 300)
+sum3 = sm.con.sh("md5sum /shm/r3 | cut -d' ' -f1")
+sm.q.events.clear()
+r = sm.q.cmd("snapshot-save", {"job-id": "held", "tag": "s3", "vmstate": "disk0",
+                               "devices": ["disk0"]})
+sgtest.check(r.get("return") == {}, f"snapshot-save s3: {r}")
+sm.con.send("poweroff -f")
+held, job = False, None
+end = time.monotonic() + 300
+try:
+    while time.monotonic() < end:
+        job = [j for j in sm.q.cmd("query-jobs")["return"] if j["id"] == "held"][0]
+        if job["status"] == "concluded":
+            break
+        if sm.q.cmd("query-status")["return"]["status"] == "paused":
+            held = True        # the guest has powered off, the save still runs
+        time.sleep(0.1)
+except (EOFError, OSError):
+    pass                       # SHUTDOWN came and the VMM is gone
+evs = [{"event": m["event"], "data": m.get("data")} for m in sm.q.events]
+sm.q.events.clear()
+more, rc = sm.poweroff_rest()
+evs += more
+names = [e["event"] if e["event"] != "JOB_STATUS_CHANGE" else e["data"]["status"] for e in evs]
+log("snapgate", f"poweroff -f during a save: held {held}, events {names}, exit {rc}")
+sgtest.check(held, "the guest's power-off was not held while the save ran")
+sgtest.check("concluded" in names and "SHUTDOWN" in names and
+             names.index("concluded") < names.index("SHUTDOWN"),
+             f"the save concludes before the VM shuts down: {names}")
+sgtest.check(job is None or "error" not in job, f"the held save failed: {job}")
+sg_held_poweroff = (evs[names.index("concluded") + 1:], rc)
+r = sgtest.run([qemu_img, "snapshot", "-l", disk])
+sgtest.check(" s3 " in r.stdout, f"s3 listed after the held power-off: {r.stdout}")
+
+# ---- the held save loads; a plain poweroff ends that VM ---------------------------
+sm = load_and_check("s3", {"r": ram_sum, "r3": sum3})
 sg_poweroff = sm.poweroff()
 log("snapgate", f"poweroff -f: {sg_poweroff}")
 r = subprocess.run([qemu_img, "check", disk], capture_output=True, text=True)
@@ -238,6 +292,8 @@ sgtest.check_eq(sg_reboot, q_reboot[:len(q_reboot) - fw],
                 "QMP events of the guest's reboot (snapgate vs QEMU without SeaBIOS's own reset)")
 sgtest.check_eq(sg_poweroff, oracle["poweroff"],
                 "QMP events and exit status of the guest's poweroff (snapgate vs QEMU)")
+sgtest.check_eq(sg_held_poweroff, oracle["poweroff"],
+                "QMP events after the save and exit status of a poweroff held by a save")
 sgtest.check_eq(sg_reboot, [{"event": "RESET", "data": {"guest": True, "reason": "guest-reset"}}],
                 "reboot events")
 print("ok")
