@@ -36,6 +36,8 @@ static const struct sg_hmp_cmd_def info_cmds[] = {
      "show the currently saved VM snapshots"},
     {"status", SG_HMP_OP_INFO_STATUS, SG_HMP_ARGS_NONE, true, false, "",
      "show the current VM status (running|paused)"},
+    {"version", SG_HMP_OP_INFO_VERSION, SG_HMP_ARGS_NONE, true, false, "",
+     "show the version of QEMU"},
 };
 
 #define COUNT(a) (unsigned)(sizeof(a) / sizeof((a)[0]))

@@ -176,6 +176,7 @@ static void h_simple(struct sg_hmp *h, struct sg_hmp_cmd *c, json_t *reply)
     case SG_HMP_OP_INFO_STATUS: sg_hmp_format_status(ret, &c->out); break;
     case SG_HMP_OP_INFO_BLOCK: sg_hmp_format_block(ret, &c->out); break;
     case SG_HMP_OP_INFO_JOBS: sg_hmp_format_jobs(ret, &c->out); break;
+    case SG_HMP_OP_INFO_VERSION: sg_hmp_format_version(ret, &c->out); break;
     default: break;
     }
     finish(c, false);
@@ -719,6 +720,9 @@ static void start(struct sg_hmp_cmd *c)
         return;
     case SG_HMP_OP_INFO_JOBS:
         send_qmp(h, c, mkcmd("query-jobs", NULL), h_simple);
+        return;
+    case SG_HMP_OP_INFO_VERSION:
+        send_qmp(h, c, mkcmd("query-version", NULL), h_simple);
         return;
     case SG_HMP_OP_INFO_SNAPSHOTS:
         gather(c, after_info_snapshots);

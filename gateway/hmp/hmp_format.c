@@ -174,6 +174,15 @@ static const char *str_or(json_t *o, const char *key, const char *dflt)
     return s ? s : dflt;
 }
 
+void sg_hmp_format_version(json_t *v, struct sg_strbuf *out)
+{
+    json_t *q = json_object_get(v, "qemu");
+    sg_sb_printf(out, "%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT ".%" JSON_INTEGER_FORMAT "%s\n",
+                 json_integer_value(json_object_get(q, "major")),
+                 json_integer_value(json_object_get(q, "minor")),
+                 json_integer_value(json_object_get(q, "micro")), str_or(v, "package", ""));
+}
+
 /* QEMU 7.2's print_block_info without -v/-n. */
 void sg_hmp_format_block(json_t *list, struct sg_strbuf *out)
 {

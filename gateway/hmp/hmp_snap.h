@@ -138,5 +138,7 @@ void sg_hmp_format_snapshots(const struct sg_hmp_disks *d, const char *vmstate_o
 void sg_hmp_format_status(json_t *query_status, struct sg_strbuf *out);
 void sg_hmp_format_block(json_t *query_block, struct sg_strbuf *out);
 void sg_hmp_format_jobs(json_t *query_jobs, struct sg_strbuf *out);
+/* QEMU 7.2's hmp_info_version: "MAJOR.MINOR.MICROPACKAGE" (no space). */
+void sg_hmp_format_version(json_t *query_version, struct sg_strbuf *out);
 
 #endif

@@ -232,11 +232,31 @@ static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, stru
 /* ---- the guest's two clocks ----------------------------------------------
  * A Linux guest checks its TSC against kvmclock every half second (the
  * clocksource watchdog) and marks the TSC unstable at ~100 us of skew.  The
- * pair is therefore taken, and put back, at one instant: the TSC read right
- * before KVM_GET_CLOCK (not wherever it falls in the long MSR read), and on
- * restore kvmclock set to the saved value plus the host time since the TSC
- * was written. */
+ * saved pair must therefore be the guest's own view at one instant.
+ *
+ * The guest does not read kvmclock from KVM_GET_CLOCK: it extrapolates the
+ * pvclock record KVM last wrote into its memory (system_time at
+ * tsc_timestamp, scaled by tsc_to_system_mul) with its TSC.  Where the host's
+ * monotonic clock and its TSC run at slightly different rates (seen in the
+ * nested test bed: 0.5%), KVM_GET_CLOCK drifts from that view between two
+ * pvclock updates, and restoring the host's value made the guest's kvmclock
+ * jump by the drift (3.5 ms measured there; CI saw the watchdog fire) against
+ * its TSC.  So the saved clock is computed from vCPU 0's pvclock record and
+ * its TSC (one number, no instant to match); KVM_GET_CLOCK is the fallback for guests without kvmclock (the demo
+ * guest).  On restore, kvmclock is set to the saved value plus the host time
+ * since the TSC was written. */
 #define MSR_IA32_TSC 0x10
+#define MSR_KVM_SYSTEM_TIME 0x12
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+
+/* The guest's layout (struct pvclock_vcpu_time_info, 32 bytes). */
+struct pvclock_rec {
+    uint32_t version, pad0;
+    uint64_t tsc_timestamp, system_time;
+    uint32_t tsc_to_system_mul;
+    int8_t tsc_shift;
+    uint8_t flags, pad[2];
+};
 
 static uint64_t mono_ns(void)
 {
@@ -258,6 +278,34 @@ static bool tsc_access(int vcpu_fd, bool set, uint64_t *value)
     return true;
 }
 
+/* kvmclock as the guest reads it at guest TSC `tsc`, from the pvclock record
+ * the MSRs in `m` point at; false when the guest has not enabled kvmclock or
+ * the record is not usable (being updated, TSC before its timestamp). */
+bool sg_vmstate_guest_kvmclock(struct sg_vm *vm, const struct kvm_msrs *m, uint64_t tsc, uint64_t *ns)
+{
+    uint64_t msr = 0;
+    for (uint32_t i = 0; i < m->nmsrs; i++)
+        if (m->entries[i].index == MSR_KVM_SYSTEM_TIME_NEW ||
+            (m->entries[i].index == MSR_KVM_SYSTEM_TIME && !(msr & 1)))
+            msr = m->entries[i].data;
+    if (!(msr & 1))
+        return false;
+    const void *p = sg_vm_gpa(vm, msr & ~(uint64_t)1, sizeof(struct pvclock_rec));
+    if (!p)
+        return false;
+    struct pvclock_rec r;
+    memcpy(&r, p, sizeof(r));
+    if ((r.version & 1) || r.tsc_to_system_mul == 0 || tsc < r.tsc_timestamp)
+        return false;
+    uint64_t delta = tsc - r.tsc_timestamp;
+    if (r.tsc_shift < 0)
+        delta >>= -r.tsc_shift;
+    else
+        delta <<= r.tsc_shift;
+    *ns = r.system_time + (uint64_t)(((unsigned __int128)delta * r.tsc_to_system_mul) >> 32);
+    return true;
+}
+
 /* TSC of vCPU 0 and kvmclock as one pair; patches the TSC in `m`. */
 static bool capture_clocks(struct sg_vm *vm, struct kvm_msrs *m, struct kvm_clock_data *clock,
                            struct sg_error *err)
@@ -273,6 +321,9 @@ static bool capture_clocks(struct sg_vm *vm, struct kvm_msrs *m, struct kvm_cloc
     for (uint32_t i = 0; i < m->nmsrs; i++)
         if (m->entries[i].index == MSR_IA32_TSC)
             m->entries[i].data = tsc;
+    uint64_t guest_ns;
+    if (sg_vmstate_guest_kvmclock(vm, m, tsc, &guest_ns))
+        clock->clock = guest_ns;
     return true;
 }
 

@@ -89,6 +89,12 @@ bool sg_vmstate_header_decode(const uint8_t *page, struct sg_vmstate_header *h, 
 bool sg_vmstate_config_matches(const struct sg_vmstate_header *h, struct sg_vm *vm,
                                const char *tag, struct sg_error *err);
 
+struct kvm_msrs;
+/* kvmclock as the guest reads it at guest TSC `tsc` (its pvclock record,
+ * found through the kvmclock MSR in `m`, extrapolated); false when the
+ * guest has not enabled kvmclock or the record is unusable. */
+bool sg_vmstate_guest_kvmclock(struct sg_vm *vm, const struct kvm_msrs *m, uint64_t tsc, uint64_t *ns);
+
 /* vCPU + in-kernel chips + devices, with every vCPU parked.  *blob is
  * malloc'ed. */
 bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **blob, size_t *len, struct sg_error *err);

@@ -55,7 +55,8 @@ LINES = [
     "delvm s1", "delvm x", "info snapshots",
     "savevm", "info snapshots",
     "stop", "info status", "cont", "info status", "stop", "system_reset",
-    "foo", "info jobs", "help savevm", "help info snapshots", "loadvm", "q extra", "",
+    "foo", "info jobs", "info version", "info version x", "help savevm", "help info snapshots",
+    "loadvm", "q extra", "",
 ]
 
 qa, sa = sgtest.start_qemu(DRIVES, dirs[0])

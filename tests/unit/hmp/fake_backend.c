@@ -259,6 +259,9 @@ static void qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
         ret = fake_query_block(vm, true);
     } else if (strcmp(ex, "query-named-block-nodes") == 0) {
         ret = fake_named_nodes(vm);
+    } else if (strcmp(ex, "query-version") == 0) {
+        ret = json_pack("{s:{s:i, s:i, s:i}, s:s}", "qemu", "micro", 22, "minor", 2, "major", 7,
+                        "package", "Debian 1:7.2+dfsg-7+deb12u18+b3");
     } else if (strcmp(ex, "query-status") == 0) {
         ret = json_pack("{s:s, s:b, s:b}", "status", vm->status, "running", vm->running,
                         "singlestep", 0);

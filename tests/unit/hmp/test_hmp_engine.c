@@ -140,6 +140,8 @@ static const struct ecase cases[] = {
     {"single", SG, "savevm", "(snapshot tag 'vm-20261122025633')\n", SAVE(1, "vm-20261122025633", "disk0", "disk0")},
     {"single", SG, "info jobs", "No jobs\n", ""},
     {"single", SG, "info status", "VM status: paused (prelaunch)\n", ""},
+    {"single", SG, "info version", "7.2.22Debian 1:7.2+dfsg-7+deb12u18+b3\n", ""},
+    {"single", Q72, "info version", "7.2.22Debian 1:7.2+dfsg-7+deb12u18+b3\r\n", ""},
     {"single", SG, "info snapshots",
      "List of snapshots present on all disks:\n"
      "ID        TAG               VM SIZE                DATE     VM CLOCK\n"

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <linux/kvm.h>
 
 #include "devices/serial.h"
 #include "vm.h"
@@ -18,6 +19,14 @@ void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level)
 }
 
 static struct sg_vm vm;
+
+/* Guest RAM for the kvmclock test: 8 KiB at guest physical 0. */
+static uint8_t guest_ram[8192];
+void *sg_vm_gpa(struct sg_vm *v, uint64_t gpa, uint64_t len)
+{
+    (void)v;
+    return gpa <= sizeof(guest_ram) && len <= sizeof(guest_ram) - gpa ? guest_ram + gpa : NULL;
+}
 
 static int setup(void **state)
 {
@@ -159,6 +168,46 @@ static void test_blob_check(void **state)
     assert_string_equal(err.msg, "VM state: device record 5 does not match this VM");
 }
 
+/* The saved kvmclock is the guest's own reading: its pvclock record
+ * extrapolated with its TSC, as the guest kernel computes it. */
+static void test_guest_kvmclock(void **state)
+{
+    (void)state;
+    struct { struct kvm_msrs m; struct kvm_msr_entry e[2]; } msrs;
+    memset(&msrs, 0, sizeof(msrs));
+    msrs.m.nmsrs = 2;
+    msrs.e[0].index = 0x10;                      /* the TSC: not the kvmclock MSR */
+    msrs.e[1].index = 0x4b564d01;                /* MSR_KVM_SYSTEM_TIME_NEW */
+    msrs.e[1].data = 0x1000;                     /* record at 0x1000, not enabled */
+    uint64_t ns = 0;
+    assert_false(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 5000, &ns));
+    msrs.e[1].data = 0x1001;
+    /* version 2, tsc_timestamp 1000, system_time 7e9, mul 2^31 (0.5 ns per
+     * cycle before the shift), shift +1: 1 ns per TSC cycle */
+    uint32_t version = 2, mul = 1u << 31;
+    uint64_t ts = 1000, sys = 7000000000ull;
+    int8_t shift = 1;
+    memcpy(guest_ram + 0x1000, &version, 4);
+    memcpy(guest_ram + 0x1008, &ts, 8);
+    memcpy(guest_ram + 0x1010, &sys, 8);
+    memcpy(guest_ram + 0x1018, &mul, 4);
+    memcpy(guest_ram + 0x101c, &shift, 1);
+    assert_true(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 5000, &ns));
+    assert_int_equal(ns, 7000004000ull);
+    shift = -1;                                  /* 0.25 ns per cycle */
+    memcpy(guest_ram + 0x101c, &shift, 1);
+    assert_true(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 5000, &ns));
+    assert_int_equal(ns, 7000001000ull);
+    /* a TSC before the record's timestamp, an update in progress, a record
+     * outside RAM: not usable (the caller falls back to KVM_GET_CLOCK) */
+    assert_false(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 999, &ns));
+    version = 3;
+    memcpy(guest_ram + 0x1000, &version, 4);
+    assert_false(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 5000, &ns));
+    msrs.e[1].data = 0x100001;
+    assert_false(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 5000, &ns));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -167,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_config_mismatch),
         cmocka_unit_test(test_ram_split),
         cmocka_unit_test(test_blob_check),
+        cmocka_unit_test(test_guest_kvmclock),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
