@@ -15,7 +15,8 @@ snapgate-vmm, -kernel boot (ACPI tables, acpi-pm device):
   5. in the last loaded VM, RAM dirtied again, a snapshot-save job `s3` and at once
      `poweroff -f`: the power-off is held (VM paused) until the save concludes, then
      SHUTDOWN and exit 0; s3 is listed;
-  6. -loadvm s3 (both RAM checksums) and `poweroff -f` (Linux writes SLP_TYP=S5|SLP_EN
+  6. -loadvm s3 (both RAM checksums); with SG_LONG=1 also reboots through the 8042
+     and by a triple fault (the same RESET); `poweroff -f` (Linux writes SLP_TYP=S5|SLP_EN
      to PM1a_CNT): the QMP events until the socket closes and the exit status, which
      must be QEMU's.
 qemu-system-x86_64 -accel kvm, same kernel, initrd and command line: boot, `reboot -f`,
@@ -187,7 +188,7 @@ sgtest.check("Error" not in r, f"savevm s1 after the reboot: {r!r}")
 log("snapgate", f"savevm s1 after the reboot: {time.monotonic() - t:.1f} s")
 
 # More changed RAM than s1 holds, so that the (incremental) save of s2 lasts.
-sm.con.sh("dd if=/dev/urandom of=/shm/r2 bs=1M count=96 2>/dev/null", 300)
+sm.con.sh("dd if=/dev/urandom of=/shm/r2 bs=1M count=48 2>/dev/null", 300)
 sm.q.events.clear()
 r = sm.q.cmd("snapshot-save", {"job-id": "kill", "tag": "s2", "vmstate": "disk0",
                                "devices": ["disk0"]})
@@ -236,12 +237,14 @@ for i, tag in enumerate(tags):
         sgtest.check_eq(sm.p.wait(30), 0, "snapgate-vmm exit after quit")
 
 # ---- poweroff while a save runs: held, the save completes, then SHUTDOWN --------------
-sm.con.sh("dd if=/dev/urandom of=/shm/r3 bs=1M count=128 2>/dev/null", 300)
+sm.con.sh("dd if=/dev/urandom of=/shm/r3 bs=1M count=64 2>/dev/null", 300)
 sum3 = sm.con.sh("md5sum /shm/r3 | cut -d' ' -f1")
 sm.q.events.clear()
 r = sm.q.cmd("snapshot-save", {"job-id": "held", "tag": "s3", "vmstate": "disk0",
                                "devices": ["disk0"]})
 sgtest.check(r.get("return") == {}, f"snapshot-save s3: {r}")
+# Typed only after the save's instant (RESUME), or s3 would hold the typed line.
+sm.q.wait_event("RESUME", 120)
 sm.con.send("poweroff -f")
 held, job = False, None
 end = time.monotonic() + 300
@@ -272,6 +275,11 @@ sgtest.check(" s3 " in r.stdout, f"s3 listed after the held power-off: {r.stdout
 
 # ---- the held save loads; a plain poweroff ends that VM ---------------------------
 sm = load_and_check("s3", {"r": ram_sum, "r3": sum3})
+if os.environ.get("SG_LONG"):
+    # Linux's other ways: the 8042's reset line, and a triple fault (KVM_EXIT_SHUTDOWN).
+    for how in ("kbd", "triple"):
+        sm.con.sh(f"echo {how} > /sys/kernel/reboot/type")
+        sgtest.check_eq(reboot_and_check(sm), sg_reboot, f"events of a reboot={how}")
 sg_poweroff = sm.poweroff()
 log("snapgate", f"poweroff -f: {sg_poweroff}")
 r = subprocess.run([qemu_img, "check", disk], capture_output=True, text=True)
