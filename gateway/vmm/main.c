@@ -145,8 +145,8 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
     if (vm->kernel[0] && (!(dev = sg_acpi_pm_create(err)) || !sg_vm_add_device(vm, dev, err)))
         return false;
     for (int i = 0; i < vm->nr_drives; i++) {
-        /* Linux finds its lines in the MP table (one GSI per slot); the demo
-         * guest keeps the ISA lines it has always had. */
+        /* Linux finds its lines in the MP table and the DSDT's _PRT (one GSI
+         * per slot); the demo guest keeps the ISA lines it has always had. */
         unsigned irq = vm->kernel[0] ? SG_LINUX_PCI_GSI_BASE + (unsigned)i
                                      : pci_irqs[i % (sizeof(pci_irqs) / sizeof(pci_irqs[0]))];
         if (!(dev = sg_virtio_blk_create(&vm->drives[i], 1u + (unsigned)i, (unsigned)i, irq, err)) ||
