@@ -4,7 +4,8 @@
  * line, initrd, e820 map), the protected-mode kernel goes to 1 MiB, and the
  * vCPU starts in long mode at its 64-bit entry (load address + 0x200) with
  * RSI pointing at the zero page.  No firmware runs: the VMM also writes the
- * MP table (mptable.c) that tells Linux where the LAPIC and IOAPIC are. */
+ * ACPI tables (acpi.c: the machine, power-off, reset) and the MP table
+ * (mptable.c, for acpi=off) that tell Linux where the LAPIC and IOAPIC are. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/kvm.h>
@@ -21,6 +22,7 @@
 
 /* Offsets in struct boot_params (the zero page) and its setup header. */
 enum {
+    BP_ACPI_RSDP_ADDR = 0x070,
     BP_E820_ENTRIES = 0x1e8,
     BP_HDR = 0x1f1,             /* setup header starts here */
     BP_SETUP_SECTS = 0x1f1,
@@ -220,16 +222,20 @@ bool sg_linux_load(struct sg_vm *vm, struct sg_error *err)
         put32(zp, BP_RAMDISK_SIZE, (uint32_t)ilen);
     }
 
-    /* e820: conventional memory, the EBDA/VGA/BIOS hole (MP table in the
-     * BIOS area), RAM from 1 MiB to the PCI hole, and RAM above 4 GiB. */
+    /* e820: conventional memory, the EBDA/VGA/BIOS hole (ACPI tables and
+     * MP table in the BIOS area), RAM from 1 MiB to the PCI hole, and RAM
+     * above 4 GiB. */
     e820_add(zp, 0, 0x9fc00, E820_RAM);
     e820_add(zp, 0x9fc00, 0x400, E820_RESERVED);
-    e820_add(zp, 0xf0000, 0x10000, E820_RESERVED);
+    e820_add(zp, SG_LINUX_ACPI_ADDR, 0x100000 - SG_LINUX_ACPI_ADDR, E820_RESERVED);
     e820_add(zp, 0x100000, vm->ram_low - 0x100000, E820_RAM);
     e820_add(zp, SG_RAM_HIGH_BASE, vm->ram_size - vm->ram_low, E820_RAM);
 
+    put64(zp, BP_ACPI_RSDP_ADDR, SG_LINUX_ACPI_ADDR);   /* Linux also scans for it */
+
     write_page_tables(vm);
-    ok = sg_mptable_write(vm, (unsigned)vm->nr_drives, err);
+    ok = sg_acpi_write(vm, (unsigned)vm->nr_drives, err) &&
+         sg_mptable_write(vm, (unsigned)vm->nr_drives, err);
 out:
     free(k);
     free(initrd);

@@ -1,13 +1,15 @@
 /* linux_boot.h: booting an unmodified Linux bzImage (x86 64-bit boot
  * protocol, Documentation/arch/x86/boot.rst) on snapgate-vmm's machine:
  * zero page with the setup header, an e820 map around the PCI hole, the
- * command line, the initrd, an MP table for the in-kernel LAPIC/IOAPIC,
+ * command line, the initrd, ACPI tables and an MP table for the in-kernel
+ * LAPIC/IOAPIC,
  * identity page tables and the vCPU state at the 64-bit entry point. */
 #ifndef SG_LINUX_BOOT_H
 #define SG_LINUX_BOOT_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sg_error.h"
 
@@ -22,6 +24,7 @@ struct sg_vcpu;
 #define SG_LINUX_PD_ADDR        0xb000u    /* 4 pages: identity map of 0-4 GiB */
 #define SG_LINUX_CMDLINE_ADDR   0x20000u
 #define SG_LINUX_CMDLINE_MAX    4096u
+#define SG_LINUX_ACPI_ADDR      0xe0000u   /* ACPI tables, RSDP first (acpi.c) */
 #define SG_LINUX_BIOS_ADDR      0xf0000u   /* MP table (BIOS area Linux scans) */
 #define SG_LINUX_KERNEL_ADDR    0x100000u
 #define SG_LINUX_MIN_RAM        (64ull << 20)
@@ -40,6 +43,13 @@ bool sg_linux_set_boot_state(struct sg_vm *vm, struct sg_vcpu *vcpu, struct sg_e
  * vCPU, the IOAPIC, ISA IRQs 0-15 on pins 0-15, PCI INTA of slot s on GSI
  * SG_LINUX_PCI_GSI_BASE + s - 1. */
 bool sg_mptable_write(struct sg_vm *vm, unsigned nr_pci_slots, struct sg_error *err);
+/* The byte that makes the sum of p[0..n) and it zero (MP and ACPI tables). */
+uint8_t sg_fw_checksum(const uint8_t *p, size_t n);
+
+/* acpi.c: RSDP, RSDT/XSDT, FADT, FACS, MADT and DSDT at SG_LINUX_ACPI_ADDR
+ * (64 KiB): the machine of the MP table plus the acpi-pm device's power-off
+ * and the reset register; the host bridge's _PRT routes like the MP table. */
+bool sg_acpi_write(struct sg_vm *vm, unsigned nr_pci_slots, struct sg_error *err);
 
 /* A kvm_pvm /dev/kvm runs a guest's ring 0 by emulation: a Linux kernel
  * would take hours to boot.  Returns true (and a message) on such a host. */

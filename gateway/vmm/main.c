@@ -15,9 +15,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "devices/acpi_pm.h"
 #include "devices/pci.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
+#include "jobs.h"
 #include "linux_boot.h"
 #ifdef SG_VMM_HAVE_HMP
 #include "hmp_link.h"
@@ -137,9 +139,14 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
     if (!(dev = sg_serial_create(0x3f8, 4, vm->serial_out_fd, err)) || !sg_vm_add_device(vm, dev, err))
         return false;
     vm->serial = dev;
+    /* Linux: the ACPI power-management registers (power-off), with the other
+     * board devices before the disks' (the configuration check on load then
+     * still names a missing disk as missing). */
+    if (vm->kernel[0] && (!(dev = sg_acpi_pm_create(err)) || !sg_vm_add_device(vm, dev, err)))
+        return false;
     for (int i = 0; i < vm->nr_drives; i++) {
-        /* Linux finds its lines in the MP table (one GSI per slot); the demo
-         * guest keeps the ISA lines it has always had. */
+        /* Linux finds its lines in the MP table and the DSDT's _PRT (one GSI
+         * per slot); the demo guest keeps the ISA lines it has always had. */
         unsigned irq = vm->kernel[0] ? SG_LINUX_PCI_GSI_BASE + (unsigned)i
                                      : pci_irqs[i % (sizeof(pci_irqs) / sizeof(pci_irqs[0]))];
         if (!(dev = sg_virtio_blk_create(&vm->drives[i], 1u + (unsigned)i, (unsigned)i, irq, err)) ||
@@ -184,17 +191,22 @@ static void serial_input(struct sg_vmm *vmm, int fd)
     pthread_mutex_unlock(&vm->io_lock);
 }
 
-static void guest_notification(struct sg_vmm *vmm)
+/* A guest's power-off, reset or fatal error, as QEMU reports them.  While a
+ * snapshot job runs the VM stays stopped and this waits for the job to
+ * conclude (a live save completes, a lazy load fills RAM before a reset
+ * wipes it); run_loop calls it again every round. */
+static void guest_exit(struct sg_vmm *vmm)
 {
-    char buf[16];
-    while (read(vmm->vm.notify_rd, buf, sizeof(buf)) > 0)
-        ;
-    sg_vmm_block_io_errors(vmm);
-    int kind = atomic_exchange(&vmm->vm.guest_exit, 0);
-    if (kind == 0)
+    if (!atomic_load(&vmm->vm.guest_exit))
         return;
-    if (kind == 3) {
-        /* Triple fault: a PC resets. */
+    if (sg_job_active(vmm)) {
+        sg_vmm_stop(vmm, false);   /* the vCPU parked itself; keep it so */
+        return;
+    }
+    int kind = atomic_exchange(&vmm->vm.guest_exit, 0);
+    if (kind == SG_GUEST_EXIT_RESET) {
+        /* ACPI reset register, keyboard controller or triple fault: a PC
+         * resets, and -kernel is loaded again. */
         struct sg_error err = { 0 };
         sg_vmm_stop(vmm, false);
         if (sg_vm_reset(&vmm->vm, &err)) {
@@ -205,22 +217,34 @@ static void guest_notification(struct sg_vmm *vmm)
         }
         fprintf(stderr, "snapgate-vmm: reset failed: %s\n", err.msg);
     }
-    if (kind == 2)
+    if (kind == SG_GUEST_EXIT_FAULT)
         fprintf(stderr, "snapgate-vmm: guest stopped on a fatal error (code %#x)\n",
                 vmm->vm.guest_exit_code);
     sg_vmm_stop(vmm, false);
     vmm->vm.state = SG_RUN_SHUTDOWN;
     json_t *d = json_pack("{s:b, s:s}", "guest", 1,
-                          "reason", kind == 1 ? "guest-shutdown" : "guest-panic");
+                          "reason", kind == SG_GUEST_EXIT_POWEROFF ? "guest-shutdown" : "guest-panic");
     sg_qmp_server_emit_event(vmm->qmp, "SHUTDOWN", d);
     vmm->quit = true;
-    vmm->exit_code = kind == 1 ? 0 : 1;
+    vmm->exit_code = kind == SG_GUEST_EXIT_POWEROFF ? 0 : 1;
+}
+
+static void guest_notification(struct sg_vmm *vmm)
+{
+    char buf[16];
+    while (read(vmm->vm.notify_rd, buf, sizeof(buf)) > 0)
+        ;
+    sg_vmm_block_io_errors(vmm);
+    guest_exit(vmm);
 }
 
 static int run_loop(struct sg_vmm *vmm, int sig_fd)
 {
     while (!vmm->quit) {
         int job_timeout = sg_vmm_jobs_step(vmm);
+        guest_exit(vmm);   /* one held while a job ran */
+        if (vmm->quit)
+            break;
 #ifdef SG_VMM_HAVE_HMP
         sg_hmp_link_tick(vmm);
         if (job_timeout < 0 && sg_hmp_link_busy(vmm))

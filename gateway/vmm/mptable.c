@@ -23,7 +23,7 @@ enum { MP_INT = 0, MP_NMI = 1, MP_EXTINT = 3 };
 #define MP_IRQ_DEFAULT 0x0
 #define MP_IRQ_LEVEL_HIGH 0xd
 
-static uint8_t checksum(const uint8_t *p, size_t n)
+uint8_t sg_fw_checksum(const uint8_t *p, size_t n)
 {
     uint8_t s = 0;
     for (size_t i = 0; i < n; i++)
@@ -129,13 +129,13 @@ bool sg_mptable_write(struct sg_vm *vm, unsigned nr_pci_slots, struct sg_error *
     memcpy(h + 34, &w.count, 2);
     uint32_t lapic = MP_LAPIC_ADDR;
     memcpy(h + 36, &lapic, 4);
-    h[7] = checksum(h, w.len);
+    h[7] = sg_fw_checksum(h, w.len);
 
     memcpy(fp, "_MP_", 4);
     uint32_t phys = SG_LINUX_BIOS_ADDR + 16;
     memcpy(fp + 4, &phys, 4);
     fp[8] = 1;                         /* length in 16-byte units */
     fp[9] = 4;
-    fp[10] = checksum(fp, 16);
+    fp[10] = sg_fw_checksum(fp, 16);
     return true;
 }

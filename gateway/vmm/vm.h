@@ -66,6 +66,9 @@ struct sg_snap_pos {
     uint32_t date_nsec;
 };
 
+/* What the guest asked of the machine (vm->guest_exit). */
+enum { SG_GUEST_EXIT_POWEROFF = 1, SG_GUEST_EXIT_FAULT = 2, SG_GUEST_EXIT_RESET = 3 };
+
 struct sg_vm {
     /* configuration */
     uint64_t ram_size;
@@ -111,7 +114,7 @@ struct sg_vm {
     enum sg_run_state state;
     /* vCPU -> main loop notifications (guest power-off, fault) */
     int notify_wr, notify_rd;
-    atomic_int guest_exit;  /* 0 none, 1 poweroff, 2 fault, 3 reset */
+    atomic_int guest_exit;  /* 0 none or an SG_GUEST_EXIT_* */
     uint32_t guest_exit_code;
 };
 
@@ -155,5 +158,8 @@ bool sg_vm_start_vcpus(struct sg_vm *vm, struct sg_error *err);
 void sg_vm_pause(struct sg_vm *vm);
 void sg_vm_resume(struct sg_vm *vm);
 void sg_vm_stop_vcpus(struct sg_vm *vm);
+/* vCPU thread (a device's port write, an exit): hands SG_GUEST_EXIT_* to
+ * the main loop and parks the vCPU at its next exit. */
+void sg_vm_guest_exit(struct sg_vm *vm, int kind, uint32_t code);
 
 #endif

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "devices/acpi_pm.h"
 #include "guest/boot_info.h"
 #include "linux_boot.h"
 #include "vm.h"
@@ -175,6 +176,14 @@ static void notify_main(struct sg_vm *vm, int kind, uint32_t code)
     (void)w;
 }
 
+void sg_vm_guest_exit(struct sg_vm *vm, int kind, uint32_t code)
+{
+    notify_main(vm, kind, code);
+    pthread_mutex_lock(&vm->run_lock);
+    vm->pause_req = true;
+    pthread_mutex_unlock(&vm->run_lock);
+}
+
 /* The guest's idle port: sleep, but wake at once for a pause request. */
 static void idle_wait(struct sg_vm *vm, uint32_t us)
 {
@@ -237,7 +246,7 @@ static void *vcpu_thread(void *arg)
                     ;
                 continue;
             }
-            notify_main(vm, 2, 0xdead0000u | (uint32_t)errno);
+            notify_main(vm, SG_GUEST_EXIT_FAULT, 0xdead0000u | (uint32_t)errno);
             break;
         }
         struct kvm_run *run = vcpu->run;
@@ -247,13 +256,10 @@ static void *vcpu_thread(void *arg)
             uint8_t *data = (uint8_t *)run + run->io.data_offset;
             for (uint32_t i = 0; i < run->io.count; i++, data += run->io.size) {
                 if (vm->kernel[0] && run->io.direction == KVM_EXIT_IO_OUT &&
-                    run->io.port == 0x64 && *data == 0xfe) {
-                    /* Keyboard controller pulse on the reset line: Linux's
-                     * reboot=kbd, the first method it tries without ACPI. */
-                    notify_main(vm, 3, 0);
-                    pthread_mutex_lock(&vm->run_lock);
-                    vm->pause_req = true;
-                    pthread_mutex_unlock(&vm->run_lock);
+                    sg_reset_port_write(run->io.port, data, run->io.size)) {
+                    /* The FADT's reset register (Linux's first way to
+                     * reboot) or the keyboard controller (its second). */
+                    sg_vm_guest_exit(vm, SG_GUEST_EXIT_RESET, 0);
                     break;
                 }
                 if (vm->kernel[0]) {
@@ -267,10 +273,7 @@ static void *vcpu_thread(void *arg)
                     memcpy(&code, data, 4);
                     if (code & 0x100)
                         report_fault(vm, vcpu, code);
-                    notify_main(vm, code ? 2 : 1, code);
-                    pthread_mutex_lock(&vm->run_lock);
-                    vm->pause_req = true;
-                    pthread_mutex_unlock(&vm->run_lock);
+                    sg_vm_guest_exit(vm, code ? SG_GUEST_EXIT_FAULT : SG_GUEST_EXIT_POWEROFF, code);
                     break;
                 }
                 if (run->io.direction == KVM_EXIT_IO_OUT && run->io.port == SG_IDLE_PORT &&
@@ -296,18 +299,13 @@ static void *vcpu_thread(void *arg)
             pthread_mutex_unlock(&vm->run_lock);
             break;
         case KVM_EXIT_SHUTDOWN:
-            notify_main(vm, 3, 0);    /* triple fault: reset, as a PC does */
-            pthread_mutex_lock(&vm->run_lock);
-            vm->pause_req = true;
-            pthread_mutex_unlock(&vm->run_lock);
+            /* Triple fault: a PC resets (QEMU too: RESET, guest-reset). */
+            sg_vm_guest_exit(vm, SG_GUEST_EXIT_RESET, 0);
             break;
         case KVM_EXIT_INTR:
             break;
         default:
-            notify_main(vm, 2, 0xee000000u | run->exit_reason);
-            pthread_mutex_lock(&vm->run_lock);
-            vm->pause_req = true;
-            pthread_mutex_unlock(&vm->run_lock);
+            sg_vm_guest_exit(vm, SG_GUEST_EXIT_FAULT, 0xee000000u | run->exit_reason);
             break;
         }
     }

@@ -14,56 +14,15 @@ built by scripts/make-linux-guest.sh into a cache directory.
 """
 import os
 import re
-import socket
 import subprocess
-import sys
 import time
 
 import sgtest
+from linux_util import Console, enter_bed_or_here
 
-HERE = os.path.abspath(__file__)
-INNER = "--inner" in sys.argv
-
-
-def host_is_pvm():
-    return os.path.exists("/sys/module/kvm_pvm") and not (
-        os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd"))
-
-
-def guest_dir():
-    g = os.environ.get("SNAPGATE_LINUX_GUEST")
-    if g:
-        sgtest.check(os.path.exists(os.path.join(g, "vmlinuz")), f"{g}/vmlinuz missing")
-        return g
-    mk = os.path.join(sgtest.SRC, "scripts", "make-linux-guest.sh")
-    if not os.path.exists(mk):
-        sgtest.skip("no Linux guest: set SNAPGATE_LINUX_GUEST=DIR (vmlinuz, initrd.img) or "
-                    "add scripts/make-linux-guest.sh")
-    g = os.path.join(sgtest.BUILD, "linux-guest")
-    if not os.path.exists(os.path.join(g, "initrd.img")):
-        r = subprocess.run([mk, g], capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            sgtest.skip(f"make-linux-guest.sh failed ({r.returncode}): {r.stderr.strip()[-300:]}")
-    return g
-
-
-if not INNER:
-    guest = guest_dir()
-    sgtest.require_kvm()
-    if host_is_pvm():
-        bed = os.path.join(sgtest.SRC, "tests", "kvm-bed", "run.sh")
-        if not os.path.exists(bed):
-            sgtest.skip("/dev/kvm is kvm_pvm (no Linux guest in useful time) and there is no "
-                        "test bed (tests/kvm-bed/run.sh)")
-        env = dict(os.environ, SNAPGATE_LINUX_GUEST=guest)
-        r = subprocess.run([bed, "--share", guest, "--timeout", "900", "--",
-                            "/usr/bin/python3", HERE, "--inner"], env=env, timeout=1000)
-        sys.exit(r.returncode)
-    os.environ["SNAPGATE_LINUX_GUEST"] = guest
+guest = enter_bed_or_here(__file__)
 
 # ---- inside a host with a conventional KVM -------------------------------------
-sgtest.require_kvm()
-guest = os.environ["SNAPGATE_LINUX_GUEST"]
 vmm = sgtest.binary("snapgate-vmm")
 img = sgtest.binary("snapgate-img")
 d = sgtest.tmpdir("sglinux-")
@@ -85,68 +44,16 @@ def vmm_argv(mem=MEM, drives=(disk0, disk1), extra=()):
     return a + list(extra)
 
 
-class Console:
-    """The guest's ttyS0 over -serial unix:...,server=on."""
-
-    def __init__(self, path):
-        def connect():
-            s = socket.socket(socket.AF_UNIX)
-            try:
-                s.connect(path)
-                return s
-            except OSError:
-                s.close()
-                return None
-        self.s = sgtest.wait_for(connect, 30, "serial socket", interval=0.1)
-        self.buf = b""
-        self.n = 0
-
-    def expect(self, pattern, timeout):
-        end = time.monotonic() + timeout
-        rx = re.compile(pattern)
-        while True:
-            m = rx.search(self.buf)
-            if m:
-                out = self.buf[:m.end()]
-                self.buf = self.buf[m.end():]
-                return out, m
-            left = end - time.monotonic()
-            if left <= 0:
-                sgtest.fail(f"guest console: no {pattern!r} within {timeout}s; last output: "
-                            f"{self.buf[-600:]!r}")
-            self.s.settimeout(left)
-            try:
-                chunk = self.s.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                sgtest.fail(f"guest console closed; last output {self.buf[-600:]!r}")
-            self.buf += chunk
-
-    def sh(self, cmd, timeout=60):
-        """Runs one shell line; returns its output (the echoed line removed)."""
-        self.n += 1
-        # The echo of the line shows @@"N"@@, only the output has @@N@@.
-        sep = " " if cmd.endswith("&") else "; "
-        self.s.sendall(f'{cmd}{sep}echo "@@"{self.n}"@@"\n'.encode())
-        out, _ = self.expect(rb"\r?\n@@%d@@\r?\n" % self.n, timeout)
-        text = out.decode(errors="replace").replace("\r", "")
-        after = text[text.rfind(f'"@@"{self.n}"@@"'):]
-        after = after[after.find("\n") + 1:]
-        return after[:after.rfind(f"@@{self.n}@@")].strip()
-
 ssock = os.path.join(d, "serial.sock")
 qsock = os.path.join(d, "qmp.sock")
 
 t0 = time.monotonic()
 p = sgtest.spawn(vmm_argv(), stderr=subprocess.PIPE)
 con = Console(ssock)
-con.expect(rb"sg-guest: ready|SNAPGATE-GUEST-READY", 300)
-con.expect(rb"# ", 60)
+con.boot(300)
 boot_s = time.monotonic() - t0
 print(f"boot to shell prompt: {boot_s:.1f} s", flush=True)
 q = sgtest.QMP(qsock, timeout=300)
-con.sh("stty cols 1000")   # no line wrapping in the echo of long commands
 
 # ---- console input and the disks -------------------------------------------------
 sgtest.check_eq(con.sh("echo input-$((6*7))"), "input-42", "input reaches the UART")
@@ -226,9 +133,7 @@ sgtest.check_eq(con.sh("dmesg | grep -i -c 'soft lockup'"), "0", "no soft lockup
 # system_reset: the kernel boots again from the start (whole machine state reset)
 r = q.cmd("system_reset")
 sgtest.check("return" in r, f"system_reset: {r}")
-con.expect(rb"sg-guest: ready|SNAPGATE-GUEST-READY", 300)
-con.expect(rb"# ", 60)
-con.sh("stty cols 1000")
+con.boot(300)
 sgtest.check_eq(con.sh("echo again-$((2+3)); cat /sys/block/vda/ro"), "again-5\n0", "shell after system_reset")
 q.cmd("quit")
 sgtest.check_eq(p.wait(30), 0, "VMM exit code after -loadvm")
