@@ -19,6 +19,7 @@ struct chk {
     struct sg_block_check_result *res;
     FILE *out;
     uint32_t *refs;
+    uint8_t *act;       /* reached from the active tables (COPIED matters) */
     uint64_t nclusters;
 };
 
@@ -75,6 +76,8 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
             continue;
         if (!ref(c, l2off, s->cluster_size, "L2 table"))
             continue;
+        if (active)
+            c->act[l2off / s->cluster_size] = 1;
         for (uint64_t j = 0; j < per; j++) {
             struct sg_error e2 = {0};
             uint8_t *l2 = qcache_get(s, &s->l2c, l2off, "L2 table", &e2);
@@ -106,6 +109,8 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
             }
             if (!ref(c, host, s->cluster_size, "data"))
                 continue;
+            if (active)
+                c->act[host / s->cluster_size] = 1;
             uint64_t guest_cl = ((uint64_t)i << s->l2_bits) + j;
             if (active && guest_cl < vclusters && !(s->version >= 3 && (le & 1)))
                 c->res->allocated_clusters++;
@@ -173,7 +178,10 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
     struct chk c = {.s = s, .res = res, .out = report};
     c.nclusters = ((uint64_t)st.st_size + s->cluster_size - 1) / s->cluster_size;
     c.refs = calloc(c.nclusters ? c.nclusters : 1, sizeof *c.refs);
-    if (!c.refs) {
+    c.act = calloc(c.nclusters ? c.nclusters : 1, 1);
+    if (!c.refs || !c.act) {
+        free(c.refs);
+        free(c.act);
         sg_error_set(err, "out of memory");
         return false;
     }
@@ -185,6 +193,7 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
     bool *rb_ok = calloc(s->rt_size, sizeof *rb_ok);
     if (!rb_ok) {
         free(c.refs);
+        free(c.act);
         sg_error_set(err, "out of memory");
         return false;
     }
@@ -261,10 +270,13 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
                     fix_leaks ? "Repairing" : "Leaked", (unsigned long long)cl,
                     (unsigned long long)rc, (unsigned long long)want);
                 res->leaks++;
-                if (fix_leaks && want == 1) {
-                    /* Refcount 1 would demand OFLAG_COPIED on the entry that
-                     * points here; setting it is not implemented, so such a
-                     * leak stays (harmless) rather than become an error. */
+                if (fix_leaks && want == 1 && c.act[cl]) {
+                    /* Refcount 1 would demand OFLAG_COPIED on the active
+                     * entry that points here; setting it is not implemented,
+                     * so such a leak stays (harmless) rather than become an
+                     * error.  Reached from a snapshot or a table only (as a
+                     * crash inside an in-place apply leaves it), COPIED
+                     * means nothing there: repaired. */
                     say(&c, "Not repaired: cluster %llu would need OFLAG_COPIED\n",
                         (unsigned long long)cl);
                     res->leaks_skipped++;
@@ -291,6 +303,7 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
         res->image_end_offset = (uint64_t)st.st_size;
     free(rb_ok);
     free(c.refs);
+    free(c.act);
     return true;
 }
 
