@@ -57,13 +57,10 @@ static void row(const struct sg_hmp_snap *s, const char *id, bool q72, struct sg
         .id = id, .tag = tag, .vm_state_size = s->vm_state_size, .date_sec = s->date_sec,
         .vm_clock_nsec = s->vm_clock_nsec, .has_icount = s->has_icount, .icount = s->icount,
     };
-    size_t need = strlen(tag) + strlen(id) + 256;
-    char *buf = malloc(need);
-    if (buf) {
-        sg_q72_snapshot_row(&r, buf, need, q72);
+    char *buf = sg_q72_snapshot_row_dup(&r, q72);
+    if (buf)
         sg_sb_printf(out, "%s\n", buf);
-        free(buf);
-    }
+    free(buf);
     free(esc);
 }
 

@@ -37,12 +37,9 @@ void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n)
             .has_icount = l[i].icount != -1, .icount = l[i].icount,
         };
         /* A tag may be 64 KiB (the qcow2 field is 16-bit): never cut. */
-        size_t need = strlen(s.tag) + strlen(s.id) + 256;
-        char *line = malloc(need);
-        if (line) {
-            sg_q72_snapshot_row(&s, line, need, true);
+        char *line = sg_q72_snapshot_row_dup(&s, true);
+        if (line)
             fprintf(f, "%s\n", line);
-        }
         free(line);
         free(esc);
     }
