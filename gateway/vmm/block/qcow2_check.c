@@ -16,6 +16,11 @@ static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
 
 struct chk {
     struct qcow2 *s;
+    /* A targeted check (sg_block_check_touched): only the active tree and
+     * the snapshot `only` (NULL: none) are walked, and only refcounts that
+     * are too low for what was walked are reported (leaks cannot be told). */
+    bool targeted;
+    const char *only;
     struct sg_block_check_result *res;
     FILE *out;
     uint32_t *refs;
@@ -160,7 +165,7 @@ static void check_copied(struct chk *c)
  * leaked cluster's refcount is lowered to its reference count in memory as
  * it is found (written by the caller); res->leaks_fixed counts them. */
 static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
-                       bool fix_leaks, struct sg_error *err)
+                       bool fix_leaks, const struct chk *scope, struct sg_error *err)
 {
     memset(res, 0, sizeof *res);
     if (strcmp(bs->drv->name, "qcow2") != 0) {
@@ -176,6 +181,10 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
         return false;
     }
     struct chk c = {.s = s, .res = res, .out = report};
+    if (scope) {
+        c.targeted = scope->targeted;
+        c.only = scope->only;
+    }
     c.nclusters = ((uint64_t)st.st_size + s->cluster_size - 1) / s->cluster_size;
     c.refs = calloc(c.nclusters ? c.nclusters : 1, sizeof *c.refs);
     c.act = calloc(c.nclusters ? c.nclusters : 1, 1);
@@ -222,6 +231,8 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
         uint64_t *l1;
         struct sg_error e2 = {0};
         ref(&c, sn->l1_offset, (uint64_t)sn->l1_size * 8, "snapshot L1 table");
+        if (c.targeted && (!c.only || strcmp(c.only, sn->id) != 0))
+            continue;   /* not touched by the command */
         if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &e2)) {
             say(&c, "ERROR snapshot %s: %s\n", sn->id, e2.msg);
             res->corruptions++;
@@ -261,7 +272,7 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
                 say(&c, "ERROR cluster %llu refcount=%llu reference=%llu\n",
                     (unsigned long long)cl, (unsigned long long)rc, (unsigned long long)want);
                 res->corruptions++;
-            } else if (rc > want && cl < c.nclusters) {
+            } else if (rc > want && cl < c.nclusters && !c.targeted) {
                 /* As qemu-img check: a refcount for a cluster past the end
                  * of the file (an allocation whose data write failed) is
                  * not reported; the cluster is reused or the file grows
@@ -320,7 +331,29 @@ static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err)
 {
-    return check_pass(bs, res, report, false, err);
+    return check_pass(bs, res, report, false, NULL, err);
+}
+
+/* What a command that changes the image needs instead of the full check
+ * (issue 17: the full one walks every snapshot's tree, 18 s on a 256 GiB
+ * image with 100 snapshots): the metadata (header, tables, refcount blocks,
+ * every snapshot's L1 table) and the trees the command walks and changes --
+ * the active one and snapshot `snap_id` (NULL: none).  It finds what the
+ * command would build on: pointers out of the file or unaligned, reserved
+ * bits, compressed clusters, a cluster reached twice (an L2 entry at a table,
+ * a table inside another) or with too low a refcount for the references
+ * walked, COPIED wrong in the active tables.  Not seen: a refcount too low
+ * only because of an untouched snapshot's references (a cluster it shares
+ * with a walked tree, counted once too few).  `snapgate-img check` (the full
+ * check) finds that; a delete of the walked snapshot would free such a
+ * cluster, as qemu-img's would (qemu-img checks nothing before a change, it
+ * trusts the corrupt bit, which this layer sets whenever it meets
+ * corruption).  Leaks are not counted. */
+bool sg_block_check_touched(struct sg_block *bs, const char *snap_id,
+                            struct sg_block_check_result *res, FILE *report, struct sg_error *err)
+{
+    struct chk scope = {.targeted = true, .only = snap_id};
+    return check_pass(bs, res, report, false, &scope, err);
 }
 
 /* Leak repair, crash-safe by construction:
@@ -350,17 +383,17 @@ bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
 {
     if (!(fix & SG_BLOCK_FIX_LEAKS))
         return sg_block_check(bs, res, report, err);
-    if (!check_pass(bs, res, NULL, false, err))
+    if (!check_pass(bs, res, NULL, false, NULL, err))
         return false;
     if (res->corruptions) {
         /* Report the problems with the normal wording, then refuse. */
-        return check_pass(bs, res, report, false, err);
+        return check_pass(bs, res, report, false, NULL, err);
     }
     if (!res->leaks)
         return true;
     if (!qcow2_begin_change(qcow2_state(bs), err))
         return false;
-    if (!check_pass(bs, res, report, true, err))
+    if (!check_pass(bs, res, report, true, NULL, err))
         return false;
     struct qcow2 *s = qcow2_state(bs);
     if (res->corruptions || res->leaks_fixed + res->leaks_skipped != res->leaks) {
