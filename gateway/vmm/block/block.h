@@ -162,6 +162,8 @@ struct sg_block_check_result {
     uint64_t corruptions;      /* refcount too low, bad pointers, COPIED wrong */
     uint64_t leaks;            /* refcount too high */
     uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;   /* as qemu-img: not right after the previous one */
+    uint64_t compressed_clusters;
     uint64_t total_clusters;   /* of the virtual disk */
     uint64_t image_end_offset;
     uint64_t leaks_fixed;      /* by sg_block_check_repair */

@@ -26,6 +26,7 @@ struct chk {
     uint32_t *refs;
     uint8_t *act;       /* reached from the active tables (COPIED matters) */
     uint64_t nclusters;
+    uint64_t next_contig;   /* where the next active cluster would not be fragmented */
 };
 
 static void say(struct chk *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -92,10 +93,28 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
                 break;
             }
             uint64_t le = sg_be64(l2 + 8 * j);
+            uint64_t guest_cl = ((uint64_t)i << s->l2_bits) + j;
+            bool counted = active && guest_cl < vclusters;
             if (le & QCOW2_OFLAG_COMPRESSED) {
-                say(c, "ERROR compressed cluster at L2 entry %#llx (unsupported qcow2 feature: "
-                    "compressed clusters)\n", (unsigned long long)le);
-                c->res->corruptions++;
+                /* Counted as qemu-img counts them (the engine reads none,
+                 * see qcow2_refuse_compressed): every cluster the
+                 * compressed bytes touch is referenced once. */
+                if (le & QCOW2_OFLAG_COPIED) {
+                    say(c, "ERROR: coffset=%#llx: copied flag must never be set for compressed "
+                        "clusters\n", (unsigned long long)(le & QCOW2_OFFSET_MASK));
+                    c->res->corruptions++;
+                }
+                unsigned shift = 62 - (s->cluster_bits - 8);
+                uint64_t coff = le & ((1ULL << shift) - 1);
+                uint64_t nsec = ((le >> shift) & ((1ULL << (s->cluster_bits - 8)) - 1)) + 1;
+                uint64_t first = coff & ~(s->cluster_size - 1);
+                if (!ref(c, first, coff + nsec * 512 - (coff & 511) - first, "compressed cluster"))
+                    continue;
+                if (counted) {
+                    c->res->allocated_clusters++;
+                    c->res->compressed_clusters++;
+                    c->res->fragmented_clusters++;   /* by nature, as qemu-img says */
+                }
                 continue;
             }
             if (le & QCOW2_L2E_RESERVED) {
@@ -116,9 +135,12 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
                 continue;
             if (active)
                 c->act[host / s->cluster_size] = 1;
-            uint64_t guest_cl = ((uint64_t)i << s->l2_bits) + j;
-            if (active && guest_cl < vclusters && !(s->version >= 3 && (le & 1)))
+            if (counted && !(s->version >= 3 && (le & 1))) {
                 c->res->allocated_clusters++;
+                if (c->next_contig && host != c->next_contig)
+                    c->res->fragmented_clusters++;
+                c->next_contig = host + s->cluster_size;
+            }
         }
     }
     (void)err;
@@ -340,7 +362,7 @@ bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE
  * every snapshot's L1 table) and the trees the command walks and changes --
  * the active one and snapshot `snap_id` (NULL: none).  It finds what the
  * command would build on: pointers out of the file or unaligned, reserved
- * bits, compressed clusters, a cluster reached twice (an L2 entry at a table,
+ * bits, a cluster reached twice (an L2 entry at a table,
  * a table inside another) or with too low a refcount for the references
  * walked, COPIED wrong in the active tables.  Not seen: a refcount too low
  * only because of an untouched snapshot's references (a cluster it shares

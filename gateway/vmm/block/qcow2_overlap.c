@@ -285,15 +285,21 @@ bool qcow2_refuse_compressed(struct qcow2 *s, struct sg_error *err)
     /* Sorted by offset, the active image's reference first. */
     if (n)
         qsort(v, n, sizeof *v, cmp_l2ref);
+    /* Once a snapshot is found to hold some, only the active image's tables
+     * are read on (the message says where, the active image first). */
     bool found = false;
-    int where = -1;
-    for (size_t k = 0; k < n && !found; k++) {
-        if (k && v[k].off == v[k - 1].off)
+    int where = 0;
+    for (size_t k = 0; k < n && where >= 0; k++) {
+        if ((k && v[k].off == v[k - 1].off) || (found && v[k].tree >= 0))
             continue;
         const uint8_t *l2 = qcache_get(s, &s->l2c, v[k].off, "L2 table", NULL);
-        for (uint64_t j = 0; l2 && !found && j < per; j++)
-            found = sg_be64(l2 + 8 * j) & QCOW2_OFLAG_COMPRESSED;
-        where = v[k].tree;
+        bool here = false;
+        for (uint64_t j = 0; l2 && !here && j < per; j++)
+            here = sg_be64(l2 + 8 * j) & QCOW2_OFLAG_COMPRESSED;
+        if (here) {
+            found = true;
+            where = v[k].tree;
+        }
     }
     free(v);
     if (found)

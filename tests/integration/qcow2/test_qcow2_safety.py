@@ -12,7 +12,10 @@
   entry -> the table): the write is refused with QEMU's "Preventing invalid
   write on metadata", the corrupt bit is set, qemu-img check finds no more
   errors than before.
-- Compressed images are refused at a writable open with a message.
+- Compressed images are refused at a writable open with a message naming
+  where the compressed clusters are and what to do; read-only, snapgate-img
+  info, check (exit 0, qemu-img's counts: allocated, fragmented, compressed)
+  and snapshot -l work on them as qemu-img's do, and nothing is written.
 - Tags: one made by qemu-img in Latin-1 is listed, escaped (`"caf\\xe9"`:
   a raw byte 0x80-0x9f is a C1 control on a Latin-1 terminal; qemu-img
   prints it raw, the rest of the listing is identical); 256 bytes
@@ -222,13 +225,34 @@ with open(raw, "wb") as f:
     f.write(b"compress me " * 100000)
 comp = p("comp.qcow2")
 run([QIMG, "convert", "-c", "-f", "raw", "-O", "qcow2", raw, comp])
+run([QIMG, "snapshot", "-c", "packed", comp])
+run([QIO, "-f", "qcow2", "-c", "write -P 0x33 1M 64k", comp])   # one normal cluster too
 before = digest(comp)
-r = run([IMG, "snapshot", "-c", "x", comp], rc=1)
-sgtest.check("compressed clusters" in r.stderr, f"compressed image: {r.stderr}")
+for argv, where in ((["-c", "x"], "in the active image"), (["-a", "packed"], "in the active image"),
+                    (["-d", "packed"], "in the active image")):
+    r = run([IMG, "snapshot"] + argv + [comp], rc=1)
+    sgtest.check("unsupported qcow2 feature: compressed clusters (" + where + "); convert the "
+                 "image with 'qemu-img convert -O qcow2', or open it read-only" in r.stderr,
+                 f"compressed image, snapshot {argv}: {r.stderr}")
 r = run([IO, comp, "write", "1", "0", "512"], rc=1)
 sgtest.check("compressed clusters" in r.stderr, r.stderr)
+# Read-only, everything qemu-img does works (issue 17: refused at open only when writable).
+ours, theirs = run([IMG, "check", comp], rc=0), run([QIMG, "check", comp], rc=0)
+sgtest.check_eq(ours.stdout, theirs.stdout, "check of a compressed image (text)")
+ours = json.loads(run([IMG, "check", "--output=json", comp], rc=0).stdout)
+theirs = json.loads(run([QIMG, "check", "--output=json", comp], rc=0).stdout)
+for k in ("compressed-clusters", "fragmented-clusters", "allocated-clusters", "total-clusters",
+          "image-end-offset"):
+    sgtest.check_eq(ours.get(k), theirs.get(k), f"check --output=json {k} of a compressed image")
+sgtest.check(theirs.get("compressed-clusters", 0) > 0, f"not compressed after all: {theirs}")
+ours = run([IMG, "snapshot", "-l", comp]).stdout
+sgtest.check_eq(ours, run([QIMG, "snapshot", "-l", comp]).stdout, "snapshot -l of a compressed image")
+info = json.loads(run([IMG, "info", "--output=json", comp]).stdout)
+sgtest.check_eq([x["name"] for x in info.get("snapshots", [])], ["packed"], "info of a compressed image")
 run([IMG, "info", comp])
 sgtest.check(digest(comp) == before, "compressed image changed")
+print(f"compressed image: refused writable, read-only info/check/snapshot -l as qemu-img "
+      f"({theirs.get('compressed-clusters')} compressed clusters)")
 
 # ---- tags ---------------------------------------------------------------------
 img = p("tags.qcow2")
