@@ -63,6 +63,15 @@ void sg_q72_snapshot_row(const struct sg_q72_snapshot *s, char *buf, size_t n, b
         snprintf(buf, n, "%-9s %-16s %8s%20s%13s", s->id, s->tag, size, date, clock);
 }
 
+char *sg_q72_snapshot_row_dup(const struct sg_q72_snapshot *s, bool icount_column)
+{
+    size_t need = strlen(s->tag) + strlen(s->id) + 256;
+    char *buf = malloc(need);
+    if (buf)
+        sg_q72_snapshot_row(s, buf, need, icount_column);
+    return buf;
+}
+
 char *sg_q72_crlf_dup(const char *text)
 {
     size_t len = 0, nl = 0;

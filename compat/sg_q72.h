@@ -77,6 +77,8 @@ void sg_q72_date_str(int64_t sec, char *buf, size_t n);
  * profile's variant). */
 void sg_q72_snapshot_header(char *buf, size_t n, bool icount_column);
 void sg_q72_snapshot_row(const struct sg_q72_snapshot *s, char *buf, size_t n, bool icount_column);
+/* The same row, malloc'd and as long as the tag needs (NULL: out of memory). */
+char *sg_q72_snapshot_row_dup(const struct sg_q72_snapshot *s, bool icount_column);
 
 /* A malloc'd copy of `text` with every "\n" turned into "\r\n", blindly,
  * as QEMU's monitor_puts does (a tag holding "\n" comes out as "\r\n").

@@ -1,15 +1,26 @@
 /* Output of the info commands.  The qemu-7.2 profile follows QEMU's
  * hmp_info_snapshots exactly: the all-disks list is the vmstate disk's
  * snapshots whose tag is on every writable disk (IDs printed as "--"),
- * and what is left on each snapshot-capable disk is listed as partial. */
+ * and what is left on each snapshot-capable disk is listed as partial.
+ * Tags: the qemu-7.2 profile prints them raw, byte for byte as QEMU 7.2
+ * (control characters reach the terminal); the snapgate profile prints a
+ * tag with control characters or bytes that are not UTF-8 quoted and
+ * escaped (sg_escape.h), so every snapshot shows, one row each. */
 #include "hmp_snap.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "sg_escape.h"
 #include "sg_hmp.h"
 #include "sg_q72.h"
+
+/* A tag as this profile prints it: NULL for as it is (or out of memory). */
+static char *tag_out(const char *tag, bool q72)
+{
+    return q72 || sg_tag_is_plain(tag) ? NULL : sg_tag_for_terminal(tag);
+}
 
 static bool all_have(const struct sg_hmp_disks *d, const char *tag)
 {
@@ -40,17 +51,17 @@ static const char *common_id(const struct sg_hmp_disks *d, const struct sg_hmp_s
 
 static void row(const struct sg_hmp_snap *s, const char *id, bool q72, struct sg_strbuf *out)
 {
+    char *esc = tag_out(s->tag, q72);
+    const char *tag = esc ? esc : s->tag;
     struct sg_q72_snapshot r = {
-        .id = id, .tag = s->tag, .vm_state_size = s->vm_state_size, .date_sec = s->date_sec,
+        .id = id, .tag = tag, .vm_state_size = s->vm_state_size, .date_sec = s->date_sec,
         .vm_clock_nsec = s->vm_clock_nsec, .has_icount = s->has_icount, .icount = s->icount,
     };
-    size_t need = strlen(s->tag) + strlen(id) + 256;
-    char *buf = malloc(need);
-    if (!buf)
-        return;
-    sg_q72_snapshot_row(&r, buf, need, q72);
-    sg_sb_printf(out, "%s\n", buf);
+    char *buf = sg_q72_snapshot_row_dup(&r, q72);
+    if (buf)
+        sg_sb_printf(out, "%s\n", buf);
     free(buf);
+    free(esc);
 }
 
 static void header(bool q72, struct sg_strbuf *out)
@@ -69,7 +80,9 @@ static void notes(const struct sg_hmp_disks *d, int vs, struct sg_strbuf *out)
         for (size_t j = 0; j < k->nsnaps; j++) {
             size_t first;
             if (sg_hmp_tag_count(k, k->snaps[j].tag, &first) > 1 && first == j) {
-                sg_sb_printf(out, "Note: tag '%s' is carried by IDs", k->snaps[j].tag);
+                char *esc = tag_out(k->snaps[j].tag, false);
+                sg_sb_printf(out, "Note: tag '%s' is carried by IDs", esc ? esc : k->snaps[j].tag);
+                free(esc);
                 const char *sep = " ";
                 for (size_t m = j; m < k->nsnaps; m++)
                     if (strcmp(k->snaps[m].tag, k->snaps[j].tag) == 0) {
@@ -87,10 +100,13 @@ static void notes(const struct sg_hmp_disks *d, int vs, struct sg_strbuf *out)
     for (size_t j = 0; j < v->nsnaps; j++)
         for (size_t m = 0; m < v->nsnaps; m++)
             if (m != j && strcmp(v->snaps[m].tag, v->snaps[j].id) == 0) {
+                char *esc = tag_out(v->snaps[j].tag, false);
                 sg_sb_printf(out,
                              "Note: '%s' is the tag of one snapshot and the ID of snapshot '%s'; "
                              "'loadvm %s' means the tag, 'loadvm -i %s' the ID\n",
-                             v->snaps[j].id, v->snaps[j].tag, v->snaps[j].id, v->snaps[j].id);
+                             v->snaps[j].id, esc ? esc : v->snaps[j].tag, v->snaps[j].id,
+                             v->snaps[j].id);
+                free(esc);
                 break;
             }
 }

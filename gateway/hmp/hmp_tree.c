@@ -9,11 +9,14 @@
  *   |  `- NOW
  *   `- other (ID 3)
  *
- * Tags are printed as the table prints them (escaping is the table's). */
+ * Tags are printed as the table prints them in this profile: quoted and
+ * escaped when they hold control characters or bytes that are not UTF-8
+ * (sg_escape.h). */
 #include <stdlib.h>
 #include <string.h>
 
 #include "hmp_snap.h"
+#include "sg_escape.h"
 
 struct node {
     const char *id, *name, *parent;
@@ -24,8 +27,10 @@ static void draw(struct node *v, size_t n, size_t i, const char *current, char *
                  size_t plen, bool last, bool root, struct sg_strbuf *out)
 {
     v[i].done = true;
+    char *esc = sg_tag_is_plain(v[i].name) ? NULL : sg_tag_for_terminal(v[i].name);
     sg_sb_printf(out, "%.*s%s%s (ID %s)\n", (int)plen, prefix, root ? "" : last ? "`- " : "+- ",
-                 v[i].name, v[i].id);
+                 esc ? esc : v[i].name, v[i].id);
+    free(esc);
     size_t nl = plen;
     if (!root && plen + 3 < 192) {
         memcpy(prefix + plen, last ? "   " : "|  ", 3);

@@ -25,6 +25,10 @@ void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n);
  * as qemu-img does; a writable open refuses a corrupt image.  Prints the
  * error and returns NULL on failure. */
 struct sg_block *img_open(const char *file, const char *fmt, bool writable, bool force_share);
+/* Before a change: the targeted check of what the command touches (the
+ * active tree, snapshot snap_id if not NULL); true (with the message
+ * printed) when the image must be refused. */
+bool img_refuse_corrupt(struct sg_block *bs, const char *file, const char *snap_id);
 /* "snapgate-img: MSG" on stderr. */
 void img_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A usage error as qemu-img words them: MSG, then "Try 'snapgate-img

@@ -20,10 +20,13 @@ static void print_summary(const struct sg_block_check_result *r)
         printf("\n%llu leaked clusters were found on the image.\n"
                "This means waste of disk space, but no harm to data.\n",
                (unsigned long long)r->leaks);
-    if (r->total_clusters)
-        printf("%llu/%llu = %0.2f%% allocated, 0.00%% fragmented, 0.00%% compressed clusters\n",
+    if (r->total_clusters) {
+        double a = r->allocated_clusters ? (double)r->allocated_clusters : 1.0;
+        printf("%llu/%llu = %0.2f%% allocated, %0.2f%% fragmented, %0.2f%% compressed clusters\n",
                (unsigned long long)r->allocated_clusters, (unsigned long long)r->total_clusters,
-               100.0 * (double)r->allocated_clusters / (double)r->total_clusters);
+               100.0 * (double)r->allocated_clusters / (double)r->total_clusters,
+               100.0 * (double)r->fragmented_clusters / a, 100.0 * (double)r->compressed_clusters / a);
+    }
     printf("Image end offset: %llu\n", (unsigned long long)r->image_end_offset);
 }
 
@@ -35,6 +38,9 @@ static void print_json(const char *file, const char *format, const struct sg_blo
     json_t *o = json_object();
     if (r->image_end_offset)
         json_object_set_new(o, "image-end-offset", json_integer((json_int_t)r->image_end_offset));
+    if (r->compressed_clusters)
+        json_object_set_new(o, "compressed-clusters",
+                            json_integer((json_int_t)r->compressed_clusters));
     if (r->total_clusters)
         json_object_set_new(o, "total-clusters", json_integer((json_int_t)r->total_clusters));
     if (r->corruptions)
@@ -49,6 +55,9 @@ static void print_json(const char *file, const char *format, const struct sg_blo
                             json_integer((json_int_t)r->allocated_clusters));
     json_object_set_new(o, "filename", json_string(file));
     json_object_set_new(o, "format", json_string(format));
+    if (r->fragmented_clusters)
+        json_object_set_new(o, "fragmented-clusters",
+                            json_integer((json_int_t)r->fragmented_clusters));
     char *s = json_dumps(o, JSON_INDENT(4) | JSON_PRESERVE_ORDER);
     json_decref(o);
     if (s)

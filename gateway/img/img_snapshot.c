@@ -125,6 +125,8 @@ int img_snapshot(int argc, char **argv)
             img_print_snapshots(stdout, l, n);
         }
         sg_snapshot_info_free_list(l, n < 0 ? 0 : n);
+    } else if (action == 'c' && img_refuse_corrupt(bs, file, NULL)) {
+        rc = 1;
     } else if (action == 'c') {
         struct timeval tv;
         gettimeofday(&tv, NULL);
@@ -146,6 +148,8 @@ int img_snapshot(int argc, char **argv)
             rc = 1;
         } else if (!sg_block_snapshot_find(bs, name, how, id, &err)) {
             not_found(action, name, &err);
+            rc = 1;
+        } else if (img_refuse_corrupt(bs, file, id)) {
             rc = 1;
         } else if (action == 'a' ? !sg_block_snapshot_goto(bs, id, &err)
                                  : !sg_block_snapshot_delete(bs, id, &err)) {

@@ -288,3 +288,22 @@ def check_round(img, lines, scratch, stats, label):
     img.active = list(ov[None])
     img.snaps = {t: {"id": sid, "data": list(ov[sid]), "vs": vs} for t, (sid, vs) in listed.items()}
     return problems
+
+
+def fill_up(directory):
+    """Fills the file system at directory to the last byte with a file named
+    ballast; returns the bytes still free (0 when it worked)."""
+    chunk = b"\xa5" * 4096
+    with open(os.path.join(directory, "ballast"), "ab", buffering=0) as f:
+        for _ in range(1 << 20):
+            try:
+                f.write(chunk)
+            except OSError:
+                break
+        for _ in range(4096):
+            try:
+                f.write(b"x")
+            except OSError:
+                break
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize

@@ -162,6 +162,8 @@ struct sg_block_check_result {
     uint64_t corruptions;      /* refcount too low, bad pointers, COPIED wrong */
     uint64_t leaks;            /* refcount too high */
     uint64_t allocated_clusters;
+    uint64_t fragmented_clusters;   /* as qemu-img: not right after the previous one */
+    uint64_t compressed_clusters;
     uint64_t total_clusters;   /* of the virtual disk */
     uint64_t image_end_offset;
     uint64_t leaks_fixed;      /* by sg_block_check_repair */
@@ -173,6 +175,11 @@ struct sg_block_check_result {
  * the check could not run. */
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err);
+/* The cheap check before a change: metadata, the active tree and snapshot
+ * snap_id's (NULL: none) only; corruptions counted, leaks not (see
+ * qcow2_check.c for what it cannot see). */
+bool sg_block_check_touched(struct sg_block *bs, const char *snap_id,
+                            struct sg_block_check_result *res, FILE *report, struct sg_error *err);
 
 /* Repairs like qemu-img check -r: SG_BLOCK_FIX_LEAKS lowers every leaked
  * cluster's refcount (refcount > references) to its reference count.  The

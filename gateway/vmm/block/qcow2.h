@@ -269,6 +269,11 @@ bool qcow2_txn_commit(struct qcow2 *s, struct qsnap *snaps, int nb, bool free_ol
  * + 1) of the L2 tables of `l1` below index n; new L1 entries go to dst. */
 bool qcow2_txn_copy_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64_t *dst,
                          struct sg_error *err);
+/* Adds addend (+1/-1) to the refcount of everything the tree l1[0..n)
+ * reaches, at most `limit` changes (counted in *done); +1 also clears
+ * COPIED in its L2 tables (they are about to be shared). */
+bool qcow2_tree_ref(struct qcow2 *s, const uint64_t *l1, uint64_t n, int addend, uint64_t limit,
+                    uint64_t *done, struct sg_error *err);
 /* Takes one reference off everything an L1 tree reaches (in a txn). */
 bool qcow2_txn_drop_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n, struct sg_error *err);
 

@@ -16,10 +16,17 @@ static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
 
 struct chk {
     struct qcow2 *s;
+    /* A targeted check (sg_block_check_touched): only the active tree and
+     * the snapshot `only` (NULL: none) are walked, and only refcounts that
+     * are too low for what was walked are reported (leaks cannot be told). */
+    bool targeted;
+    const char *only;
     struct sg_block_check_result *res;
     FILE *out;
     uint32_t *refs;
+    uint8_t *act;       /* reached from the active tables (COPIED matters) */
     uint64_t nclusters;
+    uint64_t next_contig;   /* where the next active cluster would not be fragmented */
 };
 
 static void say(struct chk *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -75,6 +82,8 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
             continue;
         if (!ref(c, l2off, s->cluster_size, "L2 table"))
             continue;
+        if (active)
+            c->act[l2off / s->cluster_size] = 1;
         for (uint64_t j = 0; j < per; j++) {
             struct sg_error e2 = {0};
             uint8_t *l2 = qcache_get(s, &s->l2c, l2off, "L2 table", &e2);
@@ -84,10 +93,28 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
                 break;
             }
             uint64_t le = sg_be64(l2 + 8 * j);
+            uint64_t guest_cl = ((uint64_t)i << s->l2_bits) + j;
+            bool counted = active && guest_cl < vclusters;
             if (le & QCOW2_OFLAG_COMPRESSED) {
-                say(c, "ERROR compressed cluster at L2 entry %#llx (unsupported qcow2 feature: "
-                    "compressed clusters)\n", (unsigned long long)le);
-                c->res->corruptions++;
+                /* Counted as qemu-img counts them (the engine reads none,
+                 * see qcow2_refuse_compressed): every cluster the
+                 * compressed bytes touch is referenced once. */
+                if (le & QCOW2_OFLAG_COPIED) {
+                    say(c, "ERROR: coffset=%#llx: copied flag must never be set for compressed "
+                        "clusters\n", (unsigned long long)(le & QCOW2_OFFSET_MASK));
+                    c->res->corruptions++;
+                }
+                unsigned shift = 62 - (s->cluster_bits - 8);
+                uint64_t coff = le & ((1ULL << shift) - 1);
+                uint64_t nsec = ((le >> shift) & ((1ULL << (s->cluster_bits - 8)) - 1)) + 1;
+                uint64_t first = coff & ~(s->cluster_size - 1);
+                if (!ref(c, first, coff + nsec * 512 - (coff & 511) - first, "compressed cluster"))
+                    continue;
+                if (counted) {
+                    c->res->allocated_clusters++;
+                    c->res->compressed_clusters++;
+                    c->res->fragmented_clusters++;   /* by nature, as qemu-img says */
+                }
                 continue;
             }
             if (le & QCOW2_L2E_RESERVED) {
@@ -106,9 +133,14 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
             }
             if (!ref(c, host, s->cluster_size, "data"))
                 continue;
-            uint64_t guest_cl = ((uint64_t)i << s->l2_bits) + j;
-            if (active && guest_cl < vclusters && !(s->version >= 3 && (le & 1)))
+            if (active)
+                c->act[host / s->cluster_size] = 1;
+            if (counted && !(s->version >= 3 && (le & 1))) {
                 c->res->allocated_clusters++;
+                if (c->next_contig && host != c->next_contig)
+                    c->res->fragmented_clusters++;
+                c->next_contig = host + s->cluster_size;
+            }
         }
     }
     (void)err;
@@ -155,7 +187,7 @@ static void check_copied(struct chk *c)
  * leaked cluster's refcount is lowered to its reference count in memory as
  * it is found (written by the caller); res->leaks_fixed counts them. */
 static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
-                       bool fix_leaks, struct sg_error *err)
+                       bool fix_leaks, const struct chk *scope, struct sg_error *err)
 {
     memset(res, 0, sizeof *res);
     if (strcmp(bs->drv->name, "qcow2") != 0) {
@@ -171,9 +203,16 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
         return false;
     }
     struct chk c = {.s = s, .res = res, .out = report};
+    if (scope) {
+        c.targeted = scope->targeted;
+        c.only = scope->only;
+    }
     c.nclusters = ((uint64_t)st.st_size + s->cluster_size - 1) / s->cluster_size;
     c.refs = calloc(c.nclusters ? c.nclusters : 1, sizeof *c.refs);
-    if (!c.refs) {
+    c.act = calloc(c.nclusters ? c.nclusters : 1, 1);
+    if (!c.refs || !c.act) {
+        free(c.refs);
+        free(c.act);
         sg_error_set(err, "out of memory");
         return false;
     }
@@ -185,6 +224,7 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
     bool *rb_ok = calloc(s->rt_size, sizeof *rb_ok);
     if (!rb_ok) {
         free(c.refs);
+        free(c.act);
         sg_error_set(err, "out of memory");
         return false;
     }
@@ -213,6 +253,8 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
         uint64_t *l1;
         struct sg_error e2 = {0};
         ref(&c, sn->l1_offset, (uint64_t)sn->l1_size * 8, "snapshot L1 table");
+        if (c.targeted && (!c.only || strcmp(c.only, sn->id) != 0))
+            continue;   /* not touched by the command */
         if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, &e2)) {
             say(&c, "ERROR snapshot %s: %s\n", sn->id, e2.msg);
             res->corruptions++;
@@ -252,7 +294,7 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
                 say(&c, "ERROR cluster %llu refcount=%llu reference=%llu\n",
                     (unsigned long long)cl, (unsigned long long)rc, (unsigned long long)want);
                 res->corruptions++;
-            } else if (rc > want && cl < c.nclusters) {
+            } else if (rc > want && cl < c.nclusters && !c.targeted) {
                 /* As qemu-img check: a refcount for a cluster past the end
                  * of the file (an allocation whose data write failed) is
                  * not reported; the cluster is reused or the file grows
@@ -261,10 +303,13 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
                     fix_leaks ? "Repairing" : "Leaked", (unsigned long long)cl,
                     (unsigned long long)rc, (unsigned long long)want);
                 res->leaks++;
-                if (fix_leaks && want == 1) {
-                    /* Refcount 1 would demand OFLAG_COPIED on the entry that
-                     * points here; setting it is not implemented, so such a
-                     * leak stays (harmless) rather than become an error. */
+                if (fix_leaks && want == 1 && c.act[cl]) {
+                    /* Refcount 1 would demand OFLAG_COPIED on the active
+                     * entry that points here; setting it is not implemented,
+                     * so such a leak stays (harmless) rather than become an
+                     * error.  Reached from a snapshot or a table only (as a
+                     * crash inside an in-place apply leaves it), COPIED
+                     * means nothing there: repaired. */
                     say(&c, "Not repaired: cluster %llu would need OFLAG_COPIED\n",
                         (unsigned long long)cl);
                     res->leaks_skipped++;
@@ -291,6 +336,7 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
         res->image_end_offset = (uint64_t)st.st_size;
     free(rb_ok);
     free(c.refs);
+    free(c.act);
     return true;
 }
 
@@ -307,7 +353,29 @@ static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err)
 {
-    return check_pass(bs, res, report, false, err);
+    return check_pass(bs, res, report, false, NULL, err);
+}
+
+/* What a command that changes the image needs instead of the full check
+ * (issue 17: the full one walks every snapshot's tree, 18 s on a 256 GiB
+ * image with 100 snapshots): the metadata (header, tables, refcount blocks,
+ * every snapshot's L1 table) and the trees the command walks and changes --
+ * the active one and snapshot `snap_id` (NULL: none).  It finds what the
+ * command would build on: pointers out of the file or unaligned, reserved
+ * bits, a cluster reached twice (an L2 entry at a table,
+ * a table inside another) or with too low a refcount for the references
+ * walked, COPIED wrong in the active tables.  Not seen: a refcount too low
+ * only because of an untouched snapshot's references (a cluster it shares
+ * with a walked tree, counted once too few).  `snapgate-img check` (the full
+ * check) finds that; a delete of the walked snapshot would free such a
+ * cluster, as qemu-img's would (qemu-img checks nothing before a change, it
+ * trusts the corrupt bit, which this layer sets whenever it meets
+ * corruption).  Leaks are not counted. */
+bool sg_block_check_touched(struct sg_block *bs, const char *snap_id,
+                            struct sg_block_check_result *res, FILE *report, struct sg_error *err)
+{
+    struct chk scope = {.targeted = true, .only = snap_id};
+    return check_pass(bs, res, report, false, &scope, err);
 }
 
 /* Leak repair, crash-safe by construction:
@@ -337,17 +405,17 @@ bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
 {
     if (!(fix & SG_BLOCK_FIX_LEAKS))
         return sg_block_check(bs, res, report, err);
-    if (!check_pass(bs, res, NULL, false, err))
+    if (!check_pass(bs, res, NULL, false, NULL, err))
         return false;
     if (res->corruptions) {
         /* Report the problems with the normal wording, then refuse. */
-        return check_pass(bs, res, report, false, err);
+        return check_pass(bs, res, report, false, NULL, err);
     }
     if (!res->leaks)
         return true;
     if (!qcow2_begin_change(qcow2_state(bs), err))
         return false;
-    if (!check_pass(bs, res, report, true, err))
+    if (!check_pass(bs, res, report, true, NULL, err))
         return false;
     struct qcow2 *s = qcow2_state(bs);
     if (res->corruptions || res->leaks_fixed + res->leaks_skipped != res->leaks) {

@@ -8,9 +8,11 @@
  * COPIED flags.  Refcount rules are QEMU's (see qcow2.h). */
 #include "qcow2.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 
 #define MAX_TABLE_BYTES (64ULL << 20)
 
@@ -424,6 +426,89 @@ bool sg_qcow2_snapshot_create(struct sg_block *bs, struct sg_snapshot_info *info
     return true;
 }
 
+/* Applying a snapshot in place (issue 17: loading must work on a full disk,
+ * so it may need no new cluster).  The active tree comes to share the
+ * snapshot's L2 tables, as after QEMU's goto; the first guest write under
+ * each one copies it (l2_for_write), which is the copy-on-write any later
+ * write needs anyway.  Nothing is written but the refcount blocks, the
+ * snapshot's L2 tables and one sector of the active L1 table, all in place
+ * (no new cluster, no write past the end of the file), in this order:
+ *   1. +1 on everything the snapshot's disk part reaches, and COPIED cleared
+ *      in its L2 tables (they are about to be shared: nothing they reach has
+ *      refcount 1 any more); flushed.  The committed image is unchanged (its
+ *      clusters that the snapshot also reaches were shared already, and
+ *      COPIED in a snapshot's tables means nothing): refcounts too high at
+ *      worst, a leak.
+ *   2. The L1 entries switch to the snapshot's L2 tables in one write of
+ *      which only one 512-byte sector changes (the rest is rewritten as it
+ *      is), so it is atomic as the header writes are; flushed.  A crash
+ *      leaves the old disk or the snapshot's, never a mix.
+ *   3. -1 on everything the old active tree (disk and vmstate parts)
+ *      reached, after the L1 write (qcow2_meta_flush step 5); the clusters
+ *      that drop to zero are punched, so a full disk gets space back.
+ * Used whenever it applies: same disk size, an L1 table large enough, and
+ * the changed L1 entries within one sector (64 entries: with 64 KiB
+ * clusters, disk plus active vmstate up to 32 GiB); otherwise the
+ * transaction below runs (it needs free space for its new tables). */
+
+/* The new active L1 (nl1, l1_size entries) if the in-place apply may run. */
+static bool in_place_l1(const struct qcow2 *s, const struct qsnap *sn, const uint64_t *sl1,
+                        uint64_t n, uint64_t *nl1)
+{
+    if (s->txn || sn->disk_size != s->size || n > s->l1_size)
+        return false;
+    int64_t first = -1, last = -1;
+    for (uint32_t i = 0; i < s->l1_size; i++) {
+        /* Shared from now on (refcount 2 at least): no COPIED. */
+        nl1[i] = i < n ? sl1[i] & QCOW2_OFFSET_MASK : 0;
+        if (nl1[i] != s->l1[i]) {
+            if (first < 0)
+                first = i;
+            last = i;
+        }
+    }
+    return first < 0 || first / 64 == last / 64;
+}
+
+static bool goto_in_place(struct qcow2 *s, const uint64_t *sl1, uint64_t n, uint64_t *nl1,
+                          struct sg_error *err)
+{
+    if (!qcow2_begin_change(s, err) || !qcow2_meta_flush(s, err))
+        return false;
+    uint64_t done = 0;
+    if (!qcow2_tree_ref(s, sl1, n, 1, UINT64_MAX, &done, err)) {
+        /* Take back the increments made (too high is harmless on disk;
+         * in memory it would leak them for good). */
+        uint64_t undone = 0;
+        (void)qcow2_tree_ref(s, sl1, n, -1, done, &undone, NULL);
+        return false;
+    }
+    if (!qcow2_meta_flush(s, err))   /* 1. */
+        return false;
+    size_t np = s->npending;
+    if (!qcow2_tree_free_later(s, s->l1, s->l1_size, 0, err)) {
+        s->npending = np;   /* no decrement may outlive the pointers it is for */
+        return false;
+    }
+    uint64_t *old = malloc((size_t)s->l1_size * 8 + 8);
+    if (!old) {
+        s->npending = np;
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    memcpy(old, s->l1, (size_t)s->l1_size * 8);
+    memcpy(s->l1, nl1, (size_t)s->l1_size * 8);
+    s->l1_dirty = true;
+    bool ok = qcow2_meta_flush(s, err);   /* 2. and 3. */
+    if (!ok && s->l1_dirty) {
+        /* The switch did not happen: the old tree stays, its decrements go. */
+        memcpy(s->l1, old, (size_t)s->l1_size * 8);
+        s->npending = np;
+    }
+    free(old);
+    return ok;
+}
+
 /* Applying a snapshot, as one transaction: the active image gets private
  * copies of the snapshot's L2 tables for the disk part (its vmstate stays
  * the snapshot's alone), the old active tree loses its references, and the
@@ -440,6 +525,14 @@ bool sg_qcow2_snapshot_goto(struct sg_block *bs, const char *id, struct sg_error
     uint64_t n = qcow2_size_to_l1(s, sn->disk_size);
     if (n > sn->l1_size)
         n = sn->l1_size;
+    uint64_t *ipl1 = malloc((size_t)s->l1_size * 8 + 8);
+    if (ipl1 && in_place_l1(s, sn, l1, n, ipl1)) {
+        bool ok = goto_in_place(s, l1, n, ipl1, err);
+        free(ipl1);
+        free(l1);
+        return ok;
+    }
+    free(ipl1);
     int nb;
     struct qsnap *v = new_table(s, -1, NULL, &nb, err);
     uint64_t *nl1 = calloc(n ? n : 1, 8);
@@ -568,10 +661,36 @@ bool sg_qcow2_snapshot_delete(struct sg_block *bs, const char *id, struct sg_err
     return true;
 }
 
+/* A save runs while the guest does (live snapshots), and each guest write
+ * after a snapshot needs a new cluster (COW).  A save that took the last
+ * free byte would stop the guest with an ENOSPC I/O error (werror=enospc)
+ * before failing and giving its clusters back (issue 17: the VM must go on
+ * running after a failed save on a full disk).  So VM state never takes
+ * the last VMSTATE_KEEP_FREE bytes of the host file system (at least 32
+ * clusters): the save fails first, with ENOSPC, and the guest keeps room. */
+#define VMSTATE_KEEP_FREE (2ULL << 20)
+
+static bool vmstate_room(const struct qcow2 *s, size_t len, struct sg_error *err)
+{
+    struct statvfs st;
+    if (fstatvfs(s->fd, &st) != 0)
+        return true;   /* unknown: the write itself will tell */
+    uint64_t keep = VMSTATE_KEEP_FREE > 32 * s->cluster_size ? VMSTATE_KEEP_FREE
+                                                             : 32 * s->cluster_size;
+    uint64_t avail = (uint64_t)st.f_bavail * st.f_frsize;
+    if (avail >= keep + len)
+        return true;
+    sg_error_set_errno(err, ENOSPC, "qcow2: VM state: %llu KiB left on the host file system, "
+                       "kept for the guest's writes", (unsigned long long)(avail >> 10));
+    return false;
+}
+
 bool sg_qcow2_vmstate_write(struct sg_block *bs, uint64_t off, const void *buf, size_t len,
                             struct sg_error *err)
 {
     struct qcow2 *s = qcow2_state(bs);
+    if (!vmstate_room(s, len, err))
+        return false;
     uint64_t base = qcow2_vmstate_offset(s);
     uint64_t limit = (QCOW2_MAX_L1_BYTES / 8) << (s->cluster_bits + s->l2_bits);
     if (off > limit - base || len > limit - base - off) {

@@ -253,16 +253,22 @@ bool qcow2_txn_copy_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n, uint64
     return ok;
 }
 
-bool qcow2_txn_drop_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n, struct sg_error *err)
+/* Adds `addend` (+1/-1) to the refcount of every cluster the tree l1[0..n)
+ * reaches, at most `limit` changes (*done counts them); on the way up,
+ * clears COPIED in its L2 tables (about to be shared). */
+bool qcow2_tree_ref(struct qcow2 *s, const uint64_t *l1, uint64_t n, int addend, uint64_t limit,
+                    uint64_t *done, struct sg_error *err)
 {
     uint64_t per = 1ULL << s->l2_bits;
-    for (uint32_t i = 0; i < n; i++) {
+    bool (*op)(struct qcow2 *, uint64_t, struct sg_error *) =
+        addend > 0 ? qcow2_inc_refcount : qcow2_dec_refcount_now;
+    for (uint64_t i = 0; i < n && *done < limit; i++) {
         uint64_t l2off;
         if (!qcow2_l2_offset(s, l1[i], &l2off, err))
             return false;
         if (!l2off)
             continue;
-        for (uint64_t j = 0; j < per; j++) {
+        for (uint64_t j = 0; j < per && *done < limit; j++) {
             uint8_t *t = qcache_get(s, &s->l2c, l2off, "L2 table", err);
             if (!t)
                 return false;
@@ -271,11 +277,27 @@ bool qcow2_txn_drop_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n, struct
                 sg_error_set(err, "unsupported qcow2 feature: compressed clusters");
                 return false;
             }
-            if (host && !qcow2_dec_refcount_now(s, host >> s->cluster_bits, err))
+            if (addend > 0 && (e & QCOW2_OFLAG_COPIED)) {
+                sg_put_be64(t + 8 * j, e & ~QCOW2_OFLAG_COPIED);
+                qcache_mark_dirty(&s->l2c, l2off);
+            }
+            if (!host)
+                continue;
+            if (!op(s, host >> s->cluster_bits, err))
                 return false;
+            ++*done;
         }
-        if (!qcow2_dec_refcount_now(s, l2off >> s->cluster_bits, err))
-            return false;
+        if (*done < limit) {
+            if (!op(s, l2off >> s->cluster_bits, err))
+                return false;
+            ++*done;
+        }
     }
     return true;
+}
+
+bool qcow2_txn_drop_tree(struct qcow2 *s, const uint64_t *l1, uint32_t n, struct sg_error *err)
+{
+    uint64_t done = 0;
+    return qcow2_tree_ref(s, l1, n, -1, UINT64_MAX, &done, err);
 }

@@ -8,6 +8,7 @@
  *       --fail-at N        the Nth write-class syscall fails with --errno (EIO)
  *       --errno EIO|ENOSPC --sticky (every later one fails too)
  *       --enospc-above B   pwrite past B bytes of file fails with ENOSPC
+ *       --apply-only       every operation is a snapshot apply (a full-disk load)
  *   sg_crashdrv dump IMAGE [SLOTS]  (IMAGE is a scratch copy: it is reverted
  *                                    to every snapshot in turn)
  *   sg_crashdrv classify RAW [SLOTS] (slot generations of a raw file, e.g. one
@@ -45,6 +46,7 @@ struct drv {
     uint32_t tag;         /* last tag number handed out */
     char ids[64][128];    /* snapshot IDs, refreshed after each snapshot op */
     int nids;
+    bool apply_only;
 };
 
 static uint64_t rnd(struct drv *d)
@@ -182,6 +184,8 @@ static bool op_apply(struct drv *d, struct sg_error *err)
 
 static bool one_op(struct drv *d, struct sg_error *err)
 {
+    if (d->apply_only)
+        return op_apply(d, err);
     unsigned r = (unsigned)(rnd(d) % 100);
     if (d->nids >= MAX_SNAPS && r >= 55 && r < 70)
         r = 75;   /* full table: delete instead of create */
@@ -251,6 +255,10 @@ static int cmd_run(int argc, char **argv)
         }
         if (!strcmp(o, "--probe-after-error")) {
             probe = true;
+            continue;
+        }
+        if (!strcmp(o, "--apply-only")) {
+            d.apply_only = true;
             continue;
         }
         if (!strcmp(o, "--kill-at"))

@@ -9,6 +9,10 @@ create returned (data and VM state intact), and hold the flushed guest data,
 read back both by QEMU and by our engine.  The same image is reused across
 rounds, so the engine also reopens its own crashed images.
 
+Then full-disk loads (issue 17): snapshot applies with no byte to spare past
+the end of the file, killed at each of their first write calls in turn; the
+same checks hold (either the old state or the applied one, leaks at most).
+
 20 kills by default; SG_LONG=1 runs 200 (SG_KILLS=N sets any number).
 SG_SEED=N replays a run (the seed is printed).
 """
@@ -30,6 +34,26 @@ seed = int(os.environ.get("SG_SEED") or random.SystemRandom().randrange(1 << 30)
 print(f"seed {seed} (SG_SEED={seed} replays this run), {kills_wanted} kills", flush=True)
 rng = random.Random(seed)
 work = sgtest.tmpdir("sg-crash-")
+
+
+def read_journal(path, remove=True):
+    """The journal's lines; generations and tag numbers stay unique across
+    rounds (a stale value can never pass for a fresh one)."""
+    global gen, tag
+    lines = []
+    if os.path.exists(path):   # a timer kill can land before the driver opened it
+        with open(path) as f:
+            lines = [ln for ln in f.read().splitlines() if ln]
+        if remove:
+            os.unlink(path)
+    for ln in lines:
+        w = ln.split()
+        if w[0] == "W":
+            gen = max(gen, int(w[2]))
+        elif w[0] == "C":
+            tag = max(tag, int(w[1][1:]))
+    return lines
+
 
 FRESH_EVERY = 8
 SIZE = 8 << 20
@@ -85,18 +109,7 @@ while kills < kills_wanted:
     else:
         sgtest.fail(f"round {rnd} ({mode}): driver exited {p.returncode}: {err.strip()}\n"
                     f"argv: {' '.join(argv)}")
-    lines = []
-    if os.path.exists(journal):   # a timer kill can land before the driver opened it
-        with open(journal) as f:
-            lines = [ln for ln in f.read().splitlines() if ln]
-    # Generations and tag numbers stay unique across rounds, so a stale
-    # value can never pass for a fresh one.
-    for ln in lines:
-        w = ln.split()
-        if w[0] == "W":
-            gen = max(gen, int(w[2]))
-        elif w[0] == "C":
-            tag = max(tag, int(w[1][1:]))
+    lines = read_journal(journal, remove=False)
     stats["ops"] = stats.get("ops", 0) + sum(1 for ln in lines if ln[0] in "WZCDA")
     found = rl.check_round(img, lines, work, stats, f"round {rnd} ({mode}, seed {seed})")
     if found:
@@ -116,6 +129,43 @@ while kills < kills_wanted:
         break
     if os.path.exists(journal):
         os.unlink(journal)
+
+
+def full_load_kills():
+    """SIGKILL at write call k of a snapshot apply on a full disk, k = 1..."""
+    path = os.path.join(work, "fullload.qcow2")
+    sgtest.run([drv, "create", path, str(SIZE), "0"])
+    fimg = rl.Image(path)
+    n = 0
+    for k in range(1, 60):
+        while not fimg.snaps:
+            j = os.path.join(work, "warm.journal")
+            sgtest.run([drv, "run", path, j, str(rng.randrange(1 << 30)), str(gen), str(tag),
+                        str(rng.randrange(20, 60))])
+            wl = read_journal(j)
+            found = rl.check_round(fimg, wl, work, stats, "full-disk load warm-up")
+            if found:
+                sgtest.fail(found[0])
+        j = os.path.join(work, "full.journal")
+        argv = [drv, "run", path, j, str(rng.randrange(1 << 30)), str(gen), str(tag), "1",
+                "--apply-only", "--enospc-above", str(os.path.getsize(path)), "--kill-at", str(k)]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        lines = read_journal(j)
+        sgtest.check(r.returncode in (0, -signal.SIGKILL),
+                     f"full-disk load (kill at {k}): driver exited {r.returncode}: "
+                     f"{r.stderr.strip()}\nargv: {' '.join(argv)}")
+        found = rl.check_round(fimg, lines, work, stats, f"full-disk load, kill at write {k} "
+                               f"(seed {seed})")
+        if found:
+            sgtest.fail(found[0] + f"\nargv: {' '.join(argv)}")
+        n += 1
+        if r.returncode == 0:
+            break   # k is past the apply's last write: every point was tried
+    return n
+
+
+full_kills = full_load_kills()
+print(f"full-disk loads killed at each write call: {full_kills} rounds", flush=True)
 
 took = time.monotonic() - t0
 print(f"kills survived: {kills}, clean runs: {clean}, journalled operations: {stats.get('ops', 0)}, "

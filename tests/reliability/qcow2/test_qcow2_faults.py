@@ -10,7 +10,10 @@ an exact call inside any operation:
   pwrite reaches the file (the engine's error state), reopening recovers;
 - ENOSPC once the file would grow past a limit (a full file system, with the
   short write a real one gives);
-- and, when we may mount one, a real tmpfs that fills up.
+- and, when we may mount one, a real tmpfs that fills up;
+- full-disk loads (issue 17): snapshot apply with not one byte to spare (no
+  write past the end of the file, then a real tmpfs filled to 100 %, by
+  sg_crashdrv and by `snapgate-img snapshot -a`) must succeed.
 After each: exit 1 with a message naming the errno (no signal, no sanitizer
 report), `qemu-img check` without errors, snapshots and flushed data intact
 (the checker of test_qcow2_crash.py), then a fault-free run that must succeed.
@@ -122,6 +125,31 @@ def fault_round(kind, i):
     os.unlink(img.path)
 
 
+def with_snapshots(img, label):
+    """Random history until the image holds a snapshot."""
+    for _ in range(20):
+        run_driver(img, label + " warm-up", rng.randrange(20, 60), [], 0)
+        if img.snaps:
+            return
+    sgtest.fail(f"{label}: no snapshot after 20 warm-up runs")
+
+
+def full_load_round(i):
+    """Applying a snapshot needs no new cluster: nothing may be written past
+    the end of the file (before issue 17 the apply wrote its new tables
+    there and failed with ENOSPC)."""
+    label = f"full-disk load #{i} (seed {seed})"
+    img = fresh(f"fullload{i}.qcow2")
+    with_snapshots(img, label)
+    limit = os.path.getsize(img.path)
+    _, lines = run_driver(img, label, rng.randrange(1, 4), ["--apply-only", "--enospc-above",
+                                                           str(limit)], 0)
+    sgtest.check(any(ln.startswith("AD ") for ln in lines), f"{label}: no apply ran: {lines}")
+    sgtest.check(os.path.getsize(img.path) <= limit,
+                 f"{label}: the file grew from {limit} to {os.path.getsize(img.path)}")
+    os.unlink(img.path)
+
+
 def tmpfs_round():
     """A real file system that fills up (needs mount rights; skipped otherwise)."""
     mnt = os.path.join(work, "tmpfs")
@@ -140,6 +168,24 @@ def tmpfs_round():
                      f"{label}: a full tmpfs did not give ENOSPC: {errs or r2.stderr}")
         print(f"tmpfs: image filled the 3 MiB file system after {len(lines)} journal lines: "
               f"{errs[0]}", flush=True)
+        # Not a byte left: loading a snapshot must still work (issue 17).
+        sgtest.check_eq(rl.fill_up(mnt), 0, "free bytes on the filled tmpfs")
+        if img.snaps:
+            run_driver(img, label + " full-disk load", 2, ["--apply-only"], 0)
+            tag = sorted(img.snaps)[0]
+            r3 = subprocess.run([sgtest.binary("snapgate-img"), "snapshot", "-a", tag, img.path],
+                                capture_output=True, text=True)
+            sgtest.check(r3.returncode == 0,
+                         f"{label}: snapgate-img snapshot -a on a full disk: {r3.stderr.strip()}")
+            img.active = list(img.snaps[tag]["data"])
+            problems = rl.check_round(img, [], work, stats, label + " snapgate-img -a")
+            sgtest.check(not problems, f"{label}: after snapgate-img -a: {problems[:1]}")
+            print(f"tmpfs: loaded snapshots on the 100 % full file system (driver and "
+                  f"snapgate-img snapshot -a {tag})", flush=True)
+        else:
+            print("tmpfs: no snapshot was made before the disk filled; full-disk load not run",
+                  flush=True)
+        os.unlink(os.path.join(mnt, "ballast"))
         # Make room (as an operator would), then the image must work again.
         with open(os.path.join(mnt, "ballast"), "wb"):
             pass
@@ -161,9 +207,12 @@ for i in range(n_sticky):
     fault_round("sticky", i)
 for i in range(n_enospc):
     fault_round("enospc", i)
+n_full_load = 16 if long_run else 4
+for i in range(n_full_load):
+    full_load_round(i)
 tmpfs = tmpfs_round()
 print(f"fault rounds: {n_transient} transient EIO/ENOSPC, {n_sticky} sticky, {n_enospc} full-disk, "
-      f"{n_fsync} failed fdatasync"
+      f"{n_fsync} failed fdatasync, {n_full_load} full-disk loads"
       f"{', 1 real tmpfs' if tmpfs else ''}; {time.monotonic() - t0:.1f} s", flush=True)
 print(f"faults hit during (last journal op): {figures}", flush=True)
 print(f"leaks after faults: max {stats.get('leaks_max', 0)} clusters; failed fdatasync rounds "

@@ -14,7 +14,9 @@ After every kill:
   which must resume the guest near the tick it was saved at; at the end every
   surviving snapshot is loaded once.
 Then a full disk: the image on a tiny tmpfs (when we may mount one) makes
-snapshot-save fail as a job error while the VM keeps running, nothing lost.
+snapshot-save fail as a job error while the VM keeps running, nothing lost;
+then the file system is filled to the last byte and snapshot-load must still
+work (issue 17: a load needs no new cluster), the VM running after it.
 
 10 kills by default; SG_LONG=1 runs 200 (SG_KILLS=N any number); SG_SEED=N replays.
 """
@@ -25,6 +27,7 @@ import subprocess
 import time
 
 import sgtest
+import sg_reliability_util as rl
 from sg_vmm_util import VMM
 
 sgtest.require_kvm()
@@ -240,6 +243,19 @@ else:
         print(f"full disk: snapshot-save failed with {failed!r}; VM still running; image "
               f"{used_before >> 10} KiB before, {used_after >> 10} KiB after; 'small' loaded",
               flush=True)
+        # Not a byte left (issue 17): loading still works, the VM runs on.
+        sgtest.check_eq(rl.fill_up(mnt), 0, "free bytes on the filled tmpfs")
+        good = max(known, key=known.get)
+        n = len(vm.snapshot_lines())
+        complete(vm, "snapshot-load", good)
+        st = vm.qmp.cmd("query-status")["return"]["status"]
+        sgtest.check_eq(st, "running", "VM status after loading on the 100 % full disk")
+        vm.wait_line(r"^tick \d+$", 10, start=n)
+        vm.wait_line(r"^tick \d+$", 10, start=len(vm.snapshot_lines()))
+        st = vm.qmp.cmd("query-status")["return"]["status"]
+        sgtest.check_eq(st, "running", "VM status after the guest wrote on the full disk")
+        print(f"full disk: '{good}' loaded with 0 bytes free; the guest runs on", flush=True)
+        os.unlink(os.path.join(mnt, "ballast"))
         vm.quit()
         check_image("full disk")
         now = tags()

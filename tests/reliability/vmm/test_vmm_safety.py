@@ -16,6 +16,9 @@
   disk full emits BLOCK_IO_ERROR (action stop, nospace), the VM goes to
   "io-error", and cont after the operator made room retries the write: the
   guest never sees an error, the image checks clean.
+- Sockets: `-serial unix:FILE,server=on` (and `-qmp`) on a regular file
+  refuse to start and leave the file as it was (the issue's finding: it was
+  deleted and replaced by a socket).
 """
 import json
 import os
@@ -228,4 +231,16 @@ else:
         print(f"werror=enospc: BLOCK_IO_ERROR {ev['data']}, io-error, cont retried the write")
     finally:
         subprocess.run(["umount", "-l", mnt], capture_output=True)
+# ---- a listen socket never replaces a regular file ------------------------------
+for opt in ("-serial", "-qmp"):
+    keep = os.path.join(work, f"precious{opt}")
+    with open(keep, "w") as f:
+        f.write("precious data\n")
+    extra = [] if opt == "-qmp" else ["-qmp", f"unix:{os.path.join(work, 'q2.sock')},server=on,wait=off"]
+    rc, err = run_vmm_fail([opt, f"unix:{keep},server=on" + (",wait=off" if opt == "-qmp" else "")]
+                           + extra, cwd=work)
+    sgtest.check(rc != 0 and "not a socket" in err, f"{opt} unix: on a regular file: rc {rc}: {err}")
+    with open(keep) as f:
+        sgtest.check_eq(f.read(), "precious data\n", f"{opt}: the regular file after the refusal")
+print("listen sockets: a regular file at the path is refused and kept (-serial, -qmp)")
 print("PASS")
