@@ -13,55 +13,21 @@ scripts/make-linux-guest.sh into build/linux-guest.
 import os
 import re
 import socket
-import subprocess
-import sys
 import time
 
+import sg_bed_util
 import sgtest
 
 READY = rb"sg-guest: ready|SNAPGATE-GUEST-READY"
 
 
-def host_is_pvm():
-    return os.path.exists("/sys/module/kvm_pvm") and not (
-        os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd"))
-
-
-def guest_dir():
-    g = os.environ.get("SNAPGATE_LINUX_GUEST")
-    if g:
-        sgtest.check(os.path.exists(os.path.join(g, "vmlinuz")), f"{g}/vmlinuz missing")
-        return g
-    mk = os.path.join(sgtest.SRC, "scripts", "make-linux-guest.sh")
-    if not os.path.exists(mk):
-        sgtest.skip("no Linux guest: set SNAPGATE_LINUX_GUEST=DIR (vmlinuz, initrd.img) or "
-                    "add scripts/make-linux-guest.sh")
-    g = os.path.join(sgtest.BUILD, "linux-guest")
-    if not os.path.exists(os.path.join(g, "initrd.img")):
-        r = subprocess.run([mk, g], capture_output=True, text=True, timeout=900)
-        if r.returncode != 0:
-            sgtest.skip(f"make-linux-guest.sh failed ({r.returncode}): {r.stderr.strip()[-300:]}")
-    return g
-
-
 def enter_bed_or_here(script, bed_timeout=900):
-    """Returns the guest directory when the test is to run in this process."""
-    if "--inner" not in sys.argv:
-        guest = guest_dir()
-        sgtest.require_kvm()
-        if host_is_pvm():
-            bed = os.path.join(sgtest.SRC, "tests", "kvm-bed", "run.sh")
-            if not os.path.exists(bed):
-                sgtest.skip("/dev/kvm is kvm_pvm (no Linux guest in useful time) and there is "
-                            "no test bed (tests/kvm-bed/run.sh)")
-            env = dict(os.environ, SNAPGATE_LINUX_GUEST=guest)
-            r = subprocess.run([bed, "--share", guest, "--timeout", str(bed_timeout), "--",
-                                "/usr/bin/python3", os.path.abspath(script), "--inner"],
-                               env=env, timeout=bed_timeout + 100)
-            sys.exit(r.returncode)
-        os.environ["SNAPGATE_LINUX_GUEST"] = guest
-    sgtest.require_kvm()
-    return os.environ["SNAPGATE_LINUX_GUEST"]
+    """Returns the guest directory when the test is to run in this process (the bed's
+    own logic: sg_bed_util.linux_guest and linux_here_or_bed)."""
+    guest = sg_bed_util.linux_guest()
+    sg_bed_util.linux_here_or_bed(script, guest, bed_timeout)
+    os.environ["SNAPGATE_LINUX_GUEST"] = guest
+    return guest
 
 
 class Console:

@@ -48,7 +48,9 @@ ssock = os.path.join(d, "serial.sock")
 qsock = os.path.join(d, "qmp.sock")
 
 t0 = time.monotonic()
-p = sgtest.spawn(vmm_argv(), stderr=subprocess.PIPE)
+# stderr to a file: a pipe nobody reads would stop the VMM once it is full
+errlog = open(os.path.join(d, "vmm-stderr.log"), "ab")
+p = sgtest.spawn(vmm_argv(), stderr=errlog)
 con = Console(ssock)
 con.boot(300)
 boot_s = time.monotonic() - t0
@@ -71,7 +73,8 @@ sgtest.check_eq(con.sh("cat /mnt/f"), "one", "file written")
 con.sh("mkdir -p /shm && mount -t tmpfs -o size=64m tmpfs /shm && "
        "dd if=/dev/urandom of=/shm/r bs=1M count=32 2>/dev/null", 120)
 sum_before = con.sh("md5sum /shm/r | cut -d' ' -f1")
-con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; "
+# (the count goes through a rename: a reader never sees the file half written)
+con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt.new; mv /shm/cnt.new /shm/cnt; "
        "dd if=/dev/zero of=/shm/dirty bs=64k count=16 2>/dev/null; done) &")
 time.sleep(2)
 c_before = int(con.sh("cat /shm/cnt"))
@@ -124,7 +127,7 @@ sgtest.check_eq(p.wait(30), 0, "VMM exit code")
 for f in (ssock, qsock):     # the first VMM's sockets must not be mistaken for the new ones
     if os.path.exists(f):
         os.unlink(f)
-p = sgtest.spawn(vmm_argv(extra=["-loadvm", "s1"]), stderr=subprocess.PIPE)
+p = sgtest.spawn(vmm_argv(extra=["-loadvm", "s1"]), stderr=errlog)
 con = Console(ssock)
 q = sgtest.QMP(qsock, timeout=300)
 sgtest.check_eq(con.sh("cat /mnt/f", 60), "one", "file content after -loadvm")

@@ -62,7 +62,9 @@ class Machine:
         for f in (self.ssock, self.qsock):     # a killed VMM leaves its sockets
             if os.path.exists(f):
                 os.unlink(f)
-        self.p = sgtest.spawn(argv_of(self.ssock, self.qsock), stderr=subprocess.PIPE)
+        # stderr to a file: a pipe nobody reads would stop the VM once it is full
+        self.errlog = open(os.path.join(d, f"{who}-stderr.log"), "ab")
+        self.p = sgtest.spawn(argv_of(self.ssock, self.qsock), stderr=self.errlog)
         self.con = Console(self.ssock)
         self.q = sgtest.QMP(self.qsock, timeout=300)
 
