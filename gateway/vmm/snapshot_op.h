@@ -94,6 +94,9 @@ bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
 
 void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
 void sg_snap_resume_vm(struct snap_op *op);
+/* SNAPGATE_VMM_TRACE: prints the time since this thread's last mark; a
+ * name starting with '>' only sets the mark. */
+void sg_snap_trace(const char *what);
 
 /* snapshot_tree.c: x-snapgate-query-snapshot-tree, x-snapgate-ram-checksum. */
 bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err);

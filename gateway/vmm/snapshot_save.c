@@ -334,6 +334,19 @@ static void *collect_worker(void *arg)
     struct snap_op *op = arg;
     struct sg_vm *vm = &op->vmm->vm;
     op->worker_ok = sg_ram_dirty_start(vm, &op->werr) && sg_ram_dirty_collect(vm, &op->werr);
+    /* A fork write-protects all of RAM, and KVM's MMU notifier then drops
+     * every mapping the guest has (the guest faults them back): cost in
+     * proportion to what the guest touched.  A throw-away fork here, while
+     * the guest runs, leaves the one in the pause only what the guest
+     * touches in between (fork in the pause: 1.1-1.3 ms, was 1.9-2.3). */
+    if (op->worker_ok) {
+        struct sg_ram_child warm;
+        struct sg_error ignored = { 0 };
+        sg_snap_trace(">warm");
+        if (sg_ram_child_fork(&warm, &ignored))
+            sg_ram_child_end(&warm);
+        sg_snap_trace("save: warm-up fork");
+    }
     atomic_store(&op->worker_done, true);
     return NULL;
 }
@@ -362,7 +375,9 @@ static bool save_validate(struct sg_job *job, struct snap_op *op)
 static bool save_instant(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vm *vm = &op->vmm->vm;
+    sg_snap_trace(">save");
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
+    sg_snap_trace("save: pause vCPU");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     op->date_sec = (uint64_t)now.tv_sec;
@@ -375,12 +390,14 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         sg_error_set(&job->err, "machine state too large (%zu bytes)", op->blob_len);
         return false;
     }
+    sg_snap_trace("save: capture");
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
     op->incremental = vm->pos.base && !strcmp(vm->pos.node, op->vmdrive->node_name);
     if (!sg_ram_dirty_start(vm, &job->err) || !(op->dirty = sg_ram_dirty_take(vm, &job->err)))
         return false;
+    sg_snap_trace("save: dirty take");
     if (!op->incremental) {
         /* The writer leaves untouched pages out, so the area must read as
          * zeros: a crashed or failed save can have left data in it. */
@@ -395,12 +412,17 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         return false;
     }
     op->sem_ready = true;
-    if (!sg_ram_child_fork(&op->child, &job->err) ||
-        !sg_snap_start_worker(op, save_worker, &job->err))
+    sg_snap_trace("save: discard");
+    if (!sg_ram_child_fork(&op->child, &job->err))
+        return false;
+    sg_snap_trace("save: fork");
+    if (!sg_snap_start_worker(op, save_worker, &job->err))
         return false;
     while (sem_wait(&op->frozen) != 0 && errno == EINTR)
         ;
+    sg_snap_trace("save: worker locks");
     sg_snap_resume_vm(op);
+    sg_snap_trace("save: resume");
     return true;
 }
 

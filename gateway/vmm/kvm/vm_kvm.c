@@ -72,7 +72,9 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         sg_error_set_errno(err, errno, "guest RAM (%llu bytes)", (unsigned long long)vm->ram_size);
         return false;
     }
-    madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+    /* Not MADV_MERGEABLE (QEMU's mem-merge): every mremap of a mergeable
+     * mapping first unmerges it page by page, 8-39 ms for 1 GiB in the
+     * pause of the first lazy load (ram_lazy.c), KSM running or not. */
     /* Huge pages keep fork() (a live save's instant, ram_live.c) cheap. */
     madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
     if (!sg_vm_set_ram_slots(vm, 0, err))
