@@ -44,6 +44,7 @@ void sg_snap_op_free(void *p)
             pthread_join(op->worker, NULL);
         }
         sg_ram_child_end(&op->child);
+        sg_snap_wp_end(op);
         sg_ram_lazy_free(op->lazy);
         if (op->sem_ready)
             sem_destroy(&op->frozen);
@@ -161,6 +162,16 @@ void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st)
     sg_vmm_stop(vmm, true);
     vmm->vm.state = st;
     op->paused = true;
+}
+
+void sg_snap_wp_end(struct snap_op *op)
+{
+    if (!op->wp)
+        return;
+    if (op->vmm->vm.wp == op->wp)
+        op->vmm->vm.wp = NULL;
+    sg_ram_wp_end(op->wp);
+    op->wp = NULL;
 }
 
 void sg_snap_resume_vm(struct snap_op *op)

@@ -16,6 +16,7 @@
 
 #include "jobs.h"
 #include "ram_live.h"
+#include "ram_wp.h"
 #include "vmm.h"
 #include "vmstate.h"
 
@@ -61,6 +62,7 @@ struct snap_op {
      * may run again; `dirty` (NULL: write all) are the pages changed since
      * the incremental base. */
     struct sg_ram_child child;
+    struct sg_ram_wp *wp;     /* the instant by write-protect (ram_wp.c), else `child` */
     struct sg_block_frozen frozen_disk[SG_VM_MAX_DRIVES];
     bool held[SG_VM_MAX_DRIVES];
     sem_t frozen;
@@ -94,6 +96,8 @@ bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
 
 void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
 void sg_snap_resume_vm(struct snap_op *op);
+/* Ends a live save's write protection (main thread). */
+void sg_snap_wp_end(struct snap_op *op);
 /* SNAPGATE_VMM_TRACE: prints the time since this thread's last mark; a
  * name starting with '>' only sets the mark. */
 void sg_snap_trace(const char *what);

@@ -79,6 +79,7 @@ static void save_undo(struct snap_op *op)
         vm->pos.base = false;
     sg_ram_dirty_giveback(vm, op->dirty);
     sg_ram_child_end(&op->child);
+    sg_snap_wp_end(op);
     sg_snap_resume_vm(op);
 }
 
@@ -217,6 +218,15 @@ static bool save_commit(struct snap_op *op, struct sg_error *err)
     return true;
 }
 
+/* RAM [idx, idx+len) at the instant: from the write-protected RAM or the
+ * forked child. */
+static bool ram_read(struct snap_op *op, uint64_t idx, void *buf, size_t len, struct sg_error *err)
+{
+    if (op->wp)
+        return sg_ram_wp_read(op->wp, idx, buf, len, err);
+    return sg_ram_child_read(&op->child, (char *)op->vmm->vm.ram + idx, buf, len, err);
+}
+
 /* Which chunks of [done, done+len) of RAM to write: with a base, those with
  * a page changed since it; without, those the guest touched (kvm/ram_scan.c
  * on the child says why the rest is zero, and the area starts empty). */
@@ -240,20 +250,19 @@ static void pick_chunks(struct snap_op *op, struct sg_ram_scan *rs, bool *untouc
 }
 
 /* One SG_SNAP_RAM_STEP piece of RAM at T: runs of wanted chunks are read
- * from the child and written; a chunk is a cluster (at most 1 MiB, the
+ * (ram_read) and written; a chunk is a cluster (at most 1 MiB, the
  * RAM offset's alignment), so what is skipped stays as it was (shared with
  * the base, or unallocated). */
 static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
                            bool *want, char *buf, uint64_t done, size_t len, struct sg_error *err)
 {
-    struct sg_vm *vm = &op->vmm->vm;
     uint64_t cs = sg_block_cluster_size(op->vmdrive->bs);
     size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
     if (chunk < rs->page_size)
         chunk = rs->page_size;
     if (len % chunk || done % chunk) {
         op->bytes_written += len;
-        return sg_ram_child_read(&op->child, (char *)vm->ram + done, buf, len, err) &&
+        return ram_read(op, done, buf, len, err) &&
                vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, buf, len, err);
     }
     pick_chunks(op, rs, untouched, done, len, chunk, want);
@@ -267,12 +276,14 @@ static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *unt
         while (e < nc && want[e])
             e++;
         size_t off = c * chunk, n = (e - c) * chunk;
-        if (!sg_ram_child_read(&op->child, (char *)vm->ram + done + off, buf, n, err) ||
+        if (!ram_read(op, done + off, buf, n, err) ||
             !vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off, buf, n, err))
             return false;
         op->bytes_written += n;
         c = e;
     }
+    if (op->wp)
+        sg_ram_wp_skip(op->wp, done, len);   /* what was not wanted needs no copy */
     return true;
 }
 
@@ -288,8 +299,13 @@ static void *save_worker(void *arg)
         pthread_mutex_unlock(&op->drives[i]->lock);
     ok = ok && vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &op->werr);
 
-    struct sg_ram_scan rs;
-    sg_ram_scan_open_pid(&rs, op->child.pid);   /* unavailable: every page counts as touched */
+    /* Unavailable: every page counts as touched (zero clusters still stay
+     * unallocated).  Under write-protect this process's pagemap no longer
+     * shows the instant (regions lifted since, protected empty pages). */
+    long sps = sysconf(_SC_PAGESIZE);
+    struct sg_ram_scan rs = { .fd = -1, .buf = NULL, .page_size = sps > 0 ? (size_t)sps : 4096 };
+    if (!op->wp)
+        sg_ram_scan_open_pid(&rs, op->child.pid);
     size_t ps = rs.page_size;
     bool *untouched = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
     bool *want = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
@@ -317,10 +333,14 @@ static void *save_worker(void *arg)
         ok = save_commit(op, &op->werr);
     /* Here, not on the main loop: the child's exit tears down its copy of
      * the page tables, and waiting for that would stall the monitor. */
-    sg_ram_child_end(&op->child);
-    /* Pages the guest wrote during the save were copied one by one and
-     * split their huge pages; put them back so the next fork stays cheap. */
-    madvise(vm->ram, vm->ram_size, SG_MADV_COLLAPSE);
+    /* Under write-protect huge pages stay whole (regions are lifted 2 MiB
+     * at a time), and a collapse would fill never-touched ones. */
+    if (!op->wp) {
+        sg_ram_child_end(&op->child);
+        /* Pages the guest wrote during the save were copied one by one and
+         * split their huge pages; put them back so the next fork stays cheap. */
+        madvise(vm->ram, vm->ram_size, SG_MADV_COLLAPSE);
+    }
     op->worker_ok = ok;
     atomic_store(&op->worker_done, true);
     return NULL;
@@ -371,6 +391,16 @@ static bool save_validate(struct sg_job *job, struct snap_op *op)
     return true;
 }
 
+/* How the instant is kept (gateway/vmm/README.md has the measurements):
+ * userfaultfd write-protect by default, a fork where the kernel has no
+ * write-protect or SNAPGATE_VMM_LIVE=fork asks for it (the bench compares
+ * both). */
+static bool live_by_fork(void)
+{
+    const char *m = getenv("SNAPGATE_VMM_LIVE");
+    return m && !strcmp(m, "fork");
+}
+
 /* The pause: everything that must describe the same instant. */
 static bool save_instant(struct sg_job *job, struct snap_op *op)
 {
@@ -413,7 +443,13 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     }
     op->sem_ready = true;
     sg_snap_trace("save: discard");
-    if (!sg_ram_child_fork(&op->child, &job->err))
+    if (!live_by_fork()) {
+        struct sg_error werr = { 0 };
+        op->wp = sg_ram_wp_start(vm, &werr);   /* else: the fork */
+        vm->wp = op->wp;
+        sg_snap_trace("save: write-protect");
+    }
+    if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
         return false;
     sg_snap_trace("save: fork");
     if (!sg_snap_start_worker(op, save_worker, &job->err))
@@ -480,6 +516,7 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
             save_undo(op);
             return SG_JOB_STEP_FAILED;
         }
+        sg_snap_wp_end(op);
         int vi = 0;
         while (op->drives[vi] != op->vmdrive)
             vi++;

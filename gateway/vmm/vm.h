@@ -51,6 +51,7 @@ struct sg_vcpu {
 };
 
 struct sg_ram_dirty;
+struct sg_ram_wp;
 
 /* Where the VM stands in its snapshot tree (snapshot_save.c, snapshot_load.c):
  * the snapshot it was last saved as or loaded from, on the vmstate disk
@@ -88,6 +89,7 @@ struct sg_vm {
     uint8_t *poweron_state;
     size_t poweron_len;
     struct sg_ram_dirty *dirty;   /* ram_dirty.c; NULL until the first snapshot */
+    struct sg_ram_wp *wp;         /* ram_wp.c: a live save's instant, while it is written */
     struct sg_snap_pos pos;
 
     /* devices, in creation order (this order is saved in snapshots) */

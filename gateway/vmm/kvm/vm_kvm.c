@@ -14,6 +14,7 @@
 #include "linux_boot.h"
 #include "vmstate.h"
 #include "ram_dirty.h"
+#include "ram_wp.h"
 #include "vm.h"
 
 extern const char sg_demo_guest_start[], sg_demo_guest_end[];
@@ -199,7 +200,9 @@ void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level)
 
 bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
 {
-    /* MADV_DONTNEED on private anonymous memory gives zero pages back. */
+    /* MADV_DONTNEED on private anonymous memory gives zero pages back; a
+     * live save still reading the instant copies what it needs first. */
+    sg_ram_wp_before_discard(vm->wp);
     if (madvise(vm->ram, vm->ram_size, MADV_DONTNEED) != 0) {
         sg_error_set_errno(err, errno, "guest RAM reset");
         return false;
