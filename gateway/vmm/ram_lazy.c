@@ -36,8 +36,10 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "ram_hash.h"
 #include "ram_lazy.h"
 #include "ram_live.h"
+#include "vmstate.h"
 #include "vm.h"
 
 #define BATCH 16   /* clusters per background read */
@@ -50,6 +52,8 @@ struct sg_ram_lazy {
     uint64_t *host;          /* per RAM cluster: file offset, 0 = zeros */
     uint8_t *filled;
     char *buf;
+    struct sg_ram_hashes *hashes;   /* of what was filled: the next save's base */
+    struct sg_ram_hash zero_hash;   /* of a zero chunk */
     void *old_ram;           /* moved aside, unmapped by the filler */
     pthread_t thread;
     bool started;
@@ -82,7 +86,13 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
     lz->host = malloc(lz->nclusters * sizeof(uint64_t));
     lz->filled = calloc(lz->nclusters, 1);
     lz->buf = malloc(BATCH * cs);
-    if (!lz->host || !lz->filled || !lz->buf) {
+    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
+    lz->hashes = sg_ram_hashes_new(vm->ram_size, chunk);
+    void *zeros = calloc(1, chunk);
+    if (zeros)
+        lz->zero_hash = sg_ram_hash(zeros, chunk);
+    free(zeros);
+    if (!lz->host || !lz->filled || !lz->buf || !lz->hashes || !zeros) {
         sg_error_set(err, "out of memory");
         sg_ram_lazy_free(lz);
         return NULL;
@@ -104,6 +114,15 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
     return lz;
 }
 
+/* The hashes of clusters [c, c+n) as filled: from buf, or zeros. */
+static void hash_run(struct sg_ram_lazy *lz, uint64_t c, uint64_t n, const char *buf)
+{
+    size_t chunk = lz->hashes->chunk;
+    uint64_t first = c * lz->cs / chunk, count = n * lz->cs / chunk;
+    for (uint64_t k = 0; k < count; k++)
+        lz->hashes->h[first + k] = buf ? sg_ram_hash(buf + k * chunk, chunk) : lz->zero_hash;
+}
+
 /* Reads clusters [c, c+n) (one run of the file when their offsets follow
  * each other) and copies them in; 0 < n <= BATCH, none filled yet. */
 static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
@@ -116,6 +135,7 @@ static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
             sg_error_set_errno(&lz->err, errno, "lazy load: UFFDIO_ZEROPAGE");
             return false;
         }
+        hash_run(lz, c, n, NULL);
     } else {
         size_t got = 0;
         while (got < len) {
@@ -132,6 +152,7 @@ static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
             }
             got += (size_t)r;
         }
+        hash_run(lz, c, n, lz->buf);
         struct uffdio_copy cp = { .dst = (uint64_t)(uintptr_t)dst,
                                   .src = (uint64_t)(uintptr_t)lz->buf, .len = len };
         if (ioctl(lz->uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST) {
@@ -280,6 +301,13 @@ bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err)
     return true;
 }
 
+struct sg_ram_hashes *sg_ram_lazy_take_hashes(struct sg_ram_lazy *lz)
+{
+    struct sg_ram_hashes *hs = lz->hashes;
+    lz->hashes = NULL;
+    return hs;
+}
+
 uint64_t sg_ram_lazy_progress(struct sg_ram_lazy *lz)
 {
     return atomic_load(&lz->done) * lz->cs;
@@ -315,5 +343,6 @@ void sg_ram_lazy_free(struct sg_ram_lazy *lz)
     free(lz->host);
     free(lz->filled);
     free(lz->buf);
+    sg_ram_hashes_free(lz->hashes);
     free(lz);
 }

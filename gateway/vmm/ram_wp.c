@@ -234,27 +234,6 @@ bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
     return true;
 }
 
-void sg_ram_wp_skip(struct sg_ram_wp *wp, uint64_t off, uint64_t len)
-{
-    /* Regions the writer does not need: lift them now (a guest write there
-     * no longer needs a copy).  Only whole regions; the rest waits for the
-     * end. */
-    for (size_t r = (size_t)((off + REGION - 1) / REGION); (uint64_t)(r + 1) * REGION <= off + len &&
-                                                            r < wp->nregions; r++) {
-        pthread_mutex_lock(&wp->lock);
-        if (wp->state[r] == PROTECTED) {
-            if (!wp_range(wp, (uint64_t)r * REGION, region_len(wp, r), false))
-                atomic_store(&wp->failed, true);
-            wp->state[r] = TAKEN;
-        } else if (wp->state[r] == COPIED) {
-            free(wp->copy[r]);
-            wp->copy[r] = NULL;
-            wp->state[r] = TAKEN;
-        }
-        pthread_mutex_unlock(&wp->lock);
-    }
-}
-
 void sg_ram_wp_before_discard(struct sg_ram_wp *wp)
 {
     for (size_t r = 0; wp && r < wp->nregions; r++) {

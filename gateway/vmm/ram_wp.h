@@ -20,9 +20,6 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, struct sg_error *err);
  * once.  The save's writer only. */
 bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
                     struct sg_error *err);
-/* The writer is done with [off, off+len): its protection goes, its copies
- * are freed. */
-void sg_ram_wp_skip(struct sg_ram_wp *wp, uint64_t off, uint64_t len);
 /* Before RAM is discarded under the save (a reset's MADV_DONTNEED): every
  * region not yet copied is copied now (main thread). */
 void sg_ram_wp_before_discard(struct sg_ram_wp *wp);

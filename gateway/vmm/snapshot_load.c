@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ram_dirty.h"
+#include "ram_hash.h"
 #include "ram_lazy.h"
 #include "snapshot_op.h"
 
@@ -219,6 +219,14 @@ static void *load_worker(void *arg)
         done += len;
         atomic_store(&op->progress, done);
     }
+    /* RAM as loaded, hashed for the next save (ram_hash.c). */
+    size_t chunk = sg_snap_ram_chunk(op->vmdrive->bs);
+    if (ok && (op->hashes = sg_ram_hashes_new(vm->ram_size, chunk)))
+        for (uint64_t c = 0; c < op->hashes->n; c++) {
+            uint64_t off = c * chunk;
+            size_t n = vm->ram_size - off < chunk ? (size_t)(vm->ram_size - off) : chunk;
+            op->hashes->h[c] = sg_ram_hash((char *)vm->ram + off, n);
+        }
     if (ok)
         share_base(op);
     op->worker_ok = ok;
@@ -255,7 +263,11 @@ static void load_done(struct snap_op *op)
             pos->date_nsec = op->hdr.disks[k].date_nsec;
         }
     }
-    pos->base = op->share_ok;
+    pos->base = op->share_ok && op->hashes;
+    sg_ram_hashes_free(vm->hashes);
+    vm->hashes = pos->base ? op->hashes : NULL;
+    if (pos->base)
+        op->hashes = NULL;
 }
 
 /* Worker side of load_done: one transaction, so off the main loop. */
@@ -301,20 +313,15 @@ static void *locked_revert_worker(void *arg)
     return NULL;
 }
 
-/* Lazy load, paused: start a new period of dirty tracking with the loaded
- * RAM, swap in RAM that fills on first touch (ram_lazy.c), start the
- * reverts, apply the machine state and resume.  The guest is paused and
- * the job active, so nothing else touches the dirty bitmap meanwhile
- * (system_reset is refused).  0: not armed (load eagerly), -1: failed. */
+/* Lazy load, paused: swap in RAM that fills on first touch (ram_lazy.c),
+ * start the reverts, apply the machine state and resume.  0: not armed
+ * (load eagerly), -1: failed. */
 static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vmm *vmm = op->vmm;
     struct sg_vm *vm = &vmm->vm;
     struct sg_error lerr = { 0 };
-    uint64_t *old = sg_ram_dirty_start(vm, &lerr) ? sg_ram_dirty_take(vm, &lerr) : NULL;
-    free(old);
-    sg_snap_trace("load: dirty take");
-    if (!old || !sg_ram_lazy_arm(op->lazy, &lerr))
+    if (!sg_ram_lazy_arm(op->lazy, &lerr))
         return 0;
     sg_snap_trace("load: arm");
     op->armed = true;
@@ -363,6 +370,9 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
         sg_snap_trace("load: pause vCPU");
         op->reverted = true;
+        /* RAM changes from here: no base until the load is complete. */
+        sg_ram_hashes_free(vm->hashes);
+        vm->hashes = NULL;
         int lazy = op->lazy ? load_lazy_instant(job, op) : 0;
         if (lazy < 0)
             return load_broken(job, op);
@@ -401,6 +411,7 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
             return SG_JOB_STEP_WAIT;
         if (r < 0)
             return load_broken(job, op);
+        op->hashes = sg_ram_lazy_take_hashes(op->lazy);
         if (!sg_snap_start_worker(op, share_worker, &job->err))
             return load_broken(job, op);
         op->phase = 4;
@@ -417,9 +428,6 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
             return load_broken(job, op);
         vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
-        if (!sg_ram_dirty_start(vm, &job->err))
-            return load_broken(job, op);
-        free(sg_ram_dirty_take(vm, &job->err));
         load_done(op);
         sg_snap_resume_vm(op);
         return SG_JOB_STEP_DONE;

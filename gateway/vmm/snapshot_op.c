@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "ram_lazy.h"
 #include "snapshot_op.h"
@@ -48,7 +49,7 @@ void sg_snap_op_free(void *p)
         sg_ram_lazy_free(op->lazy);
         if (op->sem_ready)
             sem_destroy(&op->frozen);
-        free(op->dirty);
+        sg_ram_hashes_free(op->hashes);
         free(op->blob);
     }
     free(op);
@@ -162,6 +163,14 @@ void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st)
     sg_vmm_stop(vmm, true);
     vmm->vm.state = st;
     op->paused = true;
+}
+
+size_t sg_snap_ram_chunk(struct sg_block *bs)
+{
+    uint64_t cs = sg_block_cluster_size(bs);
+    long ps = sysconf(_SC_PAGESIZE);
+    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
+    return ps > 0 && chunk < (size_t)ps ? (size_t)ps : chunk;
 }
 
 void sg_snap_wp_end(struct snap_op *op)

@@ -16,6 +16,7 @@
 
 #include "jobs.h"
 #include "ram_live.h"
+#include "ram_hash.h"
 #include "ram_wp.h"
 #include "vmm.h"
 #include "vmstate.h"
@@ -67,7 +68,7 @@ struct snap_op {
     bool held[SG_VM_MAX_DRIVES];
     sem_t frozen;
     bool sem_ready;
-    uint64_t *dirty;
+    struct sg_ram_hashes *hashes;   /* RAM's chunk hashes at T (save) / as loaded (load) */
     bool incremental;
     uint64_t date_sec;
     uint32_t date_nsec;
@@ -96,6 +97,9 @@ bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
 
 void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
 void sg_snap_resume_vm(struct snap_op *op);
+/* Bytes per RAM chunk in the vmstate of `bs`: a cluster, at most 1 MiB
+ * (the RAM offset's alignment), at least a page. */
+size_t sg_snap_ram_chunk(struct sg_block *bs);
 /* Ends a live save's write protection (main thread). */
 void sg_snap_wp_end(struct snap_op *op);
 /* SNAPGATE_VMM_TRACE: prints the time since this thread's last mark; a

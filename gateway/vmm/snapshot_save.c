@@ -28,7 +28,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "ram_dirty.h"
+#include "ram_hash.h"
 #include "snapshot_op.h"
 
 /* Lock hold per vmstate write: the monitor's query-block waits for it. */
@@ -77,7 +77,6 @@ static void save_undo(struct snap_op *op)
     /* The area no longer holds the base; the pages stay changed. */
     if (op->vmdrive && !strcmp(vm->pos.node, op->vmdrive->node_name))
         vm->pos.base = false;
-    sg_ram_dirty_giveback(vm, op->dirty);
     sg_ram_child_end(&op->child);
     sg_snap_wp_end(op);
     sg_snap_resume_vm(op);
@@ -227,46 +226,47 @@ static bool ram_read(struct snap_op *op, uint64_t idx, void *buf, size_t len, st
     return sg_ram_child_read(&op->child, (char *)op->vmm->vm.ram + idx, buf, len, err);
 }
 
-/* Which chunks of [done, done+len) of RAM to write: with a base, those with
- * a page changed since it; without, those the guest touched (kvm/ram_scan.c
- * on the child says why the rest is zero, and the area starts empty). */
+/* Which chunks of [done, done+len) of RAM to write, the piece being in buf
+ * as it was at T: with a base, those whose content differs from the base's
+ * (their hashes, ram_hash.c); without, those the guest touched
+ * (kvm/ram_scan.c on the child says why the rest is zero, and the area
+ * starts empty).  Every chunk's hash goes into op->hashes, the next base. */
 static void pick_chunks(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
-                        uint64_t done, size_t len, size_t chunk, bool *want)
+                        const char *buf, uint64_t done, size_t len, size_t chunk, bool *want)
 {
     struct sg_vm *vm = &op->vmm->vm;
-    size_t ps = rs->page_size, per = chunk / ps;
-    if (op->incremental) {
-        for (size_t c = 0; c < len / chunk; c++)
-            want[c] = sg_ram_dirty_test(op->dirty, ps, done + c * chunk, chunk);
-        return;
-    }
-    sg_ram_scan_untouched(rs, (char *)vm->ram + done, len / ps, untouched);
-    for (size_t c = 0; c < len / chunk; c++) {
-        bool skip = true;
-        for (size_t k = 0; k < per && skip; k++)
-            skip = untouched[c * per + k];
-        want[c] = !skip;
+    size_t ps = rs->page_size, per = chunk / ps, nc = (len + chunk - 1) / chunk;
+    bool scan = !op->incremental && len % chunk == 0 && chunk % ps == 0;
+    if (scan)
+        sg_ram_scan_untouched(rs, (char *)vm->ram + done, len / ps, untouched);
+    for (size_t c = 0; c < nc; c++) {
+        size_t n = len - c * chunk < chunk ? len - c * chunk : chunk;
+        uint64_t idx = (done + c * chunk) / chunk;
+        struct sg_ram_hash h = sg_ram_hash(buf + c * chunk, n);
+        op->hashes->h[idx] = h;
+        if (op->incremental) {
+            want[c] = !sg_ram_hash_eq(h, vm->hashes->h[idx]);
+        } else {
+            bool skip = scan;
+            for (size_t k = 0; k < per && skip; k++)
+                skip = untouched[c * per + k];
+            want[c] = !skip;
+        }
     }
 }
 
-/* One SG_SNAP_RAM_STEP piece of RAM at T: runs of wanted chunks are read
- * (ram_read) and written; a chunk is a cluster (at most 1 MiB, the
- * RAM offset's alignment), so what is skipped stays as it was (shared with
- * the base, or unallocated). */
+/* One SG_SNAP_RAM_STEP piece of RAM at T: read whole (ram_read), hashed,
+ * and the runs of wanted chunks written; a chunk is a cluster (at most
+ * 1 MiB, the RAM offset's alignment), so what is skipped stays as it was
+ * (shared with the base, or unallocated). */
 static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
                            bool *want, char *buf, uint64_t done, size_t len, struct sg_error *err)
 {
-    uint64_t cs = sg_block_cluster_size(op->vmdrive->bs);
-    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
-    if (chunk < rs->page_size)
-        chunk = rs->page_size;
-    if (len % chunk || done % chunk) {
-        op->bytes_written += len;
-        return ram_read(op, done, buf, len, err) &&
-               vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, buf, len, err);
-    }
-    pick_chunks(op, rs, untouched, done, len, chunk, want);
-    size_t nc = len / chunk;
+    size_t chunk = op->hashes->chunk;
+    if (!ram_read(op, done, buf, len, err))
+        return false;
+    pick_chunks(op, rs, untouched, buf, done, len, chunk, want);
+    size_t nc = (len + chunk - 1) / chunk;
     for (size_t c = 0; c < nc;) {
         if (!want[c]) {
             c++;
@@ -275,15 +275,12 @@ static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *unt
         size_t e = c;
         while (e < nc && want[e])
             e++;
-        size_t off = c * chunk, n = (e - c) * chunk;
-        if (!ram_read(op, done + off, buf, n, err) ||
-            !vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off, buf, n, err))
+        size_t off = c * chunk, n = e * chunk < len ? (e - c) * chunk : len - off;
+        if (!vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off, buf + off, n, err))
             return false;
         op->bytes_written += n;
         c = e;
     }
-    if (op->wp)
-        sg_ram_wp_skip(op->wp, done, len);   /* what was not wanted needs no copy */
     return true;
 }
 
@@ -308,7 +305,7 @@ static void *save_worker(void *arg)
         sg_ram_scan_open_pid(&rs, op->child.pid);
     size_t ps = rs.page_size;
     bool *untouched = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
-    bool *want = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
+    bool *want = malloc((SG_SNAP_RAM_STEP / ps + 1) * sizeof(bool));
     char *buf = malloc(SG_SNAP_RAM_STEP);
     if (ok && (!untouched || !want || !buf)) {
         sg_error_set(&op->werr, "out of memory");
@@ -346,14 +343,20 @@ static void *save_worker(void *arg)
     return NULL;
 }
 
-/* The guest runs meanwhile; the main loop does not touch the bitmap until
- * this ends, except a system_reset marking all of RAM (a memset racing an
- * OR of bits: either way the page counts as changed). */
-static void *collect_worker(void *arg)
+/* Before the pause, while the guest runs: a full save empties the active
+ * vmstate area (the writer leaves untouched pages out, so it must read as
+ * zeros; a crashed or failed save can have left data in it) -- metadata
+ * writes that need not wait for the instant, since nothing else writes the
+ * area. */
+static void *prepare_worker(void *arg)
 {
     struct snap_op *op = arg;
-    struct sg_vm *vm = &op->vmm->vm;
-    op->worker_ok = sg_ram_dirty_start(vm, &op->werr) && sg_ram_dirty_collect(vm, &op->werr);
+    op->worker_ok = true;
+    if (!op->incremental) {
+        pthread_mutex_lock(&op->vmdrive->lock);
+        op->worker_ok = sg_block_vmstate_discard(op->vmdrive->bs, &op->werr);
+        pthread_mutex_unlock(&op->vmdrive->lock);
+    }
     /* A fork write-protects all of RAM, and KVM's MMU notifier then drops
      * every mapping the guest has (the guest faults them back): cost in
      * proportion to what the guest touched.  A throw-away fork here, while
@@ -424,19 +427,6 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
-    op->incremental = vm->pos.base && !strcmp(vm->pos.node, op->vmdrive->node_name);
-    if (!sg_ram_dirty_start(vm, &job->err) || !(op->dirty = sg_ram_dirty_take(vm, &job->err)))
-        return false;
-    sg_snap_trace("save: dirty take");
-    if (!op->incremental) {
-        /* The writer leaves untouched pages out, so the area must read as
-         * zeros: a crashed or failed save can have left data in it. */
-        pthread_mutex_lock(&op->vmdrive->lock);
-        bool empty = sg_block_vmstate_discard(op->vmdrive->bs, &job->err);
-        pthread_mutex_unlock(&op->vmdrive->lock);
-        if (!empty)
-            return false;
-    }
     if (sem_init(&op->frozen, 0, 0) != 0) {
         sg_error_set_errno(&job->err, errno, "semaphore");
         return false;
@@ -478,10 +468,17 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
         if (!save_validate(job, op))
             return SG_JOB_STEP_FAILED;
         job->total = SG_VMSTATE_RAM_OFFSET + vm->ram_size;
-        /* The dirty log's big harvest before the pause (ram_dirty.h), on a
-         * worker: switching the log on or collecting a GiB of dirty pages
-         * makes KVM write-protect them, tens of ms on kvm_pvm. */
-        if (!sg_snap_start_worker(op, collect_worker, &job->err))
+        /* Incremental when the active area holds the base and RAM's hashes
+         * at the base are known in the same chunks (nothing changes either
+         * before the pause: jobs run one at a time). */
+        size_t chunk = sg_snap_ram_chunk(op->vmdrive->bs);
+        op->incremental = vm->pos.base && !strcmp(vm->pos.node, op->vmdrive->node_name) &&
+                          vm->hashes && vm->hashes->chunk == chunk;
+        if (!(op->hashes = sg_ram_hashes_new(vm->ram_size, chunk))) {
+            sg_error_set(&job->err, "out of memory");
+            return SG_JOB_STEP_FAILED;
+        }
+        if (!sg_snap_start_worker(op, prepare_worker, &job->err))
             return SG_JOB_STEP_FAILED;
         op->phase = 3;
         return SG_JOB_STEP_WAIT;
@@ -517,6 +514,10 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
             return SG_JOB_STEP_FAILED;
         }
         sg_snap_wp_end(op);
+        /* RAM at T is the next save's base. */
+        sg_ram_hashes_free(vm->hashes);
+        vm->hashes = op->hashes;
+        op->hashes = NULL;
         int vi = 0;
         while (op->drives[vi] != op->vmdrive)
             vi++;
