@@ -1,9 +1,10 @@
 /* snapshot_load.c: the snapshot-load job and -loadvm.  Beyond QEMU 7.2's
  * checks and texts, load validates every disk, the VM state header and the
  * configuration before it touches anything (load_validate).  Then, lazily
- * (ram_lazy.c): pause, revert the disks, swap in RAM that fills on first
- * touch, apply the machine state and resume -- the guest runs within
- * milliseconds while a filler thread brings the rest of RAM in, and the job
+ * (ram_lazy.c): map the snapshot's RAM, pause, swap in RAM that fills on
+ * first touch, start the disk reverts behind the drive locks, apply the
+ * machine state and resume -- the guest runs within milliseconds while the
+ * reverts finish and a filler thread brings the rest of RAM in, and the job
  * concludes when all of it is there.  Where that is not possible (no
  * userfaultfd, an odd cluster size) a worker reverts the disks and reads
  * RAM before the guest resumes, as before.  Either way the vmstate disk's

@@ -1,21 +1,24 @@
 /* snapshot_save.c: the snapshot-save job, live: the guest pauses only
- * while its machine state is captured and its RAM is frozen by a fork
- * (ram_live.c), and runs while RAM is written.
+ * while its machine state is captured and its RAM is frozen by
+ * write-protect (ram_wp.c; a fork, ram_live.c, where that is missing),
+ * and runs while RAM is written.
  *
  * The steps, and the instant T they all describe:
- *   main loop: validate -> pause -> capture CPU/devices, take the dirty
- *     pages since the incremental base, fork (T) -> start the worker and
- *     wait until it holds every drive lock -> resume;
+ *   before the pause (worker): empty the active vmstate area for a full
+ *     save; a throw-away fork (KVM drops its mappings while the guest runs);
+ *   main loop: pause -> capture CPU/devices, write-protect RAM (T) -> start
+ *     the worker and wait until it holds every drive lock -> resume;
  *   worker: with the locks held no guest write can reach a disk, so each
  *     disk is held aside as it is at T (sg_block_freeze: a hidden tree,
- *     listed nowhere); unlock; write the state blob and RAM from the child
- *     into the active vmstate area: only the clusters with a page changed
- *     since the base when that area holds the base (the rest stays shared
- *     with it), else every touched cluster into an emptied area; write the
- *     header; then each held disk becomes its snapshot
- *     (sg_block_frozen_snapshot), the vmstate disk last, taking the area
- *     with it and keeping a shared copy active as the next save's base:
- *     that last transaction is the commit point.
+ *     listed nowhere); unlock; write the state blob, then RAM at T, read
+ *     whole and hashed chunk by chunk, into the active vmstate area: only
+ *     the chunks whose hash differs from the base's when that area holds
+ *     the base (the rest stays shared with it), else every touched chunk
+ *     into the emptied area; write the header; then each held disk becomes
+ *     its snapshot (sg_block_frozen_snapshot), the vmstate disk last,
+ *     taking the area with it and keeping a shared copy active as the next
+ *     save's base (with T's hashes): that last transaction is the commit
+ *     point.
  * Any failure or job-cancel before the commit drops what is held and
  * deletes what was made; a crash leaves only leaked clusters (qemu-img
  * check: leaks, no errors; no snapshot that was not reported done). */
