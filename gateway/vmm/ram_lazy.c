@@ -227,8 +227,18 @@ static void *filler(void *arg)
         munmap(lz->old_ram, lz->vm->ram_size);
     lz->old_ram = NULL;
     /* UFFDIO_COPY maps small pages; huge ones keep the next live save's
-     * fork cheap (ram_live.c). */
-    madvise(lz->vm->ram, lz->vm->ram_size, SG_MADV_COLLAPSE);
+     * instant cheap.  Only where data was copied in: a collapse of the
+     * zero-page ranges would allocate and clear them (4 GiB guest, 16 MiB
+     * used: 20 s of clear_page and 4 GiB more resident). */
+    uint64_t per = (2u << 20) / lz->cs ? (2u << 20) / lz->cs : 1;
+    for (uint64_t c = 0; c < lz->nclusters; c += per) {
+        bool data = false;
+        for (uint64_t k = c; k < c + per && k < lz->nclusters && !data; k++)
+            data = lz->host[k] != 0;
+        uint64_t n = lz->nclusters - c < per ? lz->nclusters - c : per;
+        if (data)
+            madvise((char *)lz->vm->ram + c * lz->cs, n * lz->cs, SG_MADV_COLLAPSE);
+    }
     atomic_store(&lz->finished, true);
     return NULL;
 }

@@ -249,17 +249,26 @@ uint64_t sg_ram_wp_faults(struct sg_ram_wp *wp)
     return wp ? atomic_load(&wp->faults) : 0;
 }
 
-void sg_ram_wp_end(struct sg_ram_wp *wp)
+void sg_ram_wp_finish(struct sg_ram_wp *wp)
 {
     if (!wp)
         return;
+    pthread_mutex_lock(&wp->lock);
+    for (size_t r = 0; r < wp->nregions; r++) {
+        if (wp->state[r] == PROTECTED && !wp_range(wp, (uint64_t)r * REGION, region_len(wp, r), false))
+            atomic_store(&wp->failed, true);
+        free(wp->copy[r]);
+        wp->copy[r] = NULL;
+        wp->state[r] = TAKEN;
+    }
+    pthread_mutex_unlock(&wp->lock);
     if (wp->registered) {
-        /* Lift everything first: no writer may stay blocked. */
+        /* Clears every write-protect bit of the range, so KVM drops its
+         * mappings of all of RAM: tens of ms after a guest touched a GiB,
+         * which is why this runs on the save's writer, not the monitor. */
         struct uffdio_range all = { (uint64_t)(uintptr_t)wp->vm->ram, wp->vm->ram_size };
-        pthread_mutex_lock(&wp->lock);
-        wp_range(wp, 0, wp->vm->ram_size, false);
-        pthread_mutex_unlock(&wp->lock);
         ioctl(wp->uffd, UFFDIO_UNREGISTER, &all);
+        wp->registered = false;
     }
     if (wp->started) {
         uint64_t one = 1;
@@ -267,13 +276,19 @@ void sg_ram_wp_end(struct sg_ram_wp *wp)
             /* an eventfd write of 1 cannot fail short of a full counter */
         }
         pthread_join(wp->thread, NULL);
+        wp->started = false;
     }
+}
+
+void sg_ram_wp_end(struct sg_ram_wp *wp)
+{
+    if (!wp)
+        return;
+    sg_ram_wp_finish(wp);
     if (wp->stop_fd >= 0)
         close(wp->stop_fd);
     if (wp->uffd >= 0)
         close(wp->uffd);   /* wakes any fault still queued: it retries unprotected */
-    for (size_t r = 0; wp->copy && r < wp->nregions; r++)
-        free(wp->copy[r]);
     free(wp->copy);
     free(wp->state);
     pthread_mutex_destroy(&wp->lock);

@@ -25,7 +25,10 @@ bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
 void sg_ram_wp_before_discard(struct sg_ram_wp *wp);
 /* 2 MiB regions that a guest or device write made the handler copy. */
 uint64_t sg_ram_wp_faults(struct sg_ram_wp *wp);
-/* Lifts every protection, stops the handler, frees (main thread). */
+/* Lifts every protection and stops the handler; RAM is no longer held
+ * (the save's writer, once it has read all of RAM). */
+void sg_ram_wp_finish(struct sg_ram_wp *wp);
+/* Finishes if need be, then frees (main thread). */
 void sg_ram_wp_end(struct sg_ram_wp *wp);
 
 #endif

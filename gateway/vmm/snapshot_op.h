@@ -64,11 +64,13 @@ struct snap_op {
      * the incremental base. */
     struct sg_ram_child child;
     struct sg_ram_wp *wp;     /* the instant by write-protect (ram_wp.c), else `child` */
+    bool by_fork;             /* chosen before the pause (snapshot_save.c) */
     struct sg_block_frozen frozen_disk[SG_VM_MAX_DRIVES];
     bool held[SG_VM_MAX_DRIVES];
     sem_t frozen;
     bool sem_ready;
     struct sg_ram_hashes *hashes;   /* RAM's chunk hashes at T (save) / as loaded (load) */
+    struct sg_ram_hash zero_hash;   /* of a zero chunk */
     bool incremental;
     uint64_t date_sec;
     uint32_t date_nsec;
