@@ -1,10 +1,12 @@
 """Section 5 of bench.py: live save, lazy load, incremental save, guest
 speed during a save and query-block during a save (issue 19), snapgate-vmm
 and QEMU 7.2 side by side in one run.  Method in bench/README.md."""
+import json
 import os
 import re
 import shutil
 import statistics
+import subprocess
 import time
 
 import bench as B
@@ -103,20 +105,43 @@ def p99(xs):
     return xs[min(len(xs) - 1, int(len(xs) * 0.99))] if xs else None
 
 
+def limits(build, work, mib):
+    """bench-limits in the scratch directory: memcpy and write bandwidth."""
+    exe = os.path.join(build, "bench", "bench-limits")
+    if not os.access(exe, os.X_OK):
+        return None
+    out = subprocess.run([exe, "--size", str(min(mib, 1024)), "--dir", work, "--json"],
+                         capture_output=True, text=True)
+    return json.loads(out.stdout) if out.returncode == 0 else None
+
+
+# snapgate's two ways of keeping a save's instant (gateway/vmm/README.md):
+# write-protect (the default) and fork (SNAPGATE_VMM_LIVE=fork).
+IMPLS = (("qemu", None), ("snapgate", None), ("snapgate-fork", "fork"))
+
+
 def section5(cfg, build, work, results):
     mib = cfg.get("live_size", cfg["mon_size"])
     reps = max(5, cfg["reps"])
+    lim = limits(build, work, mib)
+    results["live_limits"] = lim
     per = {}
-    for impl in ("qemu", "snapgate"):
+    for impl, live in IMPLS:
         d = os.path.join(work, f"s5-{impl}")
         os.makedirs(d, exist_ok=True)
         disk = os.path.join(d, "disk.qcow2")
         B.fresh_disk(disk)
+        old = os.environ.pop("SNAPGATE_VMM_LIVE", None)
+        if live:
+            os.environ["SNAPGATE_VMM_LIVE"] = live
         try:
-            per[impl] = measure(impl, mib, reps, build, d, disk)
+            per[impl] = measure(impl.split("-")[0], mib, reps, build, d, disk)
         except B.Unavailable as e:
             per[impl] = str(e)
         finally:
+            os.environ.pop("SNAPGATE_VMM_LIVE", None)
+            if old is not None:
+                os.environ["SNAPGATE_VMM_LIVE"] = old
             shutil.rmtree(d, ignore_errors=True)
     results["live"] = per
 
@@ -125,34 +150,40 @@ def section5(cfg, build, work, results):
         return f"n/a: {r}"[:60] if isinstance(r, str) else f(r)
 
     ms = lambda x: "-" if x is None else f"{x * 1e3:.1f}"
+    gib = mib / 1024
+    cp = f"{gib / lim['memcpy-gbs'] * 1e3:.0f} ms" if lim else "n/a"
+    wr = f"{gib / lim['write-fsync-end-gbs']:.2f} s" if lim else "n/a"
+
+    def row(what, f, limit):
+        return [what] + [val(impl, f) for impl, _ in IMPLS] + [limit]
+
     rows = [
-        ["guest pause during save, p99 of %d (ms)" % reps,
-         val("qemu", lambda r: ms(p99(r["pause"]))), val("snapgate", lambda r: ms(p99(r["pause"])))],
-        ["guest pause during save, median (ms)",
-         val("qemu", lambda r: ms(statistics.median(r["pause"]))),
-         val("snapgate", lambda r: ms(statistics.median(r["pause"])))],
-        ["snapshot-load sent -> guest running, p99 (ms)",
-         val("qemu", lambda r: ms(p99(r["to_running"]))),
-         val("snapgate", lambda r: ms(p99(r["to_running"])))],
-        ["snapshot-load sent -> guest running, median (ms)",
-         val("qemu", lambda r: ms(statistics.median(r["to_running"]))),
-         val("snapgate", lambda r: ms(statistics.median(r["to_running"])))],
-        ["2nd save after ~1% of RAM changed: written MiB",
-         val("qemu", lambda r: f"{r['second_written']:.0f}"),
-         val("snapgate", lambda r: f"{r['second_written']:.0f} (guest dirtied ~{r['dirtied']})")],
-        ["guest speed during the first save (vs before)",
-         val("qemu", lambda r: "0% (stopped)"),
-         val("snapgate", lambda r: "-" if r["speed"] is None else
-             f"{r['speed'] * 100:.0f}% of {r['speed_base']} MiB/s")],
-        ["query-block every 20 ms during a save: p99 / max (ms)",
-         val("qemu", lambda r: f"{ms(p99(r['qb']))} / {ms(max(r['qb']))}"),
-         val("snapgate", lambda r: f"{ms(p99(r['qb']))} / {ms(max(r['qb']))}")],
-        ["first (full) save wall (s)",
-         val("qemu", lambda r: f"{r['first_save']:.2f}"),
-         val("snapgate", lambda r: f"{r['first_save']:.2f}")],
+        row("guest pause during save, p99 of %d (ms)" % reps, lambda r: ms(p99(r["pause"])),
+            f"0 (stop-and-copy of {mib} MiB: {cp}; of disk: {wr})"),
+        row("guest pause during save, median (ms)",
+            lambda r: ms(statistics.median(r["pause"])), "-"),
+        row("snapshot-load sent -> guest running, p99 (ms)",
+            lambda r: ms(p99(r["to_running"])), f"0 (eager read: {cp} from cache)"),
+        row("snapshot-load sent -> guest running, median (ms)",
+            lambda r: ms(statistics.median(r["to_running"])), "-"),
+        row("2nd save after ~1% of RAM changed: written MiB",
+            lambda r: f"{r['second_written']:.0f}" + (
+                f" (guest dirtied ~{r['dirtied']})" if r.get("dirtied") else ""),
+            "what the guest changed"),
+        row("guest speed during the first save (vs before)",
+            lambda r: "0% (stopped)" if r["speed"] == 0.0 else "-" if r["speed"] is None else
+            f"{r['speed'] * 100:.0f}% of {r['speed_base']} MiB/s", "100%"),
+        row("query-block every 20 ms during a save: p99 / max (ms)",
+            lambda r: f"{ms(p99(r['qb']))} / {ms(max(r['qb']))}", "-"),
+        row("first (full) save wall (s)", lambda r: f"{r['first_save']:.2f}",
+            f"{wr} (write {mib} MiB, fsync)"),
     ]
     return B.table(f"(5) live save, lazy load, incremental save: {mib} MiB of random RAM",
-                   ["what", "QEMU 7.2", "snapgate"], rows,
+                   ["what", "QEMU 7.2", "snapgate", "snapgate, fork", "machine limit"], rows,
                    ["pause: STOP -> RESUME event timestamps; load: command sent -> RESUME arrived;",
                     "written: /proc/PID/io write_bytes of the VM process during the second save;",
-                    "speed: the demo guest's own churn: MiB/s lines (flat out) during the save."])
+                    "speed: the demo guest's own churn: MiB/s lines (flat out) during the save;",
+                    "snapgate: write-protect instant (default); snapgate, fork: SNAPGATE_VMM_LIVE=fork;",
+                    "machine limit: from bench-limits now" + (
+                        f" (memcpy {lim['memcpy-gbs']:.2f} GB/s, write+fsync "
+                        f"{lim['write-fsync-end-gbs']:.2f} GB/s)" if lim else ": n/a")])

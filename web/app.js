@@ -1,12 +1,12 @@
 // app.js: the snapgate console page.  Status, the snapshot list, the current
 // snapshot and jobs come from /qmp (query-status, query-block,
-// query-named-block-nodes, query-jobs, x-snapgate-query-current-snapshot and
-// events); take/load/delete go through /hmp as savevm/loadvm/delvm with the
+// query-named-block-nodes, query-jobs, x-snapgate-query-current-snapshot,
+// x-snapgate-query-snapshot-tree and events); take/load/delete go through /hmp as savevm/loadvm/delvm with the
 // tag quoted, so the browser uses the gateway's one HMP path (name
 // resolution, job ids, devices) and any tag is addressed exactly.
 import { Qmp } from './qmp.js';
 import { Hmp, hmpError, hmpQuote, setupConsole } from './hmp.js';
-import { disksOf, buildRows, humanSize, formatDate, formatClock, defaultTag, tagProblem } from './snapshots.js';
+import { disksOf, buildRows, treeRows, humanSize, formatDate, formatClock, defaultTag, tagProblem } from './snapshots.js';
 import { startSerial } from './serial.js';
 import { Jobs } from './jobs.js';
 
@@ -28,6 +28,7 @@ const wsUrl = (path) => `${wsBase}${path}${token ? `?token=${encodeURIComponent(
 
 const state = {
   qmp: null, hmp: null, status: null, rows: [], disks: [],
+  tree: null,               // the back end's snapshot tree, null without one (QEMU)
   busy: false,              // an operation of ours is in flight
   current: null,            // {tag, how, time} from the gateway
 };
@@ -90,13 +91,17 @@ async function vmCmd(cmd) {
 
 // ---- snapshot list -------------------------------------------------------------
 async function refreshSnapshots() {
-  const [blk, nodes, cur] = await Promise.all([
+  const [blk, nodes, cur, tree] = await Promise.all([
     state.qmp.cmd('query-block'),
     state.qmp.cmd('query-named-block-nodes').catch(() => []),
     state.qmp.cmd('x-snapgate-query-current-snapshot').catch(() => ({})),
+    // snapgate-vmm's parents and position; QEMU has no such command: flat list.
+    state.qmp.cmd('x-snapgate-query-snapshot-tree').catch(() => null),
   ]);
   state.disks = disksOf(blk, nodes);
-  state.rows = buildRows(state.disks);
+  const w = state.disks.filter((d) => !d.ro);
+  state.tree = tree && w.length && tree.node === w[0].node ? tree : null;
+  state.rows = treeRows(buildRows(state.disks), state.tree);
   state.current = cur && cur.tag !== undefined ? cur : null;
   renderSnapshots();
 }
@@ -119,6 +124,45 @@ function button(text, action, label, onclick) {
   return b;
 }
 
+// The tree's drawing before a tag: the guide in a monospace span (not read
+// out), the depth for screen readers in the row's title.
+function guide(r) {
+  const g = document.createElement('span');
+  g.className = 'tree-guide';
+  g.textContent = r.guide;
+  g.setAttribute('aria-hidden', 'true');
+  return g;
+}
+
+// "NOW" under the current snapshot, as Proxmox shows it: where the running
+// VM stands in the tree (its next save becomes a child of that snapshot).
+function nowRow(r) {
+  const tr = document.createElement('tr');
+  tr.className = 'now';
+  tr.dataset.now = '1';
+  tr.dataset.depth = r.depth;
+  tr.dataset.parent = r.parent;
+  const mark = document.createElement('td');
+  mark.className = 'mark';
+  const cell = document.createElement('td');
+  cell.className = 'tag';
+  cell.colSpan = 6;
+  const label = document.createElement('span');
+  label.className = 'now-label';
+  label.textContent = 'NOW';
+  const note = document.createElement('span');
+  note.className = 'muted small';
+  note.textContent = ' the running VM; its next snapshot goes here';
+  const line = document.createElement('div');
+  line.className = 'tag-line';
+  const text = document.createElement('span');
+  text.append(label, note);
+  line.append(guide(r), text);
+  cell.append(line);
+  tr.append(mark, cell);
+  return tr;
+}
+
 // Rows are rebuilt only when something shown changed, so that a polled job
 // does not take the keyboard focus away from a button every 200 ms.
 let shownKey = '';
@@ -133,8 +177,11 @@ function renderSnapshots() {
     ? [document.activeElement.closest('tr').dataset.tag, document.activeElement.dataset.action] : null;
   body.replaceChildren();
   for (const r of state.rows) {
+    if (r.now) { body.append(nowRow(r)); continue; }
     const tr = document.createElement('tr');
     tr.dataset.tag = r.tag;
+    tr.dataset.depth = r.depth;
+    if (r.parent) tr.dataset.parent = r.parent;
     const isCur = !!state.current && state.current.tag === r.tag;
     if (isCur) tr.classList.add('current');
     const td = (content, cls, label) => {
@@ -169,7 +216,12 @@ function renderSnapshots() {
     };
     name.addEventListener('click', unfold);
     name.addEventListener('keydown', (ev) => { if (ev.key === 'Enter' || ev.key === ' ') { ev.preventDefault(); unfold(); } });
-    const tagCell = td(name, 'tag');
+    // In the tree the guide stands left of the tag, the tag wraps beside it.
+    const line = document.createElement('div');
+    line.className = 'tag-line';
+    if (r.guide) line.append(guide(r));
+    line.append(name);
+    const tagCell = td(line, 'tag');
     if (isCur) tagCell.append(chip(state.current.how === 'loaded' ? 'current · loaded' : 'current · saved', 'cur'));
     if (r.partial) tagCell.append(chip('partial', 'partial', `missing on ${r.missing.join(', ')}`));
     if (r.duplicate) tagCell.append(chip('duplicate tag', 'partial', 'several snapshots carry this tag on one disk'));

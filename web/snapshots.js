@@ -105,3 +105,48 @@ export function tagProblem(tag) {
   if (/[\u0000-\u001f\u007f]/.test(tag)) return 'A tag cannot contain control characters (tabs, new lines).';
   return null;
 }
+
+// The snapshot tree (x-snapgate-query-snapshot-tree: each snapshot's parent
+// by ID on the VM-state disk, and the current position), drawn as libvirt's
+// snapshot-list --tree and Proxmox's "NOW" do: rows in depth-first order,
+// children under their parent by date, each with the guide to draw before
+// its tag ("├─ ", "└─ ", "│  ") and its depth; a pseudo-row {now: true} as
+// the last child of the current snapshot.  Without a tree (QEMU 7.2 back end,
+// an older VMM) the rows stay as they are, flat, with no NOW.
+export const TREE_MAX_GUIDES = 6;   // deeper levels are drawn as "⋯ " (a chain of 50 saves stays readable)
+
+export function treeRows(rows, tree) {
+  const flat = rows.map((r) => ({ ...r, depth: 0, guide: '', parent: null }));
+  if (!tree || !Array.isArray(tree.snapshots)) return flat;
+  const parentOfId = new Map(tree.snapshots.map((s) => [s.id, s.parent || null]));
+  const byId = new Map(flat.filter((r) => r.id).map((r) => [r.id, r]));
+  const kids = new Map();   // parent ID ('' for roots) -> children in row (date) order
+  const add = (key, node) => { if (!kids.has(key)) kids.set(key, []); kids.get(key).push(node); };
+  for (const r of flat) {
+    const p = r.id ? parentOfId.get(r.id) : null;
+    r.parent = p && byId.has(p) && p !== r.id ? p : null;
+    add(r.parent || '', r);
+  }
+  const cur = tree.current && byId.has(tree.current) ? tree.current : null;
+  if (cur) add(cur, { now: true, tag: 'NOW', parent: cur });
+  const out = [];
+  const seen = new Set();
+  const walk = (node, depth, trail, last) => {
+    if (!node.now) {
+      if (seen.has(node.id || node.tag)) return;
+      seen.add(node.id || node.tag);
+    }
+    const levels = trail.map((more) => (more ? '│  ' : '   '));
+    const cut = levels.length > TREE_MAX_GUIDES ? ['⋯  ', ...levels.slice(-TREE_MAX_GUIDES + 1)] : levels;
+    node.depth = depth;
+    node.guide = depth ? `${cut.join('')}${last ? '└─ ' : '├─ '}` : '';
+    out.push(node);
+    const ch = node.now ? [] : (kids.get(node.id) || []);
+    ch.forEach((c, i) => walk(c, depth + 1, depth ? [...trail, !last] : [], i === ch.length - 1));
+  };
+  const roots = kids.get('') || [];
+  roots.forEach((r) => walk(r, 0, [], true));
+  // A cycle (never written by snapgate, but the headers are data): the rest flat.
+  for (const r of flat) if (!seen.has(r.id || r.tag)) walk({ ...r, parent: null }, 0, [], true);
+  return out;
+}

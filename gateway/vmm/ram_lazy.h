@@ -19,6 +19,8 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
 /* vCPUs parked: empty RAM that fills on first touch, and the filler thread.
  * On failure RAM may already be empty: load it eagerly. */
 bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err);
+/* Once the fill is complete: the hashes of RAM as loaded (caller frees). */
+struct sg_ram_hashes *sg_ram_lazy_take_hashes(struct sg_ram_lazy *lz);
 uint64_t sg_ram_lazy_progress(struct sg_ram_lazy *lz);
 /* 0: still filling, 1: all of RAM is in, -1: failed (err set). */
 int sg_ram_lazy_poll(struct sg_ram_lazy *lz, struct sg_error *err);

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "ram_lazy.h"
 #include "snapshot_op.h"
@@ -43,10 +45,11 @@ void sg_snap_op_free(void *p)
             pthread_join(op->worker, NULL);
         }
         sg_ram_child_end(&op->child);
+        sg_snap_wp_end(op);
         sg_ram_lazy_free(op->lazy);
         if (op->sem_ready)
             sem_destroy(&op->frozen);
-        free(op->dirty);
+        sg_ram_hashes_free(op->hashes);
         free(op->blob);
     }
     free(op);
@@ -162,6 +165,24 @@ void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st)
     op->paused = true;
 }
 
+size_t sg_snap_ram_chunk(struct sg_block *bs)
+{
+    uint64_t cs = sg_block_cluster_size(bs);
+    long ps = sysconf(_SC_PAGESIZE);
+    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
+    return ps > 0 && chunk < (size_t)ps ? (size_t)ps : chunk;
+}
+
+void sg_snap_wp_end(struct snap_op *op)
+{
+    if (!op->wp)
+        return;
+    if (op->vmm->vm.wp == op->wp)
+        op->vmm->vm.wp = NULL;
+    sg_ram_wp_end(op->wp);
+    op->wp = NULL;
+}
+
 void sg_snap_resume_vm(struct snap_op *op)
 {
     struct sg_vmm *vmm = op->vmm;
@@ -173,4 +194,22 @@ void sg_snap_resume_vm(struct snap_op *op)
      * the job had the guest paused takes effect now. */
     if (vmm->running)
         sg_vmm_cont(vmm, true);
+}
+
+/* SNAPGATE_VMM_TRACE=1: the time each step of a pause took, on stderr
+ * (how the figures in README.md were found). */
+void sg_snap_trace(const char *what)
+{
+    static int on = -1;
+    static _Thread_local uint64_t last;
+    if (on < 0)
+        on = getenv("SNAPGATE_VMM_TRACE") != NULL;
+    if (!on)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    if (what[0] != '>')
+        fprintf(stderr, "trace: %-28s %8.3f ms\n", what, last ? (double)(now - last) / 1e6 : 0.0);
+    last = now;
 }

@@ -16,6 +16,8 @@
 
 #include "jobs.h"
 #include "ram_live.h"
+#include "ram_hash.h"
+#include "ram_wp.h"
 #include "vmm.h"
 #include "vmstate.h"
 
@@ -61,11 +63,14 @@ struct snap_op {
      * may run again; `dirty` (NULL: write all) are the pages changed since
      * the incremental base. */
     struct sg_ram_child child;
+    struct sg_ram_wp *wp;     /* the instant by write-protect (ram_wp.c), else `child` */
+    bool by_fork;             /* chosen before the pause (snapshot_save.c) */
     struct sg_block_frozen frozen_disk[SG_VM_MAX_DRIVES];
     bool held[SG_VM_MAX_DRIVES];
     sem_t frozen;
     bool sem_ready;
-    uint64_t *dirty;
+    struct sg_ram_hashes *hashes;   /* RAM's chunk hashes at T (save) / as loaded (load) */
+    struct sg_ram_hash zero_hash;   /* of a zero chunk */
     bool incremental;
     uint64_t date_sec;
     uint32_t date_nsec;
@@ -94,6 +99,14 @@ bool sg_snap_find_vmstate_drive(struct snap_op *op, struct sg_error *err);
 
 void sg_snap_pause_vm(struct snap_op *op, enum sg_run_state st);
 void sg_snap_resume_vm(struct snap_op *op);
+/* Bytes per RAM chunk in the vmstate of `bs`: a cluster, at most 1 MiB
+ * (the RAM offset's alignment), at least a page. */
+size_t sg_snap_ram_chunk(struct sg_block *bs);
+/* Ends a live save's write protection (main thread). */
+void sg_snap_wp_end(struct snap_op *op);
+/* SNAPGATE_VMM_TRACE: prints the time since this thread's last mark; a
+ * name starting with '>' only sets the mark. */
+void sg_snap_trace(const char *what);
 
 /* snapshot_tree.c: x-snapgate-query-snapshot-tree, x-snapgate-ram-checksum. */
 bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err);

@@ -1,21 +1,24 @@
 /* snapshot_save.c: the snapshot-save job, live: the guest pauses only
- * while its machine state is captured and its RAM is frozen by a fork
- * (ram_live.c), and runs while RAM is written.
+ * while its machine state is captured and its RAM is frozen by
+ * write-protect (ram_wp.c; a fork, ram_live.c, where that is missing),
+ * and runs while RAM is written.
  *
  * The steps, and the instant T they all describe:
- *   main loop: validate -> pause -> capture CPU/devices, take the dirty
- *     pages since the incremental base, fork (T) -> start the worker and
- *     wait until it holds every drive lock -> resume;
+ *   before the pause (worker): empty the active vmstate area for a full
+ *     save; a throw-away fork (KVM drops its mappings while the guest runs);
+ *   main loop: pause -> capture CPU/devices, write-protect RAM (T) -> start
+ *     the worker and wait until it holds every drive lock -> resume;
  *   worker: with the locks held no guest write can reach a disk, so each
  *     disk is held aside as it is at T (sg_block_freeze: a hidden tree,
- *     listed nowhere); unlock; write the state blob and RAM from the child
- *     into the active vmstate area: only the clusters with a page changed
- *     since the base when that area holds the base (the rest stays shared
- *     with it), else every touched cluster into an emptied area; write the
- *     header; then each held disk becomes its snapshot
- *     (sg_block_frozen_snapshot), the vmstate disk last, taking the area
- *     with it and keeping a shared copy active as the next save's base:
- *     that last transaction is the commit point.
+ *     listed nowhere); unlock; write the state blob, then RAM at T, read
+ *     whole and hashed chunk by chunk, into the active vmstate area: only
+ *     the chunks whose hash differs from the base's when that area holds
+ *     the base (the rest stays shared with it), else every touched chunk
+ *     into the emptied area; write the header; then each held disk becomes
+ *     its snapshot (sg_block_frozen_snapshot), the vmstate disk last,
+ *     taking the area with it and keeping a shared copy active as the next
+ *     save's base (with T's hashes): that last transaction is the commit
+ *     point.
  * Any failure or job-cancel before the commit drops what is held and
  * deletes what was made; a crash leaves only leaked clusters (qemu-img
  * check: leaks, no errors; no snapshot that was not reported done). */
@@ -28,7 +31,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "ram_dirty.h"
+#include "ram_hash.h"
 #include "snapshot_op.h"
 
 /* Lock hold per vmstate write: the monitor's query-block waits for it. */
@@ -77,8 +80,8 @@ static void save_undo(struct snap_op *op)
     /* The area no longer holds the base; the pages stay changed. */
     if (op->vmdrive && !strcmp(vm->pos.node, op->vmdrive->node_name))
         vm->pos.base = false;
-    sg_ram_dirty_giveback(vm, op->dirty);
     sg_ram_child_end(&op->child);
+    sg_snap_wp_end(op);
     sg_snap_resume_vm(op);
 }
 
@@ -217,47 +220,67 @@ static bool save_commit(struct snap_op *op, struct sg_error *err)
     return true;
 }
 
-/* Which chunks of [done, done+len) of RAM to write: with a base, those with
- * a page changed since it; without, those the guest touched (kvm/ram_scan.c
- * on the child says why the rest is zero, and the area starts empty). */
-static void pick_chunks(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
-                        uint64_t done, size_t len, size_t chunk, bool *want)
+/* RAM [idx, idx+len) at the instant: from the write-protected RAM or the
+ * forked child. */
+static bool ram_read(struct snap_op *op, uint64_t idx, void *buf, size_t len, struct sg_error *err)
 {
-    struct sg_vm *vm = &op->vmm->vm;
-    size_t ps = rs->page_size, per = chunk / ps;
-    if (op->incremental) {
-        for (size_t c = 0; c < len / chunk; c++)
-            want[c] = sg_ram_dirty_test(op->dirty, ps, done + c * chunk, chunk);
-        return;
-    }
-    sg_ram_scan_untouched(rs, (char *)vm->ram + done, len / ps, untouched);
-    for (size_t c = 0; c < len / chunk; c++) {
-        bool skip = true;
-        for (size_t k = 0; k < per && skip; k++)
-            skip = untouched[c * per + k];
-        want[c] = !skip;
-    }
+    if (op->wp)
+        return sg_ram_wp_read(op->wp, idx, buf, len, err);
+    return sg_ram_child_read(&op->child, (char *)op->vmm->vm.ram + idx, buf, len, err);
 }
 
-/* One SG_SNAP_RAM_STEP piece of RAM at T: runs of wanted chunks are read
- * from the child and written; a chunk is a cluster (at most 1 MiB, the
- * RAM offset's alignment), so what is skipped stays as it was (shared with
- * the base, or unallocated). */
+/* Reads the chunks of [done, done+len) that were touched at T into buf
+ * (untouched ones read as zeros and are not read: the forked child's
+ * pagemap tells them, kvm/ram_scan.c; under write-protect every chunk is
+ * read), hashes every chunk into op->hashes (the next base) and picks
+ * those to write: with a base, the chunks whose content differs from the
+ * base's; without, the touched ones (the area starts empty). */
+static bool read_and_pick(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched, char *buf,
+                          uint64_t done, size_t len, size_t chunk, bool *want,
+                          struct sg_error *err)
+{
+    struct sg_vm *vm = &op->vmm->vm;
+    size_t ps = rs->page_size, per = chunk / ps, nc = (len + chunk - 1) / chunk;
+    bool scan = !op->wp && rs->fd >= 0 && len % chunk == 0 && chunk % ps == 0 &&
+                sg_ram_scan_untouched(rs, (char *)vm->ram + done, len / ps, untouched);
+    for (size_t c = 0; c < nc; c++) {
+        bool zero = scan;
+        for (size_t k = 0; k < per && zero; k++)
+            zero = untouched[c * per + k];
+        want[c] = !zero;   /* for now: to read */
+    }
+    for (size_t c = 0; c < nc;) {
+        size_t e = c;
+        while (e < nc && want[e] == want[c])
+            e++;
+        size_t off = c * chunk, n = e * chunk < len ? (e - c) * chunk : len - off;
+        if (want[c] ? !ram_read(op, done + off, buf + off, n, err) : (memset(buf + off, 0, n), 0))
+            return false;
+        c = e;
+    }
+    for (size_t c = 0; c < nc; c++) {
+        size_t n = len - c * chunk < chunk ? len - c * chunk : chunk;
+        uint64_t idx = (done + c * chunk) / chunk;
+        struct sg_ram_hash h = want[c] || n != chunk ? sg_ram_hash(buf + c * chunk, n)
+                                                     : op->zero_hash;
+        op->hashes->h[idx] = h;
+        if (op->incremental)
+            want[c] = !sg_ram_hash_eq(h, vm->hashes->h[idx]);
+    }
+    return true;
+}
+
+/* One SG_SNAP_RAM_STEP piece of RAM at T: read and hashed
+ * (read_and_pick), and the runs of wanted chunks written; a chunk is a
+ * cluster (at most 1 MiB, the RAM offset's alignment), so what is skipped
+ * stays as it was (shared with the base, or unallocated). */
 static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *untouched,
                            bool *want, char *buf, uint64_t done, size_t len, struct sg_error *err)
 {
-    struct sg_vm *vm = &op->vmm->vm;
-    uint64_t cs = sg_block_cluster_size(op->vmdrive->bs);
-    size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
-    if (chunk < rs->page_size)
-        chunk = rs->page_size;
-    if (len % chunk || done % chunk) {
-        op->bytes_written += len;
-        return sg_ram_child_read(&op->child, (char *)vm->ram + done, buf, len, err) &&
-               vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done, buf, len, err);
-    }
-    pick_chunks(op, rs, untouched, done, len, chunk, want);
-    size_t nc = len / chunk;
+    size_t chunk = op->hashes->chunk;
+    if (!read_and_pick(op, rs, untouched, buf, done, len, chunk, want, err))
+        return false;
+    size_t nc = (len + chunk - 1) / chunk;
     for (size_t c = 0; c < nc;) {
         if (!want[c]) {
             c++;
@@ -266,9 +289,8 @@ static bool save_ram_piece(struct snap_op *op, struct sg_ram_scan *rs, bool *unt
         size_t e = c;
         while (e < nc && want[e])
             e++;
-        size_t off = c * chunk, n = (e - c) * chunk;
-        if (!sg_ram_child_read(&op->child, (char *)vm->ram + done + off, buf, n, err) ||
-            !vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off, buf, n, err))
+        size_t off = c * chunk, n = e * chunk < len ? (e - c) * chunk : len - off;
+        if (!vmstate_write(op, SG_VMSTATE_RAM_OFFSET + done + off, buf + off, n, err))
             return false;
         op->bytes_written += n;
         c = e;
@@ -288,12 +310,21 @@ static void *save_worker(void *arg)
         pthread_mutex_unlock(&op->drives[i]->lock);
     ok = ok && vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &op->werr);
 
-    struct sg_ram_scan rs;
-    sg_ram_scan_open_pid(&rs, op->child.pid);   /* unavailable: every page counts as touched */
+    /* Unavailable: every page counts as touched (zero clusters still stay
+     * unallocated).  Under write-protect this process's pagemap no longer
+     * shows the instant (regions lifted since, protected empty pages). */
+    long sps = sysconf(_SC_PAGESIZE);
+    struct sg_ram_scan rs = { .fd = -1, .buf = NULL, .page_size = sps > 0 ? (size_t)sps : 4096 };
+    if (!op->wp)
+        sg_ram_scan_open_pid(&rs, op->child.pid);
     size_t ps = rs.page_size;
     bool *untouched = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
-    bool *want = malloc(SG_SNAP_RAM_STEP / ps * sizeof(bool));
+    bool *want = malloc((SG_SNAP_RAM_STEP / ps + 1) * sizeof(bool));
     char *buf = malloc(SG_SNAP_RAM_STEP);
+    if (buf) {
+        memset(buf, 0, op->hashes->chunk);
+        op->zero_hash = sg_ram_hash(buf, op->hashes->chunk);
+    }
     if (ok && (!untouched || !want || !buf)) {
         sg_error_set(&op->werr, "out of memory");
         ok = false;
@@ -313,27 +344,52 @@ static void *save_worker(void *arg)
     free(want);
     free(buf);
     sg_ram_scan_close(&rs);
+    /* All of RAM at T is read: the guest need not be held any longer. */
+    sg_ram_wp_finish(op->wp);
     if (ok && !atomic_load(&op->cancel))
         ok = save_commit(op, &op->werr);
     /* Here, not on the main loop: the child's exit tears down its copy of
      * the page tables, and waiting for that would stall the monitor. */
-    sg_ram_child_end(&op->child);
-    /* Pages the guest wrote during the save were copied one by one and
-     * split their huge pages; put them back so the next fork stays cheap. */
-    madvise(vm->ram, vm->ram_size, SG_MADV_COLLAPSE);
+    /* Under write-protect huge pages stay whole (regions are lifted 2 MiB
+     * at a time), and a collapse would fill never-touched ones. */
+    if (!op->wp) {
+        sg_ram_child_end(&op->child);
+        /* Pages the guest wrote during the save were copied one by one and
+         * split their huge pages; put them back so the next fork stays cheap. */
+        madvise(vm->ram, vm->ram_size, SG_MADV_COLLAPSE);
+    }
     op->worker_ok = ok;
     atomic_store(&op->worker_done, true);
     return NULL;
 }
 
-/* The guest runs meanwhile; the main loop does not touch the bitmap until
- * this ends, except a system_reset marking all of RAM (a memset racing an
- * OR of bits: either way the page counts as changed). */
-static void *collect_worker(void *arg)
+/* Before the pause, while the guest runs: a full save empties the active
+ * vmstate area (the writer leaves untouched pages out, so it must read as
+ * zeros; a crashed or failed save can have left data in it) -- metadata
+ * writes that need not wait for the instant, since nothing else writes the
+ * area. */
+static void *prepare_worker(void *arg)
 {
     struct snap_op *op = arg;
-    struct sg_vm *vm = &op->vmm->vm;
-    op->worker_ok = sg_ram_dirty_start(vm, &op->werr) && sg_ram_dirty_collect(vm, &op->werr);
+    op->worker_ok = true;
+    if (!op->incremental) {
+        pthread_mutex_lock(&op->vmdrive->lock);
+        op->worker_ok = sg_block_vmstate_discard(op->vmdrive->bs, &op->werr);
+        pthread_mutex_unlock(&op->vmdrive->lock);
+    }
+    /* A fork write-protects all of RAM, and KVM's MMU notifier then drops
+     * every mapping the guest has (the guest faults them back): cost in
+     * proportion to what the guest touched.  A throw-away fork here, while
+     * the guest runs, leaves the one in the pause only what the guest
+     * touches in between (fork in the pause: 1.1-1.3 ms, was 1.9-2.3). */
+    if (op->worker_ok) {
+        struct sg_ram_child warm;
+        struct sg_error ignored = { 0 };
+        sg_snap_trace(">warm");
+        if (sg_ram_child_fork(&warm, &ignored))
+            sg_ram_child_end(&warm);
+        sg_snap_trace("save: warm-up fork");
+    }
     atomic_store(&op->worker_done, true);
     return NULL;
 }
@@ -358,11 +414,36 @@ static bool save_validate(struct sg_job *job, struct snap_op *op)
     return true;
 }
 
+/* How the instant is kept (gateway/vmm/README.md has the measurements):
+ * userfaultfd write-protect by default, a fork where the kernel has no
+ * write-protect or SNAPGATE_VMM_LIVE=fork asks for it (the bench compares
+ * both). */
+static bool live_by_fork(struct sg_vm *vm)
+{
+    const char *m = getenv("SNAPGATE_VMM_LIVE");
+    if (m)
+        return !strcmp(m, "fork");
+    /* A guest that has touched less than half of its RAM: the fork, whose
+     * writer skips never-touched pages by the child's pagemap without
+     * reading them (under write-protect every page is read: 15 s for a
+     * 4 GiB guest using 16 MiB), and whose copy-on-write costs little when
+     * little is touched. */
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long long size = 0, resident = 0;
+    bool known = f && fscanf(f, "%llu %llu", &size, &resident) == 2;
+    if (f)
+        fclose(f);
+    long ps = sysconf(_SC_PAGESIZE);
+    return known && ps > 0 && resident * (unsigned long long)ps < vm->ram_size / 2;
+}
+
 /* The pause: everything that must describe the same instant. */
 static bool save_instant(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vm *vm = &op->vmm->vm;
+    sg_snap_trace(">save");
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
+    sg_snap_trace("save: pause vCPU");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     op->date_sec = (uint64_t)now.tv_sec;
@@ -375,32 +456,32 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         sg_error_set(&job->err, "machine state too large (%zu bytes)", op->blob_len);
         return false;
     }
+    sg_snap_trace("save: capture");
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
-    op->incremental = vm->pos.base && !strcmp(vm->pos.node, op->vmdrive->node_name);
-    if (!sg_ram_dirty_start(vm, &job->err) || !(op->dirty = sg_ram_dirty_take(vm, &job->err)))
-        return false;
-    if (!op->incremental) {
-        /* The writer leaves untouched pages out, so the area must read as
-         * zeros: a crashed or failed save can have left data in it. */
-        pthread_mutex_lock(&op->vmdrive->lock);
-        bool empty = sg_block_vmstate_discard(op->vmdrive->bs, &job->err);
-        pthread_mutex_unlock(&op->vmdrive->lock);
-        if (!empty)
-            return false;
-    }
     if (sem_init(&op->frozen, 0, 0) != 0) {
         sg_error_set_errno(&job->err, errno, "semaphore");
         return false;
     }
     op->sem_ready = true;
-    if (!sg_ram_child_fork(&op->child, &job->err) ||
-        !sg_snap_start_worker(op, save_worker, &job->err))
+    sg_snap_trace("save: discard");
+    if (!op->by_fork) {
+        struct sg_error werr = { 0 };
+        op->wp = sg_ram_wp_start(vm, &werr);   /* else: the fork */
+        vm->wp = op->wp;
+        sg_snap_trace("save: write-protect");
+    }
+    if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
+        return false;
+    sg_snap_trace("save: fork");
+    if (!sg_snap_start_worker(op, save_worker, &job->err))
         return false;
     while (sem_wait(&op->frozen) != 0 && errno == EINTR)
         ;
+    sg_snap_trace("save: worker locks");
     sg_snap_resume_vm(op);
+    sg_snap_trace("save: resume");
     return true;
 }
 
@@ -420,10 +501,18 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
         if (!save_validate(job, op))
             return SG_JOB_STEP_FAILED;
         job->total = SG_VMSTATE_RAM_OFFSET + vm->ram_size;
-        /* The dirty log's big harvest before the pause (ram_dirty.h), on a
-         * worker: switching the log on or collecting a GiB of dirty pages
-         * makes KVM write-protect them, tens of ms on kvm_pvm. */
-        if (!sg_snap_start_worker(op, collect_worker, &job->err))
+        /* Incremental when the active area holds the base and RAM's hashes
+         * at the base are known in the same chunks (nothing changes either
+         * before the pause: jobs run one at a time). */
+        size_t chunk = sg_snap_ram_chunk(op->vmdrive->bs);
+        op->incremental = vm->pos.base && !strcmp(vm->pos.node, op->vmdrive->node_name) &&
+                          vm->hashes && vm->hashes->chunk == chunk;
+        if (!(op->hashes = sg_ram_hashes_new(vm->ram_size, chunk))) {
+            sg_error_set(&job->err, "out of memory");
+            return SG_JOB_STEP_FAILED;
+        }
+        op->by_fork = live_by_fork(vm);
+        if (!sg_snap_start_worker(op, prepare_worker, &job->err))
             return SG_JOB_STEP_FAILED;
         op->phase = 3;
         return SG_JOB_STEP_WAIT;
@@ -458,6 +547,11 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
             save_undo(op);
             return SG_JOB_STEP_FAILED;
         }
+        sg_snap_wp_end(op);
+        /* RAM at T is the next save's base. */
+        sg_ram_hashes_free(vm->hashes);
+        vm->hashes = op->hashes;
+        op->hashes = NULL;
         int vi = 0;
         while (op->drives[vi] != op->vmdrive)
             vi++;

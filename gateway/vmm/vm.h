@@ -50,13 +50,14 @@ struct sg_vcpu {
     bool thread_started;
 };
 
-struct sg_ram_dirty;
+struct sg_ram_wp;
+struct sg_ram_hashes;
 
 /* Where the VM stands in its snapshot tree (snapshot_save.c, snapshot_load.c):
  * the snapshot it was last saved as or loaded from, on the vmstate disk
  * `node`.  `base`: that disk's active vmstate area holds this snapshot's RAM
- * and ram_dirty.c has tracked every change since, so the next save writes
- * only what changed. */
+ * and `hashes` (ram_hash.c) say what it held, so the next save writes only
+ * the chunks whose content changed. */
 struct sg_snap_pos {
     bool valid;
     bool base;
@@ -90,7 +91,8 @@ struct sg_vm {
      * MSRs start over as well as the registers. */
     uint8_t *poweron_state;
     size_t poweron_len;
-    struct sg_ram_dirty *dirty;   /* ram_dirty.c; NULL until the first snapshot */
+    struct sg_ram_wp *wp;         /* ram_wp.c: a live save's instant, while it is written */
+    struct sg_ram_hashes *hashes; /* ram_hash.c: RAM at the incremental base (vm->pos.base) */
     struct sg_snap_pos pos;
 
     /* devices, in creation order (this order is saved in snapshots) */

@@ -13,7 +13,8 @@
 #include "guest/boot_info.h"
 #include "linux_boot.h"
 #include "vmstate.h"
-#include "ram_dirty.h"
+#include "ram_hash.h"
+#include "ram_wp.h"
 #include "vm.h"
 
 extern const char sg_demo_guest_start[], sg_demo_guest_end[];
@@ -72,7 +73,9 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         sg_error_set_errno(err, errno, "guest RAM (%llu bytes)", (unsigned long long)vm->ram_size);
         return false;
     }
-    madvise(vm->ram, vm->ram_size, MADV_MERGEABLE);
+    /* Not MADV_MERGEABLE (QEMU's mem-merge): every mremap of a mergeable
+     * mapping first unmerges it page by page, 8-39 ms for 1 GiB in the
+     * pause of the first lazy load (ram_lazy.c), KSM running or not. */
     /* Huge pages keep fork() (a live save's instant, ram_live.c) cheap. */
     madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
     if (!sg_vm_set_ram_slots(vm, 0, err))
@@ -85,8 +88,9 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
 }
 
 /* One host mapping, two slots: RAM index = host offset on both sides of
- * the hole, so vmstate and dirty tracking see one flat RAM.  `flags`:
- * KVM_MEM_LOG_DIRTY_PAGES turns KVM's dirty log on (ram_dirty.c). */
+ * the hole, so the vmstate sees one flat RAM.  `flags`: KVM's slot flags
+ * (none: KVM's dirty log slowed a writing guest 30-60x on kvm_pvm for as
+ * long as it was on; incremental saves compare content, ram_hash.c). */
 bool sg_vm_set_ram_slots(struct sg_vm *vm, uint32_t flags, struct sg_error *err)
 {
     struct kvm_userspace_memory_region mr[2] = {
@@ -117,7 +121,6 @@ void *sg_vm_gpa(struct sg_vm *vm, uint64_t gpa, uint64_t len)
             return NULL;
         idx = vm->ram_low + (gpa - SG_RAM_HIGH_BASE);
     }
-    sg_ram_dirty_mark(vm, idx, len);   /* devices may write what they get */
     return (char *)vm->ram + idx;
 }
 
@@ -197,12 +200,13 @@ void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level)
 
 bool sg_vm_reset(struct sg_vm *vm, struct sg_error *err)
 {
-    /* MADV_DONTNEED on private anonymous memory gives zero pages back. */
+    /* MADV_DONTNEED on private anonymous memory gives zero pages back; a
+     * live save still reading the instant copies what it needs first. */
+    sg_ram_wp_before_discard(vm->wp);
     if (madvise(vm->ram, vm->ram_size, MADV_DONTNEED) != 0) {
         sg_error_set_errno(err, errno, "guest RAM reset");
         return false;
     }
-    sg_ram_dirty_all(vm);
     pthread_mutex_lock(&vm->io_lock);
     for (int i = 0; i < vm->nr_devices; i++)
         if (vm->devices[i]->ops->reset)
@@ -230,8 +234,8 @@ void sg_vm_destroy(struct sg_vm *vm)
         if (vm->vcpus[i].fd >= 0)
             close(vm->vcpus[i].fd);
     }
-    sg_ram_dirty_free(vm->dirty);
-    vm->dirty = NULL;
+    sg_ram_hashes_free(vm->hashes);
+    vm->hashes = NULL;
     free(vm->poweron_state);
     vm->poweron_state = NULL;
     if (vm->ram)

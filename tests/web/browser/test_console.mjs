@@ -7,8 +7,9 @@
 // fails shows its whole error in the banner; Cancel of a running save; jobs
 // started elsewhere (a QMP client: human-monitor-command and a raw
 // snapshot-save job) update the page and its current-snapshot marker; HMP pane
-// Tab completion, wrapping and the quit confirmation; the page at 1280 px and
-// 390 px; the token never reaching another server on another loopback port.
+// Tab completion, wrapping and the quit confirmation; the snapshot tree
+// (real: parents, NOW; fake: none, as QEMU); the page at 1280 px and 390 px;
+// the token never reaching another server on another loopback port.
 // Screenshots go to $SNAPGATE_BUILD/tests/web-output/<mode>/.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -416,6 +417,40 @@ try {
   check(!(await page.textContent('#hmp-out')).includes('(snapgate) quit'), 'a cancelled quit is not sent');
   check(await page.textContent('#vm-status') === 'running', 'the VM still runs after a cancelled quit');
 
+  step(real ? 'the snapshot tree: children indented under their parent, NOW under the current one'
+            : 'no snapshot tree from this back end (as QEMU 7.2): a flat list, no NOW');
+  const tree = () => page.evaluate(() => [...document.querySelectorAll('#snap-body tr')].map((tr) => ({
+    tag: tr.dataset.tag || null, now: tr.dataset.now === '1', depth: Number(tr.dataset.depth || 0),
+    parent: tr.dataset.parent || null, id: tr.querySelector('td.id')?.textContent || null,
+    guide: tr.querySelector('.tree-guide')?.textContent || '',
+    guideLeft: tr.querySelector('.tree-guide')?.getBoundingClientRect().left ?? null,
+    tagLeft: tr.querySelector('.tag-text, .now-label')?.getBoundingClientRect().left ?? null })));
+  await page.waitForFunction((t) => document.querySelector('#snap-body tr.current')?.dataset.tag === t, tagLong);
+  let t = await tree();
+  const row = (tag) => t.find((x) => x.tag === tag);
+  const nows = t.filter((x) => x.now);
+  if (real) {
+    // A, then B saved from A; A loaded; "from qmp" saved after the deleted "doomed"
+    // (no parent left: a root), "raw qmp" from it, the long tag from that.
+    const A = row(tagA), B = row(tagB), Q = row(`from qmp ${stamp}`), R = row(`raw qmp ${stamp}`), L = row(tagLong);
+    check(A && B && Q && R && L, `every snapshot listed: ${JSON.stringify(t.map((x) => x.tag))}`);
+    check(A.depth === 0 && A.guide === '', `the first snapshot is a root: ${JSON.stringify(A)}`);
+    check(B.parent === A.id && B.depth === 1 && /^[├└]─ $/.test(B.guide), `B is drawn as A's child: ${JSON.stringify(B)}`);
+    check(t.indexOf(B) > t.indexOf(A), 'the child comes after its parent');
+    check(B.tagLeft > A.tagLeft + 8, `the child's tag is indented (${A.tagLeft} -> ${B.tagLeft})`);
+    check(Q.depth === 0 && !Q.parent, `a save whose parent was deleted is a root: ${JSON.stringify(Q)}`);
+    check(R.parent === Q.id && R.depth === 1, `raw qmp under from qmp: ${JSON.stringify(R)}`);
+    check(L.parent === R.id && L.depth === 2 && /^ {3}└─ $/.test(L.guide), `the long tag two levels down: ${JSON.stringify(L)}`);
+    check(nows.length === 1, `one NOW row: ${nows.length}`);
+    const N = nows[0];
+    check(N.parent === L.id && N.depth === 3 && t.indexOf(N) === t.indexOf(L) + 1 && /└─ $/.test(N.guide),
+      `NOW is the last child of the current snapshot: ${JSON.stringify(N)}`);
+    check(N.guideLeft !== null && N.tagLeft > L.tagLeft, `NOW is drawn right of its parent's tag (${L.tagLeft} -> ${N.tagLeft})`);
+  } else {
+    check(nows.length === 0, `no NOW without a tree: ${JSON.stringify(nows)}`);
+    check(t.every((x) => x.depth === 0 && x.guide === ''), `a flat list without a tree: ${JSON.stringify(t)}`);
+  }
+
   step('pause and resume');
   await page.click('#btn-stop');
   await page.waitForFunction(() => document.getElementById('vm-status').textContent === 'paused');
@@ -449,6 +484,11 @@ try {
   v = await inView(390);
   check(v.out.length === 0, `cells out of view at 390 px: ${v.out.join(', ')}`);
   check(v.overflow <= 1, `no horizontal page scroll at 390 px (${v.overflow}px)`);
+  if (real) {
+    t = await tree();
+    const L = t.find((x) => x.tag === tagLong), N = t.find((x) => x.now);
+    check(N && N.tagLeft > L.tagLeft, `NOW still indented under the current snapshot at 390 px: ${JSON.stringify([L, N])}`);
+  }
   await page.screenshot({ path: path.join(outDir, '12-phone-390.png'), fullPage: true });
   await page.setViewportSize({ width: 1280, height: 800 });
 

@@ -1,0 +1,296 @@
+/* ram_wp.c: the instant of a live save kept by userfaultfd write-protect,
+ * 2 MiB at a time.
+ *
+ * Why (measured here, gateway/vmm/README.md has the numbers): after a
+ * fork every first guest write to a 4 KiB page is a copy-on-write fault
+ * that also splits its huge page, ~7 us each, so a guest that rewrites all
+ * of its RAM runs at 3-5 % of its speed until every page was copied once.
+ * Here all of RAM is write-protected at the instant (huge pages stay huge);
+ * the first write into a 2 MiB region stops that one writer until the
+ * handler thread has copied the region as it was (one memcpy) and lifted
+ * the protection of the whole region: one fault per 2 MiB instead of 512.
+ * The save's writer takes regions in order the same way (copy, then lift),
+ * so each region is copied exactly once, at its first write or when the
+ * writer reaches it, whichever comes first: either way the copy is the
+ * region at the instant.  Every writer is caught: the guest through KVM
+ * (KVM's MMU notifier drops its writable mappings when the protection is
+ * set, so its next write faults through get_user_pages on the host
+ * mapping, and KVM's own writes into guest memory go through that
+ * mapping too), the VMM's devices alike; pages never touched are
+ * protected as well (UFFD_FEATURE_WP_UNPOPULATED).
+ *
+ * The handler never takes a lock that a faulting thread may hold (drive
+ * locks, io_lock): only this module's own mutex, held for one memcpy.
+ * Whatever happens, sg_ram_wp_end lifts every protection before it
+ * returns, so no writer stays blocked. */
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "ram_wp.h"
+#include "vm.h"
+
+#define REGION (2u << 20)
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)   /* Linux 6.4; older headers lack it */
+#endif
+
+enum { PROTECTED, COPIED, TAKEN };
+
+struct sg_ram_wp {
+    struct sg_vm *vm;
+    int uffd;
+    int stop_fd;             /* eventfd: wakes the handler to stop */
+    size_t nregions;
+    pthread_mutex_t lock;
+    uint8_t *state;          /* per region */
+    char **copy;             /* COPIED: the handler's copy, until taken */
+    pthread_t thread;
+    bool started, registered;
+    _Atomic uint64_t faults; /* regions the handler copied */
+    atomic_bool failed;
+};
+
+static bool wp_range(struct sg_ram_wp *wp, uint64_t start, uint64_t len, bool on)
+{
+    struct uffdio_writeprotect w = {
+        .range = { (uint64_t)(uintptr_t)wp->vm->ram + start, len },
+        .mode = on ? UFFDIO_WRITEPROTECT_MODE_WP : 0,
+    };
+    while (ioctl(wp->uffd, UFFDIO_WRITEPROTECT, &w) < 0) {
+        if (errno != EAGAIN && errno != EINTR)
+            return false;
+    }
+    return true;
+}
+
+static uint64_t region_len(struct sg_ram_wp *wp, size_t r)
+{
+    uint64_t off = (uint64_t)r * REGION;
+    return wp->vm->ram_size - off < REGION ? wp->vm->ram_size - off : REGION;
+}
+
+/* Region r as it was at the instant, into dst (lock held, r PROTECTED),
+ * and its protection lifted (which wakes whoever waits on it). */
+static void capture(struct sg_ram_wp *wp, size_t r, char *dst)
+{
+    uint64_t len = region_len(wp, r);
+    memcpy(dst, (char *)wp->vm->ram + (uint64_t)r * REGION, len);
+    if (!wp_range(wp, (uint64_t)r * REGION, len, false))
+        atomic_store(&wp->failed, true);
+}
+
+/* Region r (PROTECTED, lock held) copied aside and lifted: COPIED.  Without
+ * memory for the copy the save fails, and the region is lifted anyway. */
+static bool copy_aside(struct sg_ram_wp *wp, size_t r)
+{
+    char *c = malloc(REGION);
+    if (!c) {
+        atomic_store(&wp->failed, true);
+        wp_range(wp, (uint64_t)r * REGION, region_len(wp, r), false);
+        wp->state[r] = TAKEN;
+        return false;
+    }
+    capture(wp, r, c);
+    wp->copy[r] = c;
+    wp->state[r] = COPIED;
+    return true;
+}
+
+static void serve(struct sg_ram_wp *wp, uint64_t addr)
+{
+    uint64_t a = addr - (uint64_t)(uintptr_t)wp->vm->ram;
+    size_t r = (size_t)(a / REGION);
+    if (r >= wp->nregions)
+        return;
+    pthread_mutex_lock(&wp->lock);
+    if (wp->state[r] == PROTECTED) {
+        if (copy_aside(wp, r))
+            atomic_fetch_add(&wp->faults, 1);
+    } else {
+        /* Lifted meanwhile: only wake the writer. */
+        struct uffdio_range w = { (uint64_t)(uintptr_t)wp->vm->ram + (uint64_t)r * REGION,
+                                  region_len(wp, r) };
+        ioctl(wp->uffd, UFFDIO_WAKE, &w);
+    }
+    pthread_mutex_unlock(&wp->lock);
+}
+
+static void *handler(void *arg)
+{
+    struct sg_ram_wp *wp = arg;
+    struct uffd_msg msg[16];
+    for (;;) {
+        struct pollfd p[2] = { { wp->uffd, POLLIN, 0 }, { wp->stop_fd, POLLIN, 0 } };
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[1].revents)
+            break;
+        ssize_t n = read(wp->uffd, msg, sizeof(msg));
+        for (ssize_t i = 0; n > 0 && i < n / (ssize_t)sizeof(msg[0]); i++)
+            if (msg[i].event == UFFD_EVENT_PAGEFAULT)
+                serve(wp, msg[i].arg.pagefault.address);
+    }
+    return NULL;
+}
+
+struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, struct sg_error *err)
+{
+    if ((uintptr_t)vm->ram % REGION) {
+        sg_error_set(err, "live save: guest RAM is not 2 MiB aligned");
+        return NULL;
+    }
+    struct sg_ram_wp *wp = calloc(1, sizeof(*wp));
+    if (!wp) {
+        sg_error_set(err, "out of memory");
+        return NULL;
+    }
+    wp->vm = vm;
+    wp->nregions = (size_t)((vm->ram_size + REGION - 1) / REGION);
+    wp->state = calloc(wp->nregions, 1);
+    wp->copy = calloc(wp->nregions, sizeof(char *));
+    pthread_mutex_init(&wp->lock, NULL);
+    wp->stop_fd = eventfd(0, EFD_CLOEXEC);
+    wp->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    struct uffdio_api api = { .api = UFFD_API,
+                              .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
+                                          UFFD_FEATURE_WP_UNPOPULATED };
+    if (!wp->state || !wp->copy || wp->stop_fd < 0 || wp->uffd < 0 ||
+        ioctl(wp->uffd, UFFDIO_API, &api) < 0) {
+        sg_error_set_errno(err, errno, "live save: userfaultfd write-protect");
+        sg_ram_wp_end(wp);
+        return NULL;
+    }
+    struct uffdio_register reg = {
+        .range = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size },
+        .mode = UFFDIO_REGISTER_MODE_WP,
+    };
+    if (ioctl(wp->uffd, UFFDIO_REGISTER, &reg) < 0) {
+        sg_error_set_errno(err, errno, "live save: UFFDIO_REGISTER (write-protect)");
+        sg_ram_wp_end(wp);
+        return NULL;
+    }
+    wp->registered = true;
+    int e = pthread_create(&wp->thread, NULL, handler, wp);
+    if (e) {
+        sg_error_set_errno(err, e, "live save: write-protect handler");
+        sg_ram_wp_end(wp);
+        return NULL;
+    }
+    wp->started = true;
+    if (!wp_range(wp, 0, vm->ram_size, true)) {
+        sg_error_set_errno(err, errno, "live save: UFFDIO_WRITEPROTECT");
+        sg_ram_wp_end(wp);
+        return NULL;
+    }
+    return wp;
+}
+
+bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
+                    struct sg_error *err)
+{
+    char *dst = buf;
+    while (len) {
+        size_t r = (size_t)(off / REGION);
+        uint64_t in = off - (uint64_t)r * REGION, rl = region_len(wp, r);
+        size_t n = rl - in < len ? (size_t)(rl - in) : len;
+        pthread_mutex_lock(&wp->lock);
+        if (wp->state[r] == PROTECTED && in == 0 && n == rl) {
+            capture(wp, r, dst);   /* straight into the caller's buffer */
+            wp->state[r] = TAKEN;
+        } else {
+            if (wp->state[r] == PROTECTED)
+                copy_aside(wp, r);
+            if (wp->state[r] != COPIED) {
+                pthread_mutex_unlock(&wp->lock);
+                sg_error_set(err, "live save: RAM region %zu: %s", r,
+                             atomic_load(&wp->failed) ? "out of memory" : "read twice");
+                return false;
+            }
+            memcpy(dst, wp->copy[r] + in, n);
+            if (in + n == rl) {   /* the region's last bytes: its copy is done with */
+                free(wp->copy[r]);
+                wp->copy[r] = NULL;
+                wp->state[r] = TAKEN;
+            }
+        }
+        pthread_mutex_unlock(&wp->lock);
+        if (atomic_load(&wp->failed)) {
+            sg_error_set(err, "live save: lifting a write protection failed");
+            return false;
+        }
+        dst += n;
+        off += n;
+        len -= n;
+    }
+    return true;
+}
+
+void sg_ram_wp_before_discard(struct sg_ram_wp *wp)
+{
+    for (size_t r = 0; wp && r < wp->nregions; r++) {
+        pthread_mutex_lock(&wp->lock);
+        if (wp->state[r] == PROTECTED)
+            copy_aside(wp, r);
+        pthread_mutex_unlock(&wp->lock);
+    }
+}
+
+uint64_t sg_ram_wp_faults(struct sg_ram_wp *wp)
+{
+    return wp ? atomic_load(&wp->faults) : 0;
+}
+
+void sg_ram_wp_finish(struct sg_ram_wp *wp)
+{
+    if (!wp)
+        return;
+    pthread_mutex_lock(&wp->lock);
+    for (size_t r = 0; r < wp->nregions; r++) {
+        if (wp->state[r] == PROTECTED && !wp_range(wp, (uint64_t)r * REGION, region_len(wp, r), false))
+            atomic_store(&wp->failed, true);
+        free(wp->copy[r]);
+        wp->copy[r] = NULL;
+        wp->state[r] = TAKEN;
+    }
+    pthread_mutex_unlock(&wp->lock);
+    if (wp->registered) {
+        /* Clears every write-protect bit of the range, so KVM drops its
+         * mappings of all of RAM: tens of ms after a guest touched a GiB,
+         * which is why this runs on the save's writer, not the monitor. */
+        struct uffdio_range all = { (uint64_t)(uintptr_t)wp->vm->ram, wp->vm->ram_size };
+        ioctl(wp->uffd, UFFDIO_UNREGISTER, &all);
+        wp->registered = false;
+    }
+    if (wp->started) {
+        uint64_t one = 1;
+        if (write(wp->stop_fd, &one, sizeof(one)) < 0) {
+            /* an eventfd write of 1 cannot fail short of a full counter */
+        }
+        pthread_join(wp->thread, NULL);
+        wp->started = false;
+    }
+}
+
+void sg_ram_wp_end(struct sg_ram_wp *wp)
+{
+    if (!wp)
+        return;
+    sg_ram_wp_finish(wp);
+    if (wp->stop_fd >= 0)
+        close(wp->stop_fd);
+    if (wp->uffd >= 0)
+        close(wp->uffd);   /* wakes any fault still queued: it retries unprotected */
+    free(wp->copy);
+    free(wp->state);
+    pthread_mutex_destroy(&wp->lock);
+    free(wp);
+}

@@ -1,0 +1,34 @@
+/* ram_wp.h: the instant of a live save kept by userfaultfd write-protect
+ * (ram_wp.c says why and how); the fork of ram_live.c is the fallback. */
+#ifndef SG_VMM_RAM_WP_H
+#define SG_VMM_RAM_WP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "sg_error.h"
+
+struct sg_vm;
+struct sg_ram_wp;
+
+/* vCPUs parked: protects all of guest RAM and starts the handler; from
+ * now on RAM as the save reads it is RAM at this instant.  NULL (with the
+ * reason) when the kernel cannot: use the fork. */
+struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, struct sg_error *err);
+/* RAM [off, off+len) at the instant (off = RAM index); every byte at most
+ * once.  The save's writer only. */
+bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
+                    struct sg_error *err);
+/* Before RAM is discarded under the save (a reset's MADV_DONTNEED): every
+ * region not yet copied is copied now (main thread). */
+void sg_ram_wp_before_discard(struct sg_ram_wp *wp);
+/* 2 MiB regions that a guest or device write made the handler copy. */
+uint64_t sg_ram_wp_faults(struct sg_ram_wp *wp);
+/* Lifts every protection and stops the handler; RAM is no longer held
+ * (the save's writer, once it has read all of RAM). */
+void sg_ram_wp_finish(struct sg_ram_wp *wp);
+/* Finishes if need be, then frees (main thread). */
+void sg_ram_wp_end(struct sg_ram_wp *wp);
+
+#endif
