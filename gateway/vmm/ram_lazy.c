@@ -123,6 +123,56 @@ static void hash_run(struct sg_ram_lazy *lz, uint64_t c, uint64_t n, const char 
         lz->hashes->h[first + k] = buf ? sg_ram_hash(buf + k * chunk, chunk) : lz->zero_hash;
 }
 
+/* Puts `len` bytes at dst: from src, or zeros when src is NULL.  One
+ * UFFDIO_COPY/ZEROPAGE normally; but either stops at the first page that
+ * is already there (EEXIST; EAGAIN when some went in before it), and the
+ * pages after it would be left missing while the cluster counts as filled:
+ * the faults on them would only ever be woken, never served.  So then
+ * page by page: a missing page is placed, a present one written in place
+ * (no fault: it is mapped), and every waiter on the range woken. */
+static bool place(struct sg_ram_lazy *lz, char *dst, const char *src, uint64_t len)
+{
+    int r;
+    if (src) {
+        struct uffdio_copy cp = { .dst = (uint64_t)(uintptr_t)dst, .src = (uint64_t)(uintptr_t)src, .len = len };
+        r = ioctl(lz->uffd, UFFDIO_COPY, &cp);
+    } else {
+        struct uffdio_zeropage z = { .range = { (uint64_t)(uintptr_t)dst, len } };
+        r = ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z);
+    }
+    if (r == 0)
+        return true;
+    if (errno != EEXIST && errno != EAGAIN) {
+        sg_error_set_errno(&lz->err, errno, src ? "lazy load: UFFDIO_COPY" : "lazy load: UFFDIO_ZEROPAGE");
+        return false;
+    }
+    const uint64_t pg = 4096;
+    for (uint64_t off = 0; off < len; off += pg) {
+        if (src) {
+            struct uffdio_copy cp = { .dst = (uint64_t)(uintptr_t)(dst + off),
+                                      .src = (uint64_t)(uintptr_t)(src + off), .len = pg,
+                                      .mode = UFFDIO_COPY_MODE_DONTWAKE };
+            r = ioctl(lz->uffd, UFFDIO_COPY, &cp);
+        } else {
+            struct uffdio_zeropage z = { .range = { (uint64_t)(uintptr_t)(dst + off), pg },
+                                         .mode = UFFDIO_ZEROPAGE_MODE_DONTWAKE };
+            r = ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z);
+        }
+        if (r < 0 && errno == EEXIST) {
+            if (src)
+                memcpy(dst + off, src + off, pg);
+            else
+                memset(dst + off, 0, pg);
+        } else if (r < 0) {
+            sg_error_set_errno(&lz->err, errno, "lazy load: placing a page");
+            return false;
+        }
+    }
+    struct uffdio_range w = { (uint64_t)(uintptr_t)dst, len };
+    ioctl(lz->uffd, UFFDIO_WAKE, &w);
+    return true;
+}
+
 /* Reads clusters [c, c+n) (one run of the file when their offsets follow
  * each other) and copies them in; 0 < n <= BATCH, none filled yet. */
 static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
@@ -130,11 +180,8 @@ static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
     char *dst = (char *)lz->vm->ram + c * lz->cs;
     uint64_t len = n * lz->cs;
     if (!lz->host[c]) {
-        struct uffdio_zeropage z = { .range = { (uint64_t)(uintptr_t)dst, len } };
-        if (ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z) < 0 && errno != EEXIST) {
-            sg_error_set_errno(&lz->err, errno, "lazy load: UFFDIO_ZEROPAGE");
+        if (!place(lz, dst, NULL, len))
             return false;
-        }
         hash_run(lz, c, n, NULL);
     } else {
         size_t got = 0;
@@ -153,12 +200,8 @@ static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
             got += (size_t)r;
         }
         hash_run(lz, c, n, lz->buf);
-        struct uffdio_copy cp = { .dst = (uint64_t)(uintptr_t)dst,
-                                  .src = (uint64_t)(uintptr_t)lz->buf, .len = len };
-        if (ioctl(lz->uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST) {
-            sg_error_set_errno(&lz->err, errno, "lazy load: UFFDIO_COPY");
+        if (!place(lz, dst, lz->buf, len))
             return false;
-        }
     }
     memset(lz->filled + c, 1, n);
     atomic_fetch_add(&lz->done, n);
