@@ -240,8 +240,18 @@ static void guest_notification(struct sg_vmm *vmm)
 
 static int run_loop(struct sg_vmm *vmm, int sig_fd)
 {
+    uint64_t last_look = 0;
     while (!vmm->quit) {
         int job_timeout = sg_vmm_jobs_step(vmm);
+        uint64_t now = sg_now_ns();
+        /* every 0.1 s while the guest runs: a line up 0.5 s untouched is re-raised */
+        if (vmm->vm.serial && vmm->running && vmm->vm.state == SG_RUN_NORMAL &&
+            now - last_look >= 100000000u) {
+            last_look = now;
+            pthread_mutex_lock(&vmm->vm.io_lock);
+            sg_serial_watchdog(vmm->vm.serial, 5);
+            pthread_mutex_unlock(&vmm->vm.io_lock);
+        }
         guest_exit(vmm);   /* one held while a job ran */
         if (vmm->quit)
             break;

@@ -34,6 +34,8 @@ struct serial {
     unsigned irq;
     int out_fd;
     int irq_level;
+    uint64_t accesses, seen;   /* guest register accesses; as of the last watchdog look */
+    unsigned quiet;            /* watchdog looks since the guest last touched the UART */
 };
 
 static void update_irq(struct sg_device *dev)
@@ -66,6 +68,7 @@ static void serial_out(struct sg_device *dev, uint16_t off, const void *data, un
     struct serial *s = dev->state;
     uint8_t v = *(const uint8_t *)data;
     (void)size;
+    s->accesses++;
     switch (off) {
     case 0:
         if (s->r.lcr & LCR_DLAB) {
@@ -111,6 +114,7 @@ static void serial_in(struct sg_device *dev, uint16_t off, void *data, unsigned 
 {
     struct serial *s = dev->state;
     uint8_t v = 0;
+    s->accesses++;
     switch (off) {
     case 0:
         if (s->r.lcr & LCR_DLAB) {
@@ -232,6 +236,31 @@ size_t sg_serial_receive(struct sg_device *dev, const void *buf, size_t len)
         rx_push(s, ((const uint8_t *)buf)[n]);
     update_irq(dev);
     return n;
+}
+
+/* The interrupt line is edge-triggered (ISA IRQ 4) and stays up while
+ * anything is pending, so one lost edge would leave the guest waiting for
+ * an interrupt that never comes: its console then stops dead (seen in the
+ * nested test bed, under QEMU 7.2 as under snapgate-vmm).  A line held up
+ * for `looks` calls in a row with no register access from the guest is
+ * dropped and raised again; a guest that was only slow sees one spurious
+ * interrupt, which the 8250 driver reads IIR for and dismisses. */
+bool sg_serial_watchdog(struct sg_device *dev, unsigned looks)
+{
+    struct serial *s = dev->state;
+    if (s->accesses != s->seen || s->irq_level != 1) {
+        s->seen = s->accesses;
+        s->quiet = 0;
+        return false;
+    }
+    if (++s->quiet < looks)
+        return false;
+    s->quiet = 0;
+    if (dev->vm) {
+        sg_vm_set_irq(dev->vm, s->irq, 0);
+        sg_vm_set_irq(dev->vm, s->irq, 1);
+    }
+    return true;
 }
 
 void sg_serial_set_out_fd(struct sg_device *dev, int fd)

@@ -13,6 +13,9 @@ struct sg_device *sg_serial_create(uint16_t port, unsigned irq, int out_fd,
  * Call with vm->io_lock held. */
 size_t sg_serial_receive(struct sg_device *dev, const void *buf, size_t len);
 size_t sg_serial_rx_room(struct sg_device *dev);
+/* Called periodically: re-raises an interrupt line the guest has left up,
+ * untouched, for `looks` calls in a row (a lost edge); true when it did. */
+bool sg_serial_watchdog(struct sg_device *dev, unsigned looks);
 /* Redirects transmitted bytes (a serial client connected); io_lock held. */
 void sg_serial_set_out_fd(struct sg_device *dev, int fd);
 

@@ -90,6 +90,37 @@ static void test_receive_and_irq(void **state)
     d->ops->destroy(d);
 }
 
+/* A line left up with no register access for `looks` watchdog calls is
+ * dropped and raised again (a lost edge); a guest that reads resets it. */
+static void test_watchdog(void **state)
+{
+    (void)state;
+    struct sg_vm vm;
+    struct sg_device *d = sg_serial_create(0x3f8, 4, -1, NULL);
+    d->vm = &vm;
+    irq_level = 0;
+    assert_false(sg_serial_watchdog(d, 3));            /* line low: nothing to do */
+    wr(d, 4, 0x08);                                     /* OUT2 */
+    wr(d, 1, 0x01);                                     /* IER: RDI */
+    assert_int_equal(sg_serial_receive(d, "z", 1), 1);
+    assert_int_equal(irq_level, 1);
+    assert_false(sg_serial_watchdog(d, 3));            /* the guest was just here */
+    assert_false(sg_serial_watchdog(d, 3));
+    assert_false(sg_serial_watchdog(d, 3));
+    int calls = irq_calls;
+    assert_true(sg_serial_watchdog(d, 3));             /* three quiet looks: re-raised */
+    assert_int_equal(irq_calls, calls + 2);
+    assert_int_equal(irq_level, 1);
+    rd(d, 5);                                           /* the guest looks at LSR */
+    assert_false(sg_serial_watchdog(d, 3));
+    assert_false(sg_serial_watchdog(d, 3));
+    assert_int_equal(rd(d, 0), 'z');                    /* drained: line low */
+    assert_int_equal(irq_level, 0);
+    for (int i = 0; i < 10; i++)
+        assert_false(sg_serial_watchdog(d, 3));
+    d->ops->destroy(d);
+}
+
 static void test_save_load(void **state)
 {
     (void)state;
@@ -129,6 +160,7 @@ int main(void)
         cmocka_unit_test(test_transmit),
         cmocka_unit_test(test_receive_and_irq),
         cmocka_unit_test(test_save_load),
+        cmocka_unit_test(test_watchdog),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
