@@ -5,6 +5,7 @@
  * the byte handling (QMP framing, readline, serial fan-out) independent of
  * lws, and one poll() serves the terminal, the sockets and the web server. */
 #include "gw_loop.h"
+#include "qmp_unix.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -57,23 +58,7 @@ static ssize_t write_some(struct sg_gw_fd *f, const unsigned char *buf, size_t l
     if (f->n_batches && f->batches[0].at == 0) {
         struct fd_batch *b = &f->batches[0];
         size_t upto = f->n_batches > 1 ? f->batches[1].at : len;
-        struct iovec iov = { (void *)buf, upto < len ? upto : len };
-        union {
-            struct cmsghdr h;
-            char b[CMSG_SPACE(sizeof(int) * SG_GW_MAX_FDS)];
-        } ctl;
-        memset(&ctl, 0, sizeof ctl);
-        struct msghdr m = { 0 };
-        m.msg_iov = &iov;
-        m.msg_iovlen = 1;
-        m.msg_control = ctl.b;
-        m.msg_controllen = CMSG_SPACE(sizeof(int) * b->n);
-        struct cmsghdr *c = CMSG_FIRSTHDR(&m);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int) * b->n);
-        memcpy(CMSG_DATA(c), b->fds, sizeof(int) * b->n);
-        ssize_t n = sendmsg(f->fd, &m, MSG_NOSIGNAL);
+        ssize_t n = sg_unix_send_fds(f->fd, buf, upto < len ? upto : len, b->fds, (size_t)b->n);
         if (n > 0) {
             close_batch(b);
             memmove(f->batches, f->batches + 1, (f->n_batches - 1) * sizeof *f->batches);

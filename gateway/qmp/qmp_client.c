@@ -1,4 +1,5 @@
 #include "qmp_client.h"
+#include "qmp_unix.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -574,29 +575,7 @@ bool sg_qmp_client_wants_write(const struct sg_qmp_client *c)
  * go with its first byte. */
 static ssize_t send_some(int fd, const char *buf, size_t len, struct item *it)
 {
-    struct iovec iov = {(void *)buf, len};
-    struct msghdr m = {0};
-    union {
-        struct cmsghdr h;
-        char b[CMSG_SPACE(sizeof(int) * MAX_PASSED_FDS)];
-    } ctl;
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    if (it) {
-        memset(&ctl, 0, sizeof ctl);
-        m.msg_control = ctl.b;
-        m.msg_controllen = CMSG_SPACE(sizeof(int) * it->nfds);
-        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
-        h->cmsg_level = SOL_SOCKET;
-        h->cmsg_type = SCM_RIGHTS;
-        h->cmsg_len = CMSG_LEN(sizeof(int) * it->nfds);
-        memcpy(CMSG_DATA(h), it->fds, sizeof(int) * it->nfds);
-    }
-    ssize_t n;
-    do
-        n = sendmsg(fd, &m, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
-    return n;
+    return sg_unix_send_fds(fd, buf, len, it ? it->fds : NULL, it ? it->nfds : 0);
 }
 
 bool sg_qmp_client_on_writable(struct sg_qmp_client *c)

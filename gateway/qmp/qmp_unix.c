@@ -170,3 +170,34 @@ void sg_unix_name_remove(const char *path, const struct sg_unix_name *n)
         (unsigned long long)st.st_dev == n->dev && (unsigned long long)st.st_ino == n->ino)
         unlink(path);
 }
+
+ssize_t sg_unix_send_fds(int fd, const void *buf, size_t len, const int *fds, size_t nfds)
+{
+    struct iovec iov = { (void *)buf, len };
+    struct msghdr m = { 0 };
+    union {
+        struct cmsghdr h;
+        char b[CMSG_SPACE(sizeof(int) * 64)];
+    } ctl;
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    if (nfds > 64) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (nfds) {
+        memset(&ctl, 0, sizeof ctl);
+        m.msg_control = ctl.b;
+        m.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
+        struct cmsghdr *h = CMSG_FIRSTHDR(&m);
+        h->cmsg_level = SOL_SOCKET;
+        h->cmsg_type = SCM_RIGHTS;
+        h->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
+        memcpy(CMSG_DATA(h), fds, sizeof(int) * nfds);
+    }
+    ssize_t n;
+    do
+        n = sendmsg(fd, &m, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    return n;
+}

@@ -37,5 +37,8 @@ int sg_unix_connect(const char *path, struct sg_error *err);
  * LISTEN_FDS passed from fd 3 on, and the LISTEN_* variables are removed
  * from the environment, as sd_listen_fds(1) does. */
 bool sg_unix_inherited_listener(int fd, struct sg_error *err);
+/* One sendmsg of `len` bytes with `nfds` descriptors attached (SCM_RIGHTS;
+ * none when nfds is 0), MSG_NOSIGNAL, retried on EINTR; sendmsg's result. */
+ssize_t sg_unix_send_fds(int fd, const void *buf, size_t len, const int *fds, size_t nfds);
 
 #endif
