@@ -14,8 +14,10 @@ struct sg_ram_wp;
 
 /* vCPUs parked: protects all of guest RAM and starts the handler; from
  * now on RAM as the save reads it is RAM at this instant.  NULL (with the
- * reason) when the kernel cannot: use the fork. */
-struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, struct sg_error *err);
+ * reason) when the kernel cannot: use the fork.  lift_only: the bench's
+ * limit probe (SNAPGATE_VMM_LIVE=wp-limit): a fault only lifts its region,
+ * nothing is copied, RAM cannot be read (the save fails on purpose). */
+struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_error *err);
 /* RAM [off, off+len) at the instant (off = RAM index); every byte at most
  * once.  The save's writer only. */
 bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
@@ -23,6 +25,8 @@ bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
 /* Before RAM is discarded under the save (a reset's MADV_DONTNEED): every
  * region not yet copied is copied now (main thread). */
 void sg_ram_wp_before_discard(struct sg_ram_wp *wp);
+/* Regions still protected (neither copied nor lifted). */
+size_t sg_ram_wp_protected(struct sg_ram_wp *wp);
 /* 2 MiB regions that a guest or device write made the handler copy. */
 uint64_t sg_ram_wp_faults(struct sg_ram_wp *wp);
 /* Lifts every protection and stops the handler; RAM is no longer held

@@ -65,6 +65,7 @@ struct snap_op {
     struct sg_ram_child child;
     struct sg_ram_wp *wp;     /* the instant by write-protect (ram_wp.c), else `child` */
     bool by_fork;             /* chosen before the pause (snapshot_save.c) */
+    bool wp_limit;            /* SNAPGATE_VMM_LIVE=wp-limit: the bench's probe */
     struct sg_block_frozen frozen_disk[SG_VM_MAX_DRIVES];
     bool held[SG_VM_MAX_DRIVES];
     sem_t frozen;
