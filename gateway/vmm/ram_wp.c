@@ -70,6 +70,7 @@ struct sg_ram_wp {
     int handler_nice;
     uint64_t copy_ns, lift_ns; /* trace: memcpy and lift time of every capture */
     int stock;               /* spare buffers the handler keeps faulted in */
+    atomic_bool go;          /* the guest runs: stocking may begin (not in the pause) */
     atomic_bool failed;
 };
 
@@ -206,7 +207,7 @@ static void serve(struct sg_ram_wp *wp, uint64_t addr)
  * false when there is none. */
 static bool copy_ahead(struct sg_ram_wp *wp)
 {
-    if (wp->lift_only || wp->ahead <= 0)
+    if (wp->lift_only || wp->ahead <= 0 || wp->last_fault == SIZE_MAX)
         return false;
     bool did = false;
     pthread_mutex_lock(&wp->lock);
@@ -229,10 +230,12 @@ static bool copy_ahead(struct sg_ram_wp *wp)
  * guest waits; from the stock, 0.3-0.4 ms).  false when stocked up. */
 static bool stock_up(struct sg_ram_wp *wp)
 {
+    if (wp->lift_only || !atomic_load(&wp->go))
+        return false;
     pthread_mutex_lock(&wp->lock);
     bool full = wp->npool >= (size_t)wp->stock;
     pthread_mutex_unlock(&wp->lock);
-    if (wp->lift_only || full)
+    if (full)
         return false;
     char *c = buf_new();
     if (!c)
@@ -257,7 +260,9 @@ static void *handler(void *arg)
         while ((pr = poll(p, 2, 0)) == 0 && (copy_ahead(wp) || stock_up(wp)))
             ;
         if (pr == 0)
-            pr = poll(p, 2, -1);
+            pr = poll(p, 2, atomic_load(&wp->go) || wp->lift_only ? -1 : 5);
+        if (pr == 0)
+            continue;
         if (pr < 0 && errno == EINTR)
             continue;
         if (pr < 0)
@@ -285,6 +290,7 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
     }
     wp->vm = vm;
     wp->lift_only = lift_only;
+    wp->last_fault = SIZE_MAX;   /* no fault yet: nothing to copy ahead of */
     const char *knob = getenv("SNAPGATE_VMM_WP_AHEAD");
     wp->ahead = knob ? atoi(knob) : 8;
     knob = getenv("SNAPGATE_VMM_WP_STOCK");
@@ -381,6 +387,13 @@ void sg_ram_wp_before_discard(struct sg_ram_wp *wp)
     }
 }
 
+void sg_ram_wp_go(struct sg_ram_wp *wp)
+{
+    if (!wp)
+        return;
+    atomic_store(&wp->go, true);   /* the handler looks every 5 ms until then */
+}
+
 size_t sg_ram_wp_protected(struct sg_ram_wp *wp)
 {
     size_t n = 0;
@@ -419,7 +432,10 @@ void sg_ram_wp_finish(struct sg_ram_wp *wp)
          * mappings of all of RAM: tens of ms after a guest touched a GiB,
          * which is why this runs on the save's writer, not the monitor. */
         struct uffdio_range all = { (uint64_t)(uintptr_t)wp->vm->ram, wp->vm->ram_size };
+        uint64_t t0 = now_ns();
         ioctl(wp->uffd, UFFDIO_UNREGISTER, &all);
+        if (getenv("SNAPGATE_VMM_TRACE"))
+            fprintf(stderr, "trace: wp: unregister %.1f ms\n", (double)(now_ns() - t0) / 1e6);
         wp->registered = false;
     }
     if (wp->started) {

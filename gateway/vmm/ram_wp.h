@@ -25,6 +25,10 @@ bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,
 /* Before RAM is discarded under the save (a reset's MADV_DONTNEED): every
  * region not yet copied is copied now (main thread). */
 void sg_ram_wp_before_discard(struct sg_ram_wp *wp);
+/* The guest runs again (after the pause): the handler may start filling
+ * its stock of copy buffers (in the pause it would take the CPU the pause
+ * needs). */
+void sg_ram_wp_go(struct sg_ram_wp *wp);
 /* Regions still protected (neither copied nor lifted). */
 size_t sg_ram_wp_protected(struct sg_ram_wp *wp);
 /* 2 MiB regions that a guest or device write made the handler copy. */

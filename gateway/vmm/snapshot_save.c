@@ -29,8 +29,6 @@
 #include <string.h>
 #include <time.h>
 #include <sys/mman.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "ram_hash.h"
@@ -310,9 +308,6 @@ static void *save_worker(void *arg)
     bool ok = save_disks_at_instant(op, &op->werr);
     for (int i = op->n - 1; i >= 0; i--)
         pthread_mutex_unlock(&op->drives[i]->lock);
-    const char *wn = getenv("SNAPGATE_VMM_WRITER_NICE");
-    if (wn)
-        setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), atoi(wn));
     ok = ok && vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &op->werr);
 
     /* Unavailable: every page counts as touched (zero clusters still stay
@@ -501,6 +496,7 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         ;
     sg_snap_trace("save: worker locks");
     sg_snap_resume_vm(op);
+    sg_ram_wp_go(op->wp);
     sg_snap_trace("save: resume");
     return true;
 }
