@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
-"""A 1 GiB guest (dirty=1G): the monitor answers query-status and query-jobs
-within 50 ms while the snapshot job runs, a second job is refused naming the
+"""A 1 GiB guest (dirty=1G) that keeps rewriting 64 MiB of it a second
+(churn=64M, so the live save's write-protect faults are served while the
+monitor is polled): the monitor answers query-status and query-jobs within
+50 ms while the snapshot job runs, a second job is refused naming the
 running one, job-cancel leaves no snapshot and a clean image, the saved
 RAM comes back intact, and kill -9 during a save leaves a consistent image.  SG_VMM_BIG_RAM=512M shrinks it on small hosts."""
 import os
@@ -20,7 +22,7 @@ dirty_mib = int(dirty[:-1]) * (1024 if dirty.endswith("G") else 1)
 ram_mib = dirty_mib + 160
 args = {"vmstate": "disk0", "devices": ["disk0"]}
 
-vm = VMM(d, ["-m", f"{ram_mib}M", "-drive", f"file={a}", "-append", f"dirty={dirty}"])
+vm = VMM(d, ["-m", f"{ram_mib}M", "-drive", f"file={a}", "-append", f"dirty={dirty},churn=64M"])
 q = vm.qmp
 vm.wait_line(r"^snapgate demo guest ready$", 120)
 vm.wait_line(r"^tick 3$", 5)
