@@ -28,8 +28,8 @@
  * handler copies into buffers that are already faulted in (a stock it
  * fills while idle, and the copies the writer is done with), and with no
  * fault waiting it copies ahead the regions after the last fault, where a
- * sequential writer goes next, so that writer mostly finds them lifted;
- * it runs at nice -5 (with CAP_SYS_NICE) because the guest waits on it.
+ * sequential writer goes next, so that writer mostly finds them lifted.
+ * Its nice value (SNAPGATE_VMM_WP_NICE, default 0): -5 showed no gain.
  *
  * The handler never takes a lock that a faulting thread may hold (drive
  * locks, io_lock): only this module's own mutex, held for one memcpy.
@@ -263,8 +263,8 @@ static void *handler(void *arg)
 {
     struct sg_ram_wp *wp = arg;
     struct uffd_msg msg[16];
-    /* The guest waits on this thread: ahead of the save's writer for the
-     * CPU (a raised priority needs CAP_SYS_NICE; without it, as it is). */
+    /* SNAPGATE_VMM_WP_NICE: the guest waits on this thread; -5 (which
+     * needs CAP_SYS_NICE) measured no better than 0, the default. */
     setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), wp->handler_nice);
     for (;;) {
         struct pollfd p[2] = { { wp->uffd, POLLIN, 0 }, { wp->stop_fd, POLLIN, 0 } };
@@ -308,7 +308,7 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
     knob = getenv("SNAPGATE_VMM_WP_STOCK");
     wp->stock = knob ? atoi(knob) : 32;
     knob = getenv("SNAPGATE_VMM_WP_NICE");
-    wp->handler_nice = knob ? atoi(knob) : -5;
+    wp->handler_nice = knob ? atoi(knob) : 0;
     wp->nregions = (size_t)((vm->ram_size + REGION - 1) / REGION);
     wp->state = calloc(wp->nregions, 1);
     wp->copy = calloc(wp->nregions, sizeof(char *));
