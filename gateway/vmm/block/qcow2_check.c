@@ -147,6 +147,14 @@ static bool walk(struct chk *c, const uint64_t *l1, uint32_t l1_size, bool activ
     return true;
 }
 
+/* A COPIED mismatch that raising the too-low refcount of `off` to its
+ * reference count would end (COPIED set, refcount 0, one reference). */
+static bool copied_by_low(const struct chk *c, uint64_t off, uint64_t rc, uint64_t entry)
+{
+    uint64_t want = c->refs[off >> c->s->cluster_bits];
+    return rc < want && (entry & QCOW2_OFLAG_COPIED) && want == 1;
+}
+
 static void check_copied(struct chk *c)
 {
     struct qcow2 *s = c->s;
@@ -163,6 +171,7 @@ static void check_copied(struct chk *c)
             say(c, "ERROR OFLAG_COPIED L2 cluster: l1_index=%u l1_entry=%llx refcount=%llu\n", i,
                 (unsigned long long)e, (unsigned long long)rc);
             c->res->corruptions++;
+            c->res->low_refcounts += copied_by_low(c, l2off, rc, e);
         }
         for (uint64_t j = 0; j < per; j++) {
             uint8_t *l2 = qcache_get(s, &s->l2c, l2off, "L2 table", &e2);
@@ -178,6 +187,7 @@ static void check_copied(struct chk *c)
                 say(c, "ERROR OFLAG_COPIED data cluster: l2_entry=%llx refcount=%llu\n",
                     (unsigned long long)le, (unsigned long long)rc);
                 c->res->corruptions++;
+                c->res->low_refcounts += copied_by_low(c, host, rc, le);
             }
         }
     }
@@ -187,7 +197,8 @@ static void check_copied(struct chk *c)
  * leaked cluster's refcount is lowered to its reference count in memory as
  * it is found (written by the caller); res->leaks_fixed counts them. */
 static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
-                       bool fix_leaks, const struct chk *scope, struct sg_error *err)
+                       bool fix_leaks, bool fix_low, const struct chk *scope,
+                       struct sg_error *err)
 {
     memset(res, 0, sizeof *res);
     if (strcmp(bs->drv->name, "qcow2") != 0) {
@@ -291,9 +302,24 @@ static bool check_pass(struct sg_block *bs, struct sg_block_check_result *res, F
             if (rc || want)
                 end = cl + 1;
             if (rc < want) {
-                say(&c, "ERROR cluster %llu refcount=%llu reference=%llu\n",
-                    (unsigned long long)cl, (unsigned long long)rc, (unsigned long long)want);
+                say(&c, "%s cluster %llu refcount=%llu reference=%llu\n",
+                    fix_low ? "Repairing" : "ERROR", (unsigned long long)cl,
+                    (unsigned long long)rc, (unsigned long long)want);
                 res->corruptions++;
+                res->low_refcounts++;
+                if (fix_low) {
+                    /* Raised in place to the count of references just
+                     * walked: each entry holds its old or its new value
+                     * after a crash, never less than before. */
+                    bool ok = true;
+                    for (uint64_t v = rc; ok && v < want; v++)
+                        ok = qcow2_inc_refcount(s, cl, &e2);
+                    if (ok)
+                        res->corruptions_fixed++;
+                    else
+                        say(&c, "ERROR could not repair cluster %llu: %s\n",
+                            (unsigned long long)cl, e2.msg);
+                }
             } else if (rc > want && cl < c.nclusters && !c.targeted) {
                 /* As qemu-img check: a refcount for a cluster past the end
                  * of the file (an allocation whose data write failed) is
@@ -353,7 +379,7 @@ static bool fix_leak(struct qcow2 *s, uint64_t cl, uint64_t rc, uint64_t want,
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err)
 {
-    return check_pass(bs, res, report, false, NULL, err);
+    return check_pass(bs, res, report, false, false, NULL, err);
 }
 
 /* What a command that changes the image needs instead of the full check
@@ -375,10 +401,14 @@ bool sg_block_check_touched(struct sg_block *bs, const char *snap_id,
                             struct sg_block_check_result *res, FILE *report, struct sg_error *err)
 {
     struct chk scope = {.targeted = true, .only = snap_id};
-    return check_pass(bs, res, report, false, &scope, err);
+    return check_pass(bs, res, report, false, false, &scope, err);
 }
 
-/* Leak repair, crash-safe by construction:
+/* Leak repair, crash-safe by construction (with SG_BLOCK_FIX_ERRORS, too-low
+ * refcounts are raised first, under the same rules: only when every
+ * corruption the pass found is such a refcount, so the reference counts are
+ * complete; raised in place, one entry at a time, never below the old value;
+ * flushed, then counted again before the leaks are touched):
  *
  *  - Only refcounts that are too HIGH are touched, and only lowered to the
  *    number of references just counted from every L1 tree and all metadata.
@@ -405,19 +435,38 @@ bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
 {
     if (!(fix & SG_BLOCK_FIX_LEAKS))
         return sg_block_check(bs, res, report, err);
-    if (!check_pass(bs, res, NULL, false, NULL, err))
+    if (!check_pass(bs, res, NULL, false, false, NULL, err))
         return false;
+    struct qcow2 *s = qcow2_state(bs);
+    uint64_t fixed = 0;
+    if (res->corruptions && (fix & SG_BLOCK_FIX_ERRORS) &&
+        res->corruptions == res->low_refcounts) {
+        /* Every corruption is a refcount too low for references the pass
+         * saw all of: raise them first, then count again. */
+        if (!qcow2_begin_change(s, err) || !check_pass(bs, res, report, false, true, NULL, err))
+            return false;
+        fixed = res->corruptions_fixed;
+        /* What was raised is exact even if some raise failed: flush it;
+         * the recount below reports what is left. */
+        if (!qcow2_meta_flush(s, err) || !qcow2_sync(s, err))
+            return false;
+        if (!check_pass(bs, res, NULL, false, false, NULL, err))
+            return false;
+        res->corruptions_fixed = fixed;
+    }
     if (res->corruptions) {
         /* Report the problems with the normal wording, then refuse. */
-        return check_pass(bs, res, report, false, NULL, err);
+        bool ok = check_pass(bs, res, report, false, false, NULL, err);
+        res->corruptions_fixed = fixed;
+        return ok;
     }
     if (!res->leaks)
         return true;
-    if (!qcow2_begin_change(qcow2_state(bs), err))
+    if (!qcow2_begin_change(s, err))
         return false;
-    if (!check_pass(bs, res, report, true, NULL, err))
+    if (!check_pass(bs, res, report, true, false, NULL, err))
         return false;
-    struct qcow2 *s = qcow2_state(bs);
+    res->corruptions_fixed = fixed;
     if (res->corruptions || res->leaks_fixed + res->leaks_skipped != res->leaks) {
         /* The image changed between the passes or a decrement failed: drop
          * nothing further, but what was lowered is still exact, so flush it. */
