@@ -185,8 +185,8 @@ struct sg_block_check_result {
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err);
 /* The cheap check before a change: metadata, the active tree and snapshot
- * snap_id's (NULL: none) only; corruptions counted, leaks not (see
- * qcow2_check.c for what it cannot see). */
+ * snap_id's (NULL: none) walked, the other snapshots' L2 tables read once
+ * each (exact refcounts, qcow2_check.c); corruptions counted, leaks not. */
 bool sg_block_check_touched(struct sg_block *bs, const char *snap_id,
                             struct sg_block_check_result *res, FILE *report, struct sg_error *err);
 

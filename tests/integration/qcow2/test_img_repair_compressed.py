@@ -25,7 +25,6 @@ structures").
 qemu-img rebuilds the whole refcount structure when a referenced cluster
 has refcount 0; we raise the entries in place, so the two refcount blocks
 differ in where they are, not in what they say."""
-import hashlib
 import os
 import random
 import re
@@ -33,7 +32,7 @@ import shutil
 import struct
 
 import sgtest
-from sg_qcow2_util import header, run, tools
+from sg_qcow2_util import file_sha as sha, header, refcount16, run, tools
 
 IMG, IO, QIMG, QIO = tools()
 D = sgtest.tmpdir("sg-qcow2-repair-comp-")
@@ -44,27 +43,12 @@ def p(name):
     return os.path.join(D, name)
 
 
-def sha(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
-
-
-def rb0(path):
-    with open(path, "rb") as f:
-        f.seek(header(path)["rt_offset"])
-        return struct.unpack(">Q", f.read(8))[0]
-
-
 def get_rc(path, cl):
-    with open(path, "rb") as f:
-        f.seek(rb0(path) + 2 * cl)
-        return struct.unpack(">H", f.read(2))[0]
+    return refcount16(path, cl)
 
 
 def set_rc(path, cl, v):
-    with open(path, "r+b") as f:
-        f.seek(rb0(path) + 2 * cl)
-        f.write(struct.pack(">H", v))
+    refcount16(path, cl, v)
 
 
 def compressed_hosts(path):
