@@ -273,10 +273,8 @@ static bool be_readable(void *opaque, struct sg_gw_fd *f)
     struct gw_backend *be = opaque;
     char buf[65536];
     for (;;) {
-        ssize_t n = read(sg_gw_fd_fd(f), buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        ssize_t n = sg_gw_fd_read(f, buf, sizeof buf);
+        if (n == SG_GW_READ_AGAIN)
             return true;
         if (n <= 0) {
             char why[200];

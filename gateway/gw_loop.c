@@ -6,6 +6,7 @@
  * lws, and one poll() serves the terminal, the sockets and the web server. */
 #include "gw_loop.h"
 #include "qmp_unix.h"
+#include "sg_grow.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -260,6 +261,18 @@ int sg_gw_fd_fd(const struct sg_gw_fd *f)
     return f->fd;
 }
 
+ssize_t sg_gw_fd_read(struct sg_gw_fd *f, void *buf, size_t len)
+{
+    for (;;) {
+        ssize_t n = read(f->fd, buf, len);
+        if (n >= 0)
+            return n;
+        if (errno == EINTR)
+            continue;
+        return errno == EAGAIN || errno == EWOULDBLOCK ? SG_GW_READ_AGAIN : -1;
+    }
+}
+
 bool sg_gw_fd_write(struct sg_gw_fd *f, const void *buf, size_t len)
 {
     return sg_gw_fd_write_fds(f, buf, len, NULL, 0);
@@ -318,16 +331,8 @@ bool sg_gw_fd_write_fds(struct sg_gw_fd *f, const void *buf, size_t len, int *fd
         f->out_len -= f->out_off;
         f->out_off = 0;
     }
-    if (f->out_len + len > f->out_cap) {
-        size_t cap = f->out_cap ? f->out_cap : 4096;
-        while (cap < f->out_len + len)
-            cap *= 2;
-        unsigned char *p = realloc(f->out, cap);
-        if (!p)
-            return false;
-        f->out = p;
-        f->out_cap = cap;
-    }
+    if (!sg_grow(&f->out, &f->out_cap, f->out_len + len))
+        return false;
     memcpy(f->out + f->out_len, buf, len);
     f->out_len += len;
     lws_callback_on_writable(f->wsi);

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/types.h>
 #include <stdint.h>
 
 #include <libwebsockets.h>
@@ -48,6 +49,11 @@ struct sg_gw_fd *sg_gw_fd_adopt_blocking(struct sg_gw_loop *l, int fd,
                                          const struct sg_gw_fd_ops *ops, void *opaque,
                                          struct sg_error *err);
 int sg_gw_fd_fd(const struct sg_gw_fd *f);
+/* read(2) on a non-blocking descriptor, retried on EINTR: the bytes read
+ * (> 0), 0 at end of file, -1 on an error (errno set), or SG_GW_READ_AGAIN
+ * when nothing is there now. */
+enum { SG_GW_READ_AGAIN = -2 };
+ssize_t sg_gw_fd_read(struct sg_gw_fd *f, void *buf, size_t len);
 /* Queues bytes: written at once as far as the fd takes them, the rest when
  * it becomes writable.  Returns false when the queue would exceed 64 MiB
  * (a peer that does not read is to be dropped by the caller). */

@@ -140,14 +140,12 @@ static bool serial_readable(void *opaque, struct sg_gw_fd *f)
     struct gw_vmm *v = opaque;
     char buf[4096];
     for (;;) {
-        ssize_t n = read(sg_gw_fd_fd(f), buf, sizeof buf);
+        ssize_t n = sg_gw_fd_read(f, buf, sizeof buf);
         if (n > 0) {
             gw_serial_input(v->gw, buf, (size_t)n);
             continue;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        if (n == SG_GW_READ_AGAIN)
             return true;
         return false; /* EOF: the VMM is gone; the QMP link reports it */
     }
@@ -175,10 +173,8 @@ static bool err_readable(void *opaque, struct sg_gw_fd *f)
     struct gw_vmm *v = opaque;
     char buf[1024];
     for (;;) {
-        ssize_t n = read(sg_gw_fd_fd(f), buf, sizeof buf);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        ssize_t n = sg_gw_fd_read(f, buf, sizeof buf);
+        if (n == SG_GW_READ_AGAIN)
             return true;
         if (n <= 0) {
             flush_err_line(v);

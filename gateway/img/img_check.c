@@ -48,6 +48,9 @@ static void print_json(const char *file, const char *format, const struct sg_blo
     json_object_set_new(o, "check-errors", json_integer(0));
     if (r->leaks)
         json_object_set_new(o, "leaks", json_integer((json_int_t)r->leaks));
+    if (repaired && r->corruptions_fixed)
+        json_object_set_new(o, "corruptions-fixed",
+                            json_integer((json_int_t)r->corruptions_fixed));
     if (repaired && r->leaks_fixed)
         json_object_set_new(o, "leaks-fixed", json_integer((json_int_t)r->leaks_fixed));
     if (r->allocated_clusters)
@@ -87,12 +90,14 @@ int img_check(int argc, char **argv)
         case 'U': force_share = true; break;
         case 'T': break;   /* cache mode: the engine has one */
         case 'r':
-            /* Leaks are the only inconsistency we repair; "all" names the
-             * same repair so qemu-img command lines work unchanged. */
+            /* leaks: refcounts too high; all: also refcounts too low,
+             * when they are the only corruption (qcow2_check.c). */
             if (strcmp(optarg, "leaks") != 0 && strcmp(optarg, "all") != 0)
                 return img_usage_error(
                     "Unknown option value for -r (expecting 'leaks' or 'all'): %s", optarg);
             fix = SG_BLOCK_FIX_LEAKS;
+            if (strcmp(optarg, "all") == 0)
+                fix |= SG_BLOCK_FIX_ERRORS;   /* refcounts too low (only) */
             repair = true;
             break;
         case OPT_OUTPUT:
@@ -121,7 +126,7 @@ int img_check(int argc, char **argv)
     /* A repair does its own check and refuses corruption itself, with the
      * report: no img_open(.., writable) here. */
     struct sg_block *bs = sg_block_open(
-        file, fmt, repair ? 0 : SG_BLOCK_RDONLY | (force_share ? SG_BLOCK_FORCE_SHARE : 0), &err);
+        file, fmt, repair ? SG_BLOCK_REPAIR : SG_BLOCK_RDONLY | (force_share ? SG_BLOCK_FORCE_SHARE : 0), &err);
     if (!bs) {
         img_error("Could not open '%s': %s", file, err.msg);
         return 1;
@@ -162,6 +167,7 @@ int img_check(int argc, char **argv)
             return 1;
         }
         after.leaks_fixed = ok ? r.leaks_fixed : 0;
+        after.corruptions_fixed = ok ? r.corruptions_fixed : 0;
         if (json)
             print_json(file, format, &after, true);
         if (!ok && !after.corruptions)
@@ -191,10 +197,10 @@ int img_check(int argc, char **argv)
         print_summary(&r);
         return 2;
     }
-    if (ok && r.leaks) {
+    if (ok && (r.leaks || r.corruptions_fixed)) {
         printf("The following inconsistencies were found and repaired:\n\n"
-               "    %llu leaked clusters\n    0 corruptions\n\n",
-               (unsigned long long)r.leaks_fixed);
+               "    %llu leaked clusters\n    %llu corruptions\n\n",
+               (unsigned long long)r.leaks_fixed, (unsigned long long)r.corruptions_fixed);
         if (r.leaks_skipped)
             printf("%llu leaked clusters were left (they would need an OFLAG_COPIED repair).\n\n",
                    (unsigned long long)r.leaks_skipped);
@@ -203,7 +209,7 @@ int img_check(int argc, char **argv)
     /* The verdict and exit code describe the image as it is now. */
     struct sg_error e2 = {0};
     struct sg_block_check_result after;
-    if (!sg_block_check(bs, &after, r.leaks ? report : NULL, &e2)) {
+    if (!sg_block_check(bs, &after, r.leaks || r.corruptions_fixed ? report : NULL, &e2)) {
         img_error("%s", e2.msg);
         sg_block_close(bs);
         return 1;

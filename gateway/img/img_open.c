@@ -6,8 +6,9 @@
  * - Corruption: an image whose corrupt bit is set opens read-only only (as
  *   qemu-img).  Before a command changes an image, img_refuse_corrupt runs
  *   the targeted check (sg_block_check_touched: the metadata and the trees
- *   the command walks, not every snapshot's: 0.2 s instead of 18 s on a
- *   256 GiB image with 100 snapshots); an image it finds corrupt is refused,
+ *   the command walks, the other snapshots' shared L2 tables read once, not
+ *   walked per tree: 0.3 s instead of 18 s on a 256 GiB image with 100
+ *   snapshots); an image it finds corrupt is refused,
  *   so no command builds on broken pointers.  `snapgate-img check` is the
  *   full check. */
 #include "img.h"

@@ -1,6 +1,7 @@
 /* web_rx.c: WebSocket message assembly (see web_rx.h).  No lws here: the
  * connection code feeds it, and so does fuzz_web. */
 #include "web_rx.h"
+#include "sg_grow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -19,16 +20,8 @@ enum sg_web_rx_status sg_web_rx_feed(struct sg_web_rx *rx, bool first, bool last
         rx->len += len;
         return SG_WEB_RX_MORE;
     }
-    if (rx->len + len > rx->cap) {
-        size_t cap = rx->cap ? rx->cap : 4096;
-        while (cap < rx->len + len)
-            cap *= 2;
-        unsigned char *nb = realloc(rx->buf, cap);
-        if (!nb)
-            return SG_WEB_RX_NOMEM;
-        rx->buf = nb;
-        rx->cap = cap;
-    }
+    if (!sg_grow(&rx->buf, &rx->cap, rx->len + len))
+        return SG_WEB_RX_NOMEM;
     if (len)
         memcpy(rx->buf + rx->len, in, len);
     rx->len += len;

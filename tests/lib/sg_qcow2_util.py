@@ -54,3 +54,23 @@ def header(path):
         "nb_snapshots": struct.unpack(">I", h[60:64])[0],
         "snapshots_offset": struct.unpack(">Q", h[64:72])[0],
     }
+
+
+def file_sha(path):
+    """sha256 of a whole file (to show a command wrote nothing)."""
+    import hashlib
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def refcount16(path, cluster, value=None):
+    """Reads (or, with value, writes on disk) a cluster's entry in refcount
+    block 0 of a 16-bit-refcount image."""
+    with open(path, "rb" if value is None else "r+b") as f:
+        f.seek(header(path)["rt_offset"])
+        rb = struct.unpack(">Q", f.read(8))[0]
+        f.seek(rb + 2 * cluster)
+        if value is None:
+            return struct.unpack(">H", f.read(2))[0]
+        f.write(struct.pack(">H", value))
+        return value

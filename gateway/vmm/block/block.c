@@ -103,6 +103,7 @@ struct sg_block *sg_block_open(const char *path, const char *format, unsigned fl
     }
     bs->fd = fd;
     bs->readonly = ro;
+    bs->repair = !ro && (flags & SG_BLOCK_REPAIR);
     bs->drv = drv ? drv : probe(fd);
     if (!bs->drv->open(bs, err)) {
         sg_error_prefix(err, "%s", path);

@@ -21,6 +21,11 @@ enum sg_block_open_flags {
     SG_BLOCK_RDONLY = 1 << 0,
     /* Share every permission with other users (qemu-img -U): read-only only. */
     SG_BLOCK_FORCE_SHARE = 1 << 1,
+    /* Writable open for sg_block_check_repair only (snapgate-img check -r):
+     * images with compressed clusters are not refused, since a repair only
+     * rewrites refcount blocks (guest I/O on a compressed cluster still
+     * fails, qcow2_cluster.c). */
+    SG_BLOCK_REPAIR = 1 << 2,
 };
 
 /* format: "qcow2", "raw" or NULL to probe (qcow2 magic, else raw).
@@ -168,6 +173,10 @@ struct sg_block_check_result {
     uint64_t image_end_offset;
     uint64_t leaks_fixed;      /* by sg_block_check_repair */
     uint64_t leaks_skipped;    /* left: would need an OFLAG_COPIED repair */
+    /* Corruptions that are only a refcount too low (or COPIED wrong because
+     * of one): SG_BLOCK_FIX_ERRORS can raise them; and how many it did. */
+    uint64_t low_refcounts;
+    uint64_t corruptions_fixed;
 };
 /* qemu-img-check-like consistency check of a qcow2 image: refcounts are
  * recomputed from every L1 tree and all metadata.  Each problem found is
@@ -176,18 +185,20 @@ struct sg_block_check_result {
 bool sg_block_check(struct sg_block *bs, struct sg_block_check_result *res, FILE *report,
                     struct sg_error *err);
 /* The cheap check before a change: metadata, the active tree and snapshot
- * snap_id's (NULL: none) only; corruptions counted, leaks not (see
- * qcow2_check.c for what it cannot see). */
+ * snap_id's (NULL: none) walked, the other snapshots' L2 tables read once
+ * each (exact refcounts, qcow2_check.c); corruptions counted, leaks not. */
 bool sg_block_check_touched(struct sg_block *bs, const char *snap_id,
                             struct sg_block_check_result *res, FILE *report, struct sg_error *err);
 
 /* Repairs like qemu-img check -r: SG_BLOCK_FIX_LEAKS lowers every leaked
  * cluster's refcount (refcount > references) to its reference count.  The
  * image must be open read-write.  Nothing is written when the check finds
- * any corruption (res then describes it; corruptions are never repaired).
+ * any corruption (res then describes it), except with SG_BLOCK_FIX_ERRORS
+ * (-r all) when every corruption is a refcount too low: those are raised
+ * to the reference count first (then leaks are lowered).
  * res describes the image as found; run sg_block_check again for the state
  * after the repair.  Crash safety is argued in qcow2_check.c. */
-enum { SG_BLOCK_FIX_LEAKS = 1u << 0 };
+enum { SG_BLOCK_FIX_LEAKS = 1u << 0, SG_BLOCK_FIX_ERRORS = 1u << 1 };
 bool sg_block_check_repair(struct sg_block *bs, unsigned fix,
                            struct sg_block_check_result *res, FILE *report,
                            struct sg_error *err);

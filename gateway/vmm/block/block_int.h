@@ -22,6 +22,7 @@ struct sg_block {
     char *filename;
     int fd;
     bool readonly;
+    bool repair;      /* SG_BLOCK_REPAIR */
     uint64_t size;    /* virtual size */
     void *opaque;     /* driver state */
 };

@@ -51,7 +51,7 @@ static bool q_open(struct sg_block *bs, struct sg_error *err)
     /* Nothing is written at open: the autoclear bits are cleared by the
      * first change (qcow2_begin_change), so a command that fails or only
      * reads leaves the file byte for byte as it was. */
-    if (!s->rdonly && !qcow2_refuse_compressed(s, err))
+    if (!s->rdonly && !bs->repair && !qcow2_refuse_compressed(s, err))
         goto fail;
     bs->size = s->size;
     bs->opaque = s;

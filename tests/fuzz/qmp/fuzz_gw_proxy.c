@@ -94,6 +94,12 @@ int sg_gw_fd_fd(const struct sg_gw_fd *f)
     return f->fd;
 }
 
+ssize_t sg_gw_fd_read(struct sg_gw_fd *f, void *buf, size_t len)
+{
+    ssize_t n = read(f->fd, buf, len);
+    return n < 0 && errno == EAGAIN ? SG_GW_READ_AGAIN : n;
+}
+
 static void record(const void *buf, size_t len, size_t nfds)
 {
     check(n_be_msgs < MAX_MSGS);

@@ -11,8 +11,9 @@
    reaches (COPIED means nothing there; a crash inside an in-place snapshot
    apply leaves such leaks).  Only one the active tables reach would need
    OFLAG_COPIED and is left alone.
-3. an image with a corruption (refcount too low) plus a leak: nothing is
-   written at all (the file stays byte-identical), exit 2."""
+3. an image with a corruption (refcount too low) plus a leak: -r leaks
+   writes nothing at all (the file stays byte-identical), exit 2; -r all
+   raises the refcount and lowers the leak, as qemu-img check -r all."""
 import hashlib
 import os
 import shutil
@@ -173,8 +174,19 @@ with open(bad, "ab") as f:
 set_rc(bad, size // cs, 1)          # a leak
 set_rc(bad, size // cs - 1, 0)      # and a data cluster with refcount 0
 digest = sha(bad)
-r = run([IMG, "check", "-r", "all", bad], rc=2)
+r = run([IMG, "check", "-r", "leaks", bad], rc=2)
 sgtest.check("not repaired while the image has errors" in r.stdout, r.stdout)
 sgtest.check("Repairing" not in r.stdout, r.stdout)
 sgtest.check_eq(sha(bad), digest, "image bytes after a refused repair")
+# -r all raises a refcount too low when that is the only corruption (then
+# lowers the leak), as qemu-img check -r all does.
+theirs = p("bad-qemu.qcow2")
+shutil.copyfile(bad, theirs)
+r = run([IMG, "check", "-r", "all", bad], rc=0)
+sgtest.check("    1 leaked clusters\n    1 corruptions" in r.stdout, r.stdout)
+q = run([QIMG, "check", "-r", "all", theirs], rc=0)
+sgtest.check("    1 leaked clusters\n    1 corruptions" in q.stdout, q.stdout)
+both_clean(bad)
+sgtest.check_eq(get_rc(bad, size // cs - 1), get_rc(theirs, size // cs - 1), "raised refcount")
+run([QIO, "-f", "qcow2", "-c", "read -P 0x22 0 8k", bad])
 print("ok")
