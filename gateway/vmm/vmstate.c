@@ -246,6 +246,7 @@ static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, stru
  * guest).  On restore, kvmclock is set to the saved value plus the host time
  * since the TSC was written. */
 #define MSR_IA32_TSC 0x10
+#define MSR_IA32_TSC_DEADLINE 0x6e0
 #define MSR_KVM_SYSTEM_TIME 0x12
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
 
@@ -762,6 +763,31 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
         memcpy(m0, mr->data, mr->len);
         ok = restore_clocks(vm, m0, &cd, err);
         free(m0);
+    }
+    /* The TSC-deadline timer was armed (KVM_SET_MSRS above) against the TSC
+     * of that moment, which restore_clocks then changed: arm it again
+     * against the restored TSC, or it fires at the wrong time. */
+    for (int c = 0; ok && c < vm->nr_vcpus; c++) {
+        const struct rec *mr = find_rec(recs, n, REC_CPU_MSRS, (uint32_t)c);
+        struct kvm_msrs *m = malloc(mr->len);
+        if (!m) {
+            sg_error_set(err, "out of memory");
+            return false;
+        }
+        memcpy(m, mr->data, mr->len);
+        for (uint32_t i = 0; i < m->nmsrs; i++) {
+            if (m->entries[i].index != MSR_IA32_TSC_DEADLINE)
+                continue;
+            struct { struct kvm_msrs m; struct kvm_msr_entry e; } one;
+            memset(&one, 0, sizeof(one));
+            one.m.nmsrs = 1;
+            one.e = m->entries[i];
+            if (ioctl(vm->vcpus[c].fd, KVM_SET_MSRS, &one) != 1) {
+                sg_error_set(err, "KVM_SET_MSRS: TSC deadline refused");
+                ok = false;
+            }
+        }
+        free(m);
     }
     pthread_mutex_lock(&vm->io_lock);
     for (int i = 0; ok && i < vm->nr_devices; i++) {

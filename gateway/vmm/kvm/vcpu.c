@@ -63,6 +63,7 @@ bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_e
             return false;
         }
     }
+    bool tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     /* The supported set already carries KVM's paravirt leaves
      * (0x40000000 signature, 0x40000001 features: kvmclock, async PF...). */
     for (uint32_t i = 0; i < cpuid->nent; i++) {
@@ -71,8 +72,19 @@ bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_e
             /* APIC ID = vCPU index; no hypervisor-hidden surprises. */
             e->ebx = (e->ebx & 0x00ffffffu) | (uint32_t)index << 24;
             e->ecx |= 1u << 31;   /* hypervisor present */
+            /* The TSC-deadline timer is KVM's (emulated in the in-kernel
+             * LAPIC), not in the supported set: QEMU adds it too. */
+            if (tsc_deadline)
+                e->ecx |= 1u << 24;
         } else if (e->function == 0xb || e->function == 0x1f) {
             e->edx = (uint32_t)index;   /* x2APIC ID */
+        } else if (e->function == 0x80000007) {
+            /* No invariant TSC, as QEMU's -cpu host (invtsc blocks
+             * migration there): with it Linux lowers kvmclock below the TSC
+             * and its clocksource watchdog then marks the TSC unstable
+             * wherever the TSC and the host clock drift apart (the nested
+             * bed: "skew is too large" at boot). */
+            e->edx &= ~(1u << 8);
         }
     }
     if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0) {

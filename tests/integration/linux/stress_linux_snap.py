@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """stress_linux_snap: one Linux guest boot, then STRESS_CYCLES (12) rounds of
-HMP savevm / loadvm while a loop dirties memory, each answered by the shell
+HMP savevm / loadvm (the guest idle at its prompt, as bench_linux.py
+saves; STRESS_BUSY=1: while a loop dirties memory), each answered by the shell
 within 40 s; the lazy load and, with STRESS_EAGER=1, SNAPGATE_VMM_LAZY=0.
 Every state capture and load is traced (SNAPGATE_VMM_IRQ_TRACE: LAPIC
 IRR/ISR, vCPU events, IOAPIC, PIC, UART); on a stuck guest the trace of the
@@ -37,8 +38,9 @@ con = Console(ssock)
 con.boot(300)
 q = sgtest.QMP(qsock, timeout=300)
 con.sh("mkdir -p /shm && mount -t tmpfs -o size=64m tmpfs /shm")
-con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; "
-       "dd if=/dev/zero of=/shm/dirty bs=64k count=16 2>/dev/null; done) &")
+if os.environ.get("STRESS_BUSY") == "1":   # else idle at the prompt, as bench_linux.py saves
+    con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; "
+           "dd if=/dev/zero of=/shm/dirty bs=64k count=16 2>/dev/null; done) &")
 
 
 def trace_tail(n):
@@ -49,15 +51,16 @@ def trace_tail(n):
 
 stuck = 0
 for i in range(1, cycles + 1):
+    con.sh(f"echo before-{i}")            # the save follows the prompt at once
     r = q.hmp(f"savevm c{i}")
     sgtest.check("Error" not in r, f"savevm c{i}: {r!r}")
-    con.sh(f"echo between-{i}")
-    time.sleep(0.5)
+    con.sh(f"echo between-{i}; touch /shm/x{i}")
     r = q.hmp(f"loadvm c{i}")
     sgtest.check("Error" not in r, f"loadvm c{i}: {r!r}")
     con.buf = b""
     t = time.monotonic()
     con.n += 1
+    con.s.sendall(b"\n")
     con.s.sendall(f'echo "@@"{con.n}"@@"\n'.encode())
     try:
         con.s.settimeout(1)
