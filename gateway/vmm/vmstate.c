@@ -247,6 +247,7 @@ static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, stru
  * since the TSC was written. */
 #define MSR_IA32_TSC 0x10
 #define MSR_IA32_TSC_DEADLINE 0x6e0
+#define MSR_KVM_ASYNC_PF_EN 0x4b564d02
 #define MSR_KVM_SYSTEM_TIME 0x12
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
 
@@ -739,6 +740,17 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
     for (int c = 0; ok && c < vm->nr_vcpus; c++) {
         int fd = vm->vcpus[c].fd;
         uint32_t ci = (uint32_t)c;
+        /* KVM's async page faults of the guest that ran until now (its
+         * queue of completions and tokens) are not VM state: switching the
+         * feature off empties them (QEMU's reset before a load does the
+         * same), and the saved MSRs switch it on again, which makes KVM
+         * wake every task the restored guest has waiting (a "wake all"
+         * token, sent only when no stale completion is queued). */
+        struct { struct kvm_msrs m; struct kvm_msr_entry e; } apf;
+        memset(&apf, 0, sizeof(apf));
+        apf.m.nmsrs = 1;
+        apf.e.index = MSR_KVM_ASYNC_PF_EN;
+        (void)ioctl(fd, KVM_SET_MSRS, &apf);   /* absent without the feature: nothing to clear */
         ok = cpu_set(fd, KVM_SET_MP_STATE, find_rec(recs, n, REC_CPU_MP_STATE, ci), "KVM_SET_MP_STATE", err) &&
              cpu_set(fd, KVM_SET_REGS, find_rec(recs, n, REC_CPU_REGS, ci), "KVM_SET_REGS", err) &&
              cpu_set(fd, KVM_SET_SREGS, find_rec(recs, n, REC_CPU_SREGS, ci), "KVM_SET_SREGS", err) &&
