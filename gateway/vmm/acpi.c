@@ -6,12 +6,13 @@
  *   FADT (revision 3) -> FACS, DSDT; PM1a event/control blocks of the
  *        acpi-pm device, SCI on IRQ 9, no SMI_CMD (always in ACPI mode),
  *        no PM timer, RESET_REG = port 0xCF9 value 6, no fixed buttons,
- *        no 8042, no CMOS RTC
+ *        no 8042; the CMOS RTC's century register (0x32)
  *   MADT: one LAPIC per vCPU, the IOAPIC, IRQ 9 (SCI) level/high, NMI on
  *        LINT1: the same machine as the MP table (mptable.c)
  *   DSDT: \_S5 (SLP_TYP SG_ACPI_SLP_TYP_S5) and \_SB.PCI0, the host bridge
  *        (PNP0A03) with its windows (_CRS) and the routing of INTA of
- *        slot s to GSI SG_LINUX_PCI_GSI_BASE + s - 1 (_PRT).
+ *        slot s to GSI SG_LINUX_PCI_GSI_BASE + s - 1 (_PRT); \_SB.RTC_,
+ *        the CMOS clock (PNP0B00: ports 0x70-0x71, IRQ 8).
  *
  * The AML is written by hand (a few named objects), see aml_* below. */
 #include <stdio.h>
@@ -189,6 +190,22 @@ static void build_dsdt_body(struct aml *a, const struct sg_vm *vm, unsigned nr_p
     }
     aml_close(a, prt);
     aml_close(a, dev);
+
+    /* The CMOS clock (devices/rtc.c): Linux's rtc_cmos binds to it by PNP. */
+    dev = aml_open(a, (const uint8_t[]){ 0x5b, 0x82 }, 2);
+    aml_bytes(a, "RTC_", 4);
+    aml_name_int(a, "_HID", 0x000bd041u);   /* EisaId("PNP0B00") */
+    aml_name(a, "_CRS");
+    buf = aml_open(a, (const uint8_t[]){ 0x11 }, 1);
+    static const uint8_t rtc_res[] = {
+        0x47, 1, 0x70, 0x00, 0x70, 0x00, 1, 2,   /* IO(Decode16, 0x70, 0x70, 1, 2) */
+        0x22, 0x00, 0x01,                        /* IRQNoFlags() {8} */
+        0x79, 0,                                 /* end tag */
+    };
+    aml_int(a, sizeof(rtc_res));
+    aml_bytes(a, rtc_res, sizeof(rtc_res));
+    aml_close(a, buf);
+    aml_close(a, dev);
     aml_close(a, scope);
 }
 
@@ -256,10 +273,9 @@ static uint8_t *build_fadt(struct area *ar, uint32_t facs, uint32_t dsdt, uint32
     f[89] = SG_ACPI_PM1_CNT_LEN;
     put16(f + 96, 0x0fff);      /* P_LVL2_LAT > 100: no C2 */
     put16(f + 98, 0x0fff);      /* P_LVL3_LAT > 1000: no C3 */
-    /* IAPC_BOOT_ARCH: legacy devices (the UART); no 8042; no CMOS RTC (the
-     * guest's wall clock is kvmclock's; probing the absent RTC costs Linux
-     * seconds) */
-    put16(f + 109, 1u << 0 | 1u << 5);
+    f[108] = 0x32;              /* CENTURY: the CMOS register (devices/rtc.c) */
+    /* IAPC_BOOT_ARCH: legacy devices (the UART, the CMOS RTC); no 8042 */
+    put16(f + 109, 1u << 0);
     /* WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON (none fixed), FIX_RTC, RESET_REG_SUP */
     put32(f + 112, 1u << 0 | 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6 | 1u << 10);
     gas_io(f + 116, 8, 1, SG_ACPI_RESET_PORT);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "devices/acpi_pm.h"
+#include "devices/rtc.h"
 #include "devices/pci.h"
 #include "devices/serial.h"
 #include "devices/virtio_blk.h"
@@ -144,6 +145,11 @@ static bool build_machine(struct sg_vmm *vmm, struct sg_error *err)
      * still names a missing disk as missing). */
     if (vm->kernel[0] && (!(dev = sg_acpi_pm_create(err)) || !sg_vm_add_device(vm, dev, err)))
         return false;
+    if (vm->kernel[0]) {
+        if (!(dev = sg_rtc_create(8, err)) || !sg_vm_add_device(vm, dev, err))
+            return false;
+        vm->rtc = dev;
+    }
     for (int i = 0; i < vm->nr_drives; i++) {
         /* Linux finds its lines in the MP table and the DSDT's _PRT (one GSI
          * per slot); the demo guest keeps the ISA lines it has always had. */
@@ -250,6 +256,8 @@ static int run_loop(struct sg_vmm *vmm, int sig_fd)
             last_look = now;
             pthread_mutex_lock(&vmm->vm.io_lock);
             sg_serial_watchdog(vmm->vm.serial, 5);
+            if (vmm->vm.rtc)
+                sg_rtc_tick(vmm->vm.rtc);
             pthread_mutex_unlock(&vmm->vm.io_lock);
         }
         guest_exit(vmm);   /* one held while a job ran */

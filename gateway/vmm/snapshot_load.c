@@ -362,9 +362,12 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         /* Before the pause: the snapshot's RAM clusters, mapped to file
          * offsets (a few L2 tables; nothing can change them meanwhile). */
         struct sg_error lerr = { 0 };
+        /* SNAPGATE_VMM_LAZY=0: always the eager load (for comparing). */
+        const char *lz = getenv("SNAPGATE_VMM_LAZY");
         pthread_mutex_lock(&op->vmdrive->lock);
-        op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset,
-                                       &lerr);
+        if (!lz || strcmp(lz, "0") != 0)
+            op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset,
+                                           &lerr);
         pthread_mutex_unlock(&op->vmdrive->lock);
         sg_snap_trace("load: validate, prepare");
 

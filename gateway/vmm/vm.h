@@ -100,6 +100,7 @@ struct sg_vm {
     struct sg_device *devices[SG_VM_MAX_DEVICES];
     int nr_devices;
     struct sg_device *serial;
+    struct sg_device *rtc;         /* -kernel boots only */
 
     struct sg_drive drives[SG_VM_MAX_DRIVES];
     int nr_drives;

@@ -246,6 +246,8 @@ static bool cpu_get(int fd, unsigned long req, void *buf, const char *what, stru
  * guest).  On restore, kvmclock is set to the saved value plus the host time
  * since the TSC was written. */
 #define MSR_IA32_TSC 0x10
+#define MSR_IA32_TSC_DEADLINE 0x6e0
+#define MSR_KVM_ASYNC_PF_EN 0x4b564d02
 #define MSR_KVM_SYSTEM_TIME 0x12
 #define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
 
@@ -364,10 +366,91 @@ static bool restore_clocks(struct sg_vm *vm, const struct kvm_msrs *m0, const st
     return true;
 }
 
+/* SNAPGATE_VMM_IRQ_TRACE set: one stderr line per vCPU and one for the
+ * chips, of what can hold an interrupt back (LAPIC IRR/ISR, TPR, LVT timer,
+ * pending events, IOAPIC IRR and remote IRR, PIC, the UART), read back
+ * from KVM at capture and after a load: for finding where a restored
+ * guest's interrupt went. */
+static void trace_vecs(char *out, size_t cap, const uint8_t *regs, unsigned reg)
+{
+    size_t n = 0;
+    out[0] = 0;
+    for (unsigned v = 0; v < 256 && n + 6 < cap; v++)
+        if (regs[reg + (v / 32) * 16 + (v % 32) / 8] & (1u << (v % 8)))
+            n += (size_t)snprintf(out + n, cap - n, "%s%02x", n ? "," : "", v);
+}
+
+void sg_vmstate_trace(struct sg_vm *vm, const char *when)
+{
+    static int on = -1;
+    if (on < 0)
+        on = getenv("SNAPGATE_VMM_IRQ_TRACE") != NULL;
+    if (!on)
+        return;
+    struct kvm_irqchip ic[3];
+    for (uint32_t chip = 0; chip < 3; chip++) {
+        memset(&ic[chip], 0, sizeof(ic[chip]));
+        ic[chip].chip_id = chip;
+        (void)ioctl(vm->vm_fd, KVM_GET_IRQCHIP, &ic[chip]);
+    }
+    const struct kvm_ioapic_state *io = &ic[KVM_IRQCHIP_IOAPIC].chip.ioapic;
+    char rirr[256] = "";
+    size_t rn = 0;
+    for (int pin = 0; pin < KVM_IOAPIC_NUM_PINS && rn + 40 < sizeof(rirr); pin++) {
+        uint64_t e = io->redirtbl[pin].bits;
+        if (!(e & (1u << 16)))   /* unmasked pins: vector, level, remote IRR */
+            rn += (size_t)snprintf(rirr + rn, sizeof(rirr) - rn, " %d:%02x%s%s", pin,
+                                   (unsigned)(e & 0xff), (e & (1u << 15)) ? "L" : "E",
+                                   (e & (1u << 14)) ? "R" : "");
+    }
+    char ser[160] = "";
+    if (vm->serial && vm->serial->ops->describe) {
+        pthread_mutex_lock(&vm->io_lock);
+        vm->serial->ops->describe(vm->serial, ser, sizeof(ser));
+        pthread_mutex_unlock(&vm->io_lock);
+    }
+    const struct kvm_pic_state *m = &ic[KVM_IRQCHIP_PIC_MASTER].chip.pic;
+    fprintf(stderr, "irq-trace %s: ioapic irr=%#x pins%s | pic irr=%#x isr=%#x imr=%#x last_irr=%#x | %s\n",
+            when, io->irr, rirr, m->irr, m->isr, m->imr, m->last_irr, ser);
+    for (int c = 0; c < vm->nr_vcpus; c++) {
+        int fd = vm->vcpus[c].fd;
+        struct kvm_lapic_state la;
+        struct kvm_vcpu_events ev;
+        struct kvm_mp_state mp;
+        struct kvm_regs r;
+        memset(&la, 0, sizeof(la));
+        memset(&ev, 0, sizeof(ev));
+        memset(&mp, 0, sizeof(mp));
+        memset(&r, 0, sizeof(r));
+        (void)ioctl(fd, KVM_GET_LAPIC, &la);
+        (void)ioctl(fd, KVM_GET_VCPU_EVENTS, &ev);
+        (void)ioctl(fd, KVM_GET_MP_STATE, &mp);
+        (void)ioctl(fd, KVM_GET_REGS, &r);
+        const uint8_t *lr = (const uint8_t *)la.regs;
+        uint32_t tpr, ppr, lvtt, tmict, tmcct;
+        memcpy(&tpr, lr + 0x80, 4);
+        memcpy(&ppr, lr + 0xa0, 4);
+        memcpy(&lvtt, lr + 0x320, 4);
+        memcpy(&tmict, lr + 0x380, 4);
+        memcpy(&tmcct, lr + 0x390, 4);
+        char isr[128], irr[128];
+        trace_vecs(isr, sizeof(isr), lr, 0x100);
+        trace_vecs(irr, sizeof(irr), lr, 0x200);
+        fprintf(stderr, "irq-trace %s: cpu%d mp=%u rip=%#llx rflags=%#llx isr=[%s] irr=[%s] tpr=%#x ppr=%#x "
+                "lvtt=%#x tmict=%u tmcct=%u | ev intr inj=%u nr=%#x soft=%u shadow=%u nmi inj=%u pend=%u "
+                "masked=%u exc inj=%u nr=%u pend=%u\n",
+                when, c, mp.mp_state, (unsigned long long)r.rip, (unsigned long long)r.rflags, isr, irr,
+                tpr, ppr, lvtt, tmict, tmcct, ev.interrupt.injected, ev.interrupt.nr, ev.interrupt.soft,
+                ev.interrupt.shadow, ev.nmi.injected, ev.nmi.pending, ev.nmi.masked,
+                ev.exception.injected, ev.exception.nr, ev.exception.pending);
+    }
+}
+
 bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **out, size_t *out_len, struct sg_error *err)
 {
     struct blob b = { 0 };
     bool ok = true;
+    sg_vmstate_trace(vm, "capture");
 
     struct kvm_clock_data clock;
     memset(&clock, 0, sizeof(clock));
@@ -657,6 +740,17 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
     for (int c = 0; ok && c < vm->nr_vcpus; c++) {
         int fd = vm->vcpus[c].fd;
         uint32_t ci = (uint32_t)c;
+        /* KVM's async page faults of the guest that ran until now (its
+         * queue of completions and tokens) are not VM state: switching the
+         * feature off empties them (QEMU's reset before a load does the
+         * same), and the saved MSRs switch it on again, which makes KVM
+         * wake every task the restored guest has waiting (a "wake all"
+         * token, sent only when no stale completion is queued). */
+        struct { struct kvm_msrs m; struct kvm_msr_entry e; } apf;
+        memset(&apf, 0, sizeof(apf));
+        apf.m.nmsrs = 1;
+        apf.e.index = MSR_KVM_ASYNC_PF_EN;
+        (void)ioctl(fd, KVM_SET_MSRS, &apf);   /* absent without the feature: nothing to clear */
         ok = cpu_set(fd, KVM_SET_MP_STATE, find_rec(recs, n, REC_CPU_MP_STATE, ci), "KVM_SET_MP_STATE", err) &&
              cpu_set(fd, KVM_SET_REGS, find_rec(recs, n, REC_CPU_REGS, ci), "KVM_SET_REGS", err) &&
              cpu_set(fd, KVM_SET_SREGS, find_rec(recs, n, REC_CPU_SREGS, ci), "KVM_SET_SREGS", err) &&
@@ -682,6 +776,31 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
         ok = restore_clocks(vm, m0, &cd, err);
         free(m0);
     }
+    /* The TSC-deadline timer was armed (KVM_SET_MSRS above) against the TSC
+     * of that moment, which restore_clocks then changed: arm it again
+     * against the restored TSC, or it fires at the wrong time. */
+    for (int c = 0; ok && c < vm->nr_vcpus; c++) {
+        const struct rec *mr = find_rec(recs, n, REC_CPU_MSRS, (uint32_t)c);
+        struct kvm_msrs *m = malloc(mr->len);
+        if (!m) {
+            sg_error_set(err, "out of memory");
+            return false;
+        }
+        memcpy(m, mr->data, mr->len);
+        for (uint32_t i = 0; i < m->nmsrs; i++) {
+            if (m->entries[i].index != MSR_IA32_TSC_DEADLINE)
+                continue;
+            struct { struct kvm_msrs m; struct kvm_msr_entry e; } one;
+            memset(&one, 0, sizeof(one));
+            one.m.nmsrs = 1;
+            one.e = m->entries[i];
+            if (ioctl(vm->vcpus[c].fd, KVM_SET_MSRS, &one) != 1) {
+                sg_error_set(err, "KVM_SET_MSRS: TSC deadline refused");
+                ok = false;
+            }
+        }
+        free(m);
+    }
     pthread_mutex_lock(&vm->io_lock);
     for (int i = 0; ok && i < vm->nr_devices; i++) {
         const struct rec *r = find_rec(recs, n, REC_DEVICE, (uint32_t)i);
@@ -690,5 +809,6 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
             ok = d->ops->load(d, r->data + 32, r->len - 32, err);
     }
     pthread_mutex_unlock(&vm->io_lock);
+    sg_vmstate_trace(vm, "applied");
     return ok;
 }

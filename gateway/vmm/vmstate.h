@@ -101,6 +101,9 @@ bool sg_vmstate_capture(struct sg_vm *vm, uint8_t **blob, size_t *len, struct sg
 /* Validates every record first (sizes, names), then applies them in the
  * order KVM accepts.  vCPUs must be parked. */
 bool sg_vmstate_check(struct sg_vm *vm, const uint8_t *blob, size_t len, struct sg_error *err);
+/* With SNAPGATE_VMM_IRQ_TRACE in the environment: the interrupt state
+ * (chips, LAPICs, vCPU events, UART) as KVM has it now, on stderr. */
+void sg_vmstate_trace(struct sg_vm *vm, const char *when);
 bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct sg_error *err);
 
 /* -loadvm TAG: restore before the vCPU first runs (snapshot_load.c). */

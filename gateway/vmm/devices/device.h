@@ -29,6 +29,8 @@ struct sg_device_ops {
     size_t (*save)(struct sg_device *dev, void *buf, size_t cap);
     bool (*load)(struct sg_device *dev, const void *buf, size_t len, struct sg_error *err);
     void (*reset)(struct sg_device *dev);
+    /* Optional: one line of its interrupt-relevant state (a trace). */
+    void (*describe)(struct sg_device *dev, char *out, size_t cap);
     void (*destroy)(struct sg_device *dev);
 };
 

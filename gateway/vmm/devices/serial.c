@@ -184,6 +184,14 @@ static bool serial_load(struct sg_device *dev, const void *buf, size_t len, stru
     return true;
 }
 
+static void serial_describe(struct sg_device *dev, char *out, size_t cap)
+{
+    struct serial *s = dev->state;
+    snprintf(out, cap, "uart ier=%#x iir=%#x lsr=%#x mcr=%#x lcr=%#x thri=%u rx=%u line=%d acc=%llu",
+             s->r.ier, s->r.iir, s->r.lsr, s->r.mcr, s->r.lcr, s->r.thr_ipending, s->r.rx_count,
+             s->irq_level, (unsigned long long)s->accesses);
+}
+
 static void serial_destroy(struct sg_device *dev)
 {
     free(dev->state);
@@ -197,6 +205,7 @@ static const struct sg_device_ops serial_ops = {
     .save = serial_save,
     .load = serial_load,
     .reset = serial_reset,
+    .describe = serial_describe,
     .destroy = serial_destroy,
 };
 

@@ -63,6 +63,7 @@ bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_e
             return false;
         }
     }
+    bool tsc_deadline = ioctl(vm->kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     /* The supported set already carries KVM's paravirt leaves
      * (0x40000000 signature, 0x40000001 features: kvmclock, async PF...). */
     for (uint32_t i = 0; i < cpuid->nent; i++) {
@@ -71,8 +72,19 @@ bool sg_vcpu_init(struct sg_vm *vm, struct sg_vcpu *vcpu, int index, struct sg_e
             /* APIC ID = vCPU index; no hypervisor-hidden surprises. */
             e->ebx = (e->ebx & 0x00ffffffu) | (uint32_t)index << 24;
             e->ecx |= 1u << 31;   /* hypervisor present */
+            /* The TSC-deadline timer is KVM's (emulated in the in-kernel
+             * LAPIC), not in the supported set: QEMU adds it too. */
+            if (tsc_deadline)
+                e->ecx |= 1u << 24;
         } else if (e->function == 0xb || e->function == 0x1f) {
             e->edx = (uint32_t)index;   /* x2APIC ID */
+        } else if (e->function == 0x80000007) {
+            /* No invariant TSC, as QEMU's -cpu host (invtsc blocks
+             * migration there): with it Linux lowers kvmclock below the TSC
+             * and its clocksource watchdog then marks the TSC unstable
+             * wherever the TSC and the host clock drift apart (the nested
+             * bed: "skew is too large" at boot). */
+            e->edx &= ~(1u << 8);
         }
     }
     if (ioctl(vcpu->fd, KVM_SET_CPUID2, cpuid) < 0) {
@@ -201,11 +213,38 @@ static void idle_wait(struct sg_vm *vm, uint32_t us)
     pthread_mutex_unlock(&vm->run_lock);
 }
 
-/* Parks here while the main loop holds the VM paused. */
-static void park_if_requested(struct sg_vm *vm)
+/* KVM finishes an IN/OUT/MMIO exit (RAX, RIP past the instruction) only
+ * on the next KVM_RUN; registers read before that show the instruction not
+ * yet executed while the device already saw it, so a snapshot replays it
+ * (a second IIR read loses the UART's THRE interrupt, a second RBR read a
+ * byte).  immediate_exit completes it without running another guest
+ * instruction. */
+static void complete_io(struct sg_vcpu *vcpu, const sigset_t *kick)
 {
+    struct timespec zero = { 0, 0 };
+    vcpu->run->immediate_exit = 1;
+    if (ioctl(vcpu->fd, KVM_RUN, 0) < 0 && errno == EINTR)
+        while (sigtimedwait(kick, NULL, &zero) == SIG_KICK)
+            ;
+    vcpu->run->immediate_exit = 0;
+}
+
+/* Parks here while the main loop holds the VM paused.  The pause request
+ * is read under run_lock, and an exit still to complete is completed
+ * before the vCPU counts as paused: a request arriving between the exit
+ * and the park can no longer leave it half done. */
+static void park_if_requested(struct sg_vcpu *vcpu, bool *io_pending, const sigset_t *kick)
+{
+    struct sg_vm *vm = vcpu->vm;
     pthread_mutex_lock(&vm->run_lock);
     while (vm->pause_req && !atomic_load(&vm->quit_req)) {
+        if (*io_pending) {
+            pthread_mutex_unlock(&vm->run_lock);
+            complete_io(vcpu, kick);
+            *io_pending = false;
+            pthread_mutex_lock(&vm->run_lock);
+            continue;
+        }
         vm->vcpu_paused = true;
         pthread_cond_broadcast(&vm->run_cond);
         pthread_cond_wait(&vm->run_cond, &vm->run_lock);
@@ -225,21 +264,11 @@ static void *vcpu_thread(void *arg)
 
     bool io_pending = false;
     while (!atomic_load(&vm->quit_req)) {
-        if (io_pending && __atomic_load_n(&vm->pause_req, __ATOMIC_ACQUIRE)) {
-            /* KVM finishes an IN/MMIO read only on the next KVM_RUN; the
-             * registers a snapshot reads must not miss it.  immediate_exit
-             * completes it without running another guest instruction. */
-            vcpu->run->immediate_exit = 1;
-            if (ioctl(vcpu->fd, KVM_RUN, 0) < 0 && errno == EINTR)
-                while (sigtimedwait(&kick, NULL, &zero) == SIG_KICK)
-                    ;
-            vcpu->run->immediate_exit = 0;
-            io_pending = false;
-        }
-        park_if_requested(vm);
+        park_if_requested(vcpu, &io_pending, &kick);
         if (atomic_load(&vm->quit_req))
             break;
         int r = ioctl(vcpu->fd, KVM_RUN, 0);
+        io_pending = false;   /* KVM_RUN completes the last exit first */
         if (r < 0) {
             if (errno == EINTR || errno == EAGAIN) {
                 while (sigtimedwait(&kick, NULL, &zero) == SIG_KICK)

@@ -59,6 +59,18 @@ q = sgtest.QMP(qsock, timeout=300)
 
 # ---- console input and the disks -------------------------------------------------
 sgtest.check_eq(con.sh("echo input-$((6*7))"), "input-42", "input reaches the UART")
+
+# ---- clocks at boot: the CMOS RTC (rtc_cmos binds to it, rtc0), the guest's
+# date the host's (QEMU gives both), no clocksource or RTC complaint --------------
+boot_bad = con.sh("dmesg | grep -i -E 'clocksource.*unstable|Marking clocksource|rtc_cmos.*(broken|not accessible)|"
+                  "TSC.*unstable' | head -5")
+sgtest.check_eq(boot_bad, "", "kernel clock complaints at boot")
+sgtest.check_eq(con.sh("cat /sys/class/rtc/rtc0/name 2>&1 | cut -d' ' -f1"), "rtc_cmos", "rtc0 is the CMOS RTC")
+host_s = time.time()
+guest_s = int(con.sh("date +%s"))
+sgtest.check(abs(guest_s - host_s) <= 5, f"guest date {guest_s} vs host {host_s:.0f}")
+rtc_s = int(con.sh("cat /sys/class/rtc/rtc0/since_epoch"))
+sgtest.check(abs(rtc_s - time.time()) <= 5, f"RTC {rtc_s} vs host {time.time():.0f}")
 disks = con.sh("cat /sys/block/vda/ro /sys/block/vdb/ro /sys/block/vda/size")
 sgtest.check_eq(disks.split(), ["0", "1", "131072"], "vda rw, vdb ro, vda size")
 sgtest.check_eq(con.sh("dd if=/dev/vdb bs=4 count=1 2>/dev/null | od -An -tx1 | tr -d ' '"),
@@ -112,6 +124,8 @@ d1 = int(con.sh("date +%s"))
 time.sleep(3)
 d2 = int(con.sh("date +%s"))
 sgtest.check(2 <= d2 - d1 <= 6, f"guest clock advances normally after loadvm: {d1} -> {d2}")
+r1 = int(con.sh("cat /sys/class/rtc/rtc0/since_epoch"))
+sgtest.check(abs(r1 - time.time()) <= 5, f"RTC after loadvm {r1} vs host {time.time():.0f}")
 bad = con.sh(f"dmesg | tail -n +{dmesg_lines + 1} | grep -i -E 'soft lockup|hung task|clocksource.*unstable|"
              "Marking clocksource|watchdog: BUG' | head -5")
 if bad:

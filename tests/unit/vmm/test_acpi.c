@@ -128,7 +128,8 @@ static void check_tables(int nr_drives, uint64_t ram_low)
     assert_int_equal(ram[fadt + 88], 4);
     assert_int_equal(ram[fadt + 89], 2);
     assert_int_equal(g32(fadt + 76), 0);                         /* no PM timer */
-    assert_int_equal(ram[fadt + 109], 0x21);                     /* legacy devices, no CMOS RTC */
+    assert_int_equal(ram[fadt + 109], 0x01);                     /* legacy devices, CMOS RTC present */
+    assert_int_equal(ram[fadt + 108], 0x32);                     /* CENTURY register */
     uint32_t flags = g32(fadt + 112);
     assert_true(flags & (1u << 10));                             /* RESET_REG_SUP */
     assert_true(flags & (1u << 4));                              /* no fixed power button */
@@ -182,9 +183,20 @@ static void check_tables(int nr_drives, uint64_t ram_low)
     assert_int_equal(dev[0], 0x5b);
     assert_int_equal(dev[1], 0x82);
     pl = pkglen(dev + 2, &n);
-    assert_ptr_equal(dev + 2 + pl, end);
     assert_memory_equal(dev + 2 + n, "PCI0", 4);
+    /* after PCI0, the last device: RTC_ */
+    const uint8_t *dev2 = dev + 2 + pl;
+    assert_int_equal(dev2[0], 0x5b);
+    assert_int_equal(dev2[1], 0x82);
+    pl = pkglen(dev2 + 2, &n);
+    assert_ptr_equal(dev2 + 2 + pl, end);
+    assert_memory_equal(dev2 + 2 + n, "RTC_", 4);
     assert_non_null(find(d, dlen - 36, "_HID\x0c\x41\xd0\x0a\x03"));   /* PNP0A03 */
+    /* the CMOS clock: PNP0B00 with ports 0x70-0x71 and IRQ 8 */
+    const uint8_t *rtc = find_bytes(d, dlen - 36, "RTC_\x08_HID\x0c\x41\xd0\x0b\x00", 14);
+    assert_non_null(rtc);
+    assert_non_null(find_bytes(rtc, (size_t)(end - rtc),
+                               "\x47\x01\x70\x00\x70\x00\x01\x02\x22\x00\x01\x79\x00", 13));
     /* _PRT: one entry per slot, INTA of slot s on GSI 15 + s. */
     const uint8_t *prt = find(d, dlen - 36, "_PRT");
     assert_non_null(prt);

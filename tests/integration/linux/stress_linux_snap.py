@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""stress_linux_snap: one Linux guest boot, then STRESS_CYCLES (12) rounds of
+HMP savevm / loadvm (the guest idle at its prompt, as bench_linux.py
+saves; STRESS_BUSY=1: while a loop dirties memory), each answered by the shell
+within 40 s; the lazy load and, with STRESS_EAGER=1, SNAPGATE_VMM_LAZY=0.
+Every state capture and load is traced (SNAPGATE_VMM_IRQ_TRACE: LAPIC
+IRR/ISR, vCPU events, IOAPIC, PIC, UART); on a stuck guest the trace of the
+load that preceded it and of a capture of the stuck state are printed.
+Not in the default suite: a diagnosis tool (in the bed ~20 s a cycle).
+
+    tests/integration/linux/stress_linux_snap.py      # in the bed on kvm_pvm
+"""
+import os
+import sys
+import time
+
+import sgtest
+from linux_util import Console, enter_bed_or_here
+
+guest = enter_bed_or_here(__file__, bed_timeout=1500)
+cycles = int(os.environ.get("STRESS_CYCLES", "12"))
+os.environ["SNAPGATE_VMM_IRQ_TRACE"] = "1"
+if os.environ.get("STRESS_EAGER") == "1":
+    os.environ["SNAPGATE_VMM_LAZY"] = "0"
+vmm = sgtest.binary("snapgate-vmm")
+img = sgtest.binary("snapgate-img")
+d = sgtest.tmpdir("sgstress-")
+disk0 = os.path.join(d, "disk0.qcow2")
+sgtest.run([img, "create", disk0, "64M"])
+ssock, qsock = os.path.join(d, "serial.sock"), os.path.join(d, "qmp.sock")
+errpath = os.path.join(d, "vmm-stderr.log")
+errlog = open(errpath, "ab")
+p = sgtest.spawn([vmm, "-m", "512M", "-kernel", os.path.join(guest, "vmlinuz"),
+                  "-initrd", os.path.join(guest, "initrd.img"), "-append", "console=ttyS0 quiet",
+                  "-serial", f"unix:{ssock},server=on", "-qmp", f"unix:{qsock},server=on,wait=off",
+                  "-drive", f"file={disk0},format=qcow2"], stderr=errlog)
+con = Console(ssock)
+con.boot(300)
+q = sgtest.QMP(qsock, timeout=300)
+con.sh("mkdir -p /shm && mount -t tmpfs -o size=64m tmpfs /shm")
+if os.environ.get("STRESS_BUSY") == "1":   # else idle at the prompt, as bench_linux.py saves
+    con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; "
+           "dd if=/dev/zero of=/shm/dirty bs=64k count=16 2>/dev/null; done) &")
+
+
+def trace_tail(n):
+    with open(errpath, "rb") as f:
+        lines = [ln for ln in f.read().decode(errors="replace").splitlines() if "irq-trace" in ln]
+    return "\n".join(lines[-n:])
+
+
+stuck = 0
+for i in range(1, cycles + 1):
+    con.sh(f"echo before-{i}")            # the save follows the prompt at once
+    r = q.hmp(f"savevm c{i}")
+    sgtest.check("Error" not in r, f"savevm c{i}: {r!r}")
+    con.sh(f"echo between-{i}; touch /shm/x{i}")
+    r = q.hmp(f"loadvm c{i}")
+    sgtest.check("Error" not in r, f"loadvm c{i}: {r!r}")
+    con.buf = b""
+    t = time.monotonic()
+    con.n += 1
+    con.s.sendall(b"\n")
+    con.s.sendall(f'echo "@@"{con.n}"@@"\n'.encode())
+    try:
+        con.s.settimeout(1)
+        end = time.monotonic() + 40
+        while b"\n@@%d@@" % con.n not in con.buf.replace(b"\r", b""):
+            if time.monotonic() > end:
+                raise TimeoutError
+            try:
+                chunk = con.s.recv(65536)
+            except OSError:
+                continue
+            con.buf += chunk
+        print(f"cycle {i}: answered in {time.monotonic() - t:.1f} s", flush=True)
+        con.buf = b""
+    except TimeoutError:
+        stuck += 1
+        print(f"cycle {i}: STUCK; console {con.buf[-300:]!r}", flush=True)
+        print("trace of the save and load:\n" + trace_tail(4), flush=True)
+        q.hmp("savevm stuck1")
+        time.sleep(5)
+        q.hmp("savevm stuck2")
+        print("trace of the stuck guest (twice, 5 s apart):\n" + trace_tail(4), flush=True)
+        break
+    if i % 4 == 0:
+        for j in range(1, i + 1):
+            q.hmp(f"delvm c{j}")
+
+print(f"cycles {i}, stuck {stuck}", flush=True)
+q.cmd("quit")
+p.wait(30)
+sgtest.qemu_img_check(disk0)
+sys.exit(1 if stuck else 0)
