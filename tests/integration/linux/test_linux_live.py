@@ -39,10 +39,13 @@ CHANGE_MIB = 3          # ~1% of RAM rewritten between two saves
 # Fixed allowance for the measured save: the device state and the machine's
 # vmstate header (well under 1 MiB), qcow2 metadata the save writes (L2 tables of
 # the vmstate area, refcount blocks, the snapshot table: a few 64 KiB clusters),
-# and what the idle kernel and the shell dirty between the two saves (timers, the
-# shell's stack and page cache of the commands run; each dirty 4 KiB page costs a
-# whole 64 KiB chunk).  4 MiB: the rest must be the change itself.
-ALLOW_MIB = 4
+# and what else the guest dirties between the two saves: the dd doing the change
+# (its 1 MiB buffer, its stack, heap and page tables, freed but changed), the shell's
+# fork, kernel timers and slabs, and in the bed wchar counts the console's and QMP's
+# bytes too; each dirty 4 KiB page costs its whole 64 KiB chunk.  Measured in the bed:
+# 10.5 MiB written for 3 MiB changed when md5sum also ran in between (now after s3).
+# 8 MiB: the rest must be the change itself.
+ALLOW_MIB = 8
 T0 = time.monotonic()
 spec = {"vmstate": "disk0", "devices": ["disk0"]}
 
@@ -165,13 +168,13 @@ m.con.sh("kill %1; wait")
 # ---- 3. incremental: s2, ~1% of RAM changed, s3 -------------------------------
 m.job("snapshot-save", "s2")
 m.con.sh(f"dd if=/dev/urandom of=/shm/r bs=1M count={CHANGE_MIB} seek=8 conv=notrunc 2>/dev/null")
-sum3 = m.md5()
 m.stop()
 ram3 = m.ram_sum()
 w0 = m.written()
 _, wall = m.job("snapshot-save", "s3")
 inc = m.written() - w0
 m.cont()
+sum3 = m.md5()          # after s3: md5sum's own pages are no part of the measured change
 log(f"s3 after {CHANGE_MIB} MiB changed: wrote {inc / 2**20:.2f} MiB in {wall:.2f} s "
     f"(bound {2 * CHANGE_MIB + ALLOW_MIB} MiB)")
 sgtest.check(inc <= (2 * CHANGE_MIB + ALLOW_MIB) << 20,
