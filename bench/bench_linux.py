@@ -18,6 +18,8 @@ import bench as B
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRC = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(SRC, "tests", "lib"))
+from sg_bed_util import kvm_is_pvm  # noqa: E402  (the tests' own check, not a copy)
 MEM = 512
 FILL = 256                          # MiB of random bytes written into a tmpfs
 READY = b"sg-guest: ready"
@@ -25,11 +27,6 @@ READY = b"sg-guest: ready"
 PROMPT = re.compile(rb"\n[^\n]*# (?:\x1b\[6n)?$")
 SAVE = {"vmstate": "disk0", "devices": ["disk0"], "tag": "b1"}
 LOAD = {"vmstate": "disk0", "devices": ["disk0"], "tag": "b1"}
-
-
-def kvm_is_pvm():
-    mods = [m for m in ("kvm_pvm", "kvm_intel", "kvm_amd") if os.path.isdir("/sys/module/" + m)]
-    return mods == ["kvm_pvm"]
 
 
 def guest_dir(build):
@@ -102,8 +99,25 @@ def start(impl, build, guest, d):
     return t0, proc, con, qsock
 
 
+CHANGE = 5                          # MiB rewritten between two saves: ~1% of RAM
+KEYS = ("boot", "uptime", "save", "load", "pause", "running", "second", "rate0", "rate1")
+
+
+def written(pid):
+    """write_bytes of /proc/PID/io, or wchar where the file system does no block
+    accounting (the bed's tmpfs scratch: write_bytes stays 0)."""
+    return B.io_written(pid) or next(
+        (int(l.split()[1]) for l in open(f"/proc/{pid}/io") if l.startswith("wchar:")), 0)
+
+
+def count(con):
+    con.sh("cat /shm/cnt; echo cnt-done", b"\ncnt-done\n")
+    return int(re.search(rb"\n(\d+)\ncnt-done", con.buf).group(1)), time.monotonic()
+
+
 def one_run(impl, build, guest, d):
-    """Boot s, the guest's uptime at its prompt s, save wall s, load wall s, save pause s."""
+    """Boot s, the guest's uptime at its prompt s, save wall s, load wall s, save pause s,
+    load sent -> running s, second save MiB written, loop rate before / during the save."""
     t0, proc, con, qsock = start(impl, build, guest, d)
     vm = B.Backend()
     vm.proc, vm.sock = proc, qsock
@@ -117,17 +131,34 @@ def one_run(impl, build, guest, d):
         uptime = float(re.search(rb"\n(\d+\.\d+)\n", con.buf).group(1))
         con.sh(f"mkdir -p /shm && mount -t tmpfs -o size={FILL + 32}m tmpfs /shm && "
                f"dd if=/dev/urandom of=/shm/r bs=1M count={FILL} 2>/dev/null; echo fill-done", b"\nfill-done\n")
+        # The guest's loop: a busybox shell counting into a tmpfs file.
+        con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; done) & sleep 1; echo loop-on",
+               b"\nloop-on\n")
+        (ca, ta) = count(con)
+        time.sleep(3)
+        (cb, tb) = count(con)
+        rate0 = (cb - ca) / (tb - ta)
         save, pause, err = q.run_job("snapshot-save", SAVE, "bsave")
         if err:
             raise B.Unavailable(f"snapshot-save: {err}")
+        (cc, tc) = count(con)
+        rate1 = (cc - cb) / (tc - tb)       # through the save (and two console reads)
         con.sh("echo after-save-$((2*3))", b"\nafter-save-6\n", 300)
         con.sh("rm /shm/r; echo changed", b"\nchanged\n")
         load, _, err = q.run_job("snapshot-load", LOAD, "bload")
         if err:
             raise B.Unavailable(f"snapshot-load: {err}")
+        running = q.resume_after
         con.s.sendall(b"\n")
-        con.sh("ls /shm/r && echo loaded-$((3*3))", b"\nloaded-9\n", 300)
-        return boot, uptime, save, load, pause
+        con.sh("ls /shm/r && kill %1 && echo loaded-$((3*3))", b"\nloaded-9\n", 300)
+        con.sh(f"dd if=/dev/urandom of=/shm/r bs=1M count={CHANGE} conv=notrunc 2>/dev/null;"
+               " echo ch-done", b"\nch-done\n")
+        w0 = written(proc.pid)
+        _, _, err = q.run_job("snapshot-save", dict(SAVE, tag="b2"), "bsave2")
+        if err:
+            raise B.Unavailable(f"second snapshot-save: {err}")
+        second = (written(proc.pid) - w0) / B.MiB
+        return boot, uptime, save, load, pause, running, second, rate0, rate1
     finally:
         vm.close()
         con.s.close()
@@ -156,11 +187,10 @@ def section6(cfg, build, work, results):
     for impl in ("qemu", "snapgate"):
         d = os.path.join(work, "linux-" + impl)
         os.makedirs(d, exist_ok=True)
-        data[impl] = dict(boot=[], uptime=[], save=[], load=[], pause=[], error=None)
+        data[impl] = dict({k: [] for k in KEYS}, error=None)
         try:
             for i in range(reps):
-                r = dict(zip(("boot", "uptime", "save", "load", "pause"),
-                             one_run(impl, build, guest, d)))
+                r = dict(zip(KEYS, one_run(impl, build, guest, d)))
                 print(f"  {impl} run {i + 1}: " + ", ".join(f"{k} {v:.2f} s" for k, v in r.items()
                                                           if v is not None), flush=True)
                 for k, v in r.items():
@@ -176,10 +206,22 @@ def section6(cfg, build, work, results):
 
     for key, what in (("boot", "boot to shell prompt"), ("uptime", "  of it, guest uptime"),
                       ("save", "snapshot-save wall"), ("pause", "snapshot-save pause"),
-                      ("load", "snapshot-load wall")):
+                      ("load", "snapshot-load wall"), ("running", "snapshot-load sent -> running"),
+                      ("second", f"2nd save after {CHANGE} MiB changed: MiB"),
+                      ("rate0", "guest loop, counts/s before the save"),
+                      ("rate1", "guest loop, counts/s through the save")):
         q, s = data["qemu"][key], data["snapgate"][key]
         rows.append([what, cells("qemu", key), cells("snapgate", key),
                      B.ratio(B.med(s), B.med(q)) if q and s else "-"])
+    for key, what in (("pause", "snapshot-save pause p99 / median, ms"),):
+        rows.append([what] + [f"{max(data[i][key]) * 1e3:.1f} / {B.med(data[i][key]) * 1e3:.1f}"
+                              if data[i][key] and None not in data[i][key] else "-"
+                              for i in ("qemu", "snapgate")] + ["-"])
+    for impl in ("qemu", "snapgate"):
+        r0, r1 = data[impl]["rate0"], data[impl]["rate1"]
+        if r0 and r1:
+            print(f"  {impl}: loop rate through the save {B.med(r1) / B.med(r0) * 100:.0f}% of before",
+                  flush=True)
     bed = os.environ.get("SG_BED") == "1"
     B.table(f"(6) Linux guest ({MEM} MiB, {FILL} MiB of it random), s, median [min-max] of {reps}"
             + (" -- IN THE KVM BED: EMULATED TIMING, compare the ratios only" if bed else ""),
@@ -188,5 +230,9 @@ def section6(cfg, build, work, results):
              "linuxboot ROM; snapgate-vmm: direct 64-bit entry); save/load: snapshot-save",
              "/-load sent -> JOB_STATUS_CHANGE concluded, pause: STOP -> RESUME;",
              "the shell answers after each.  guest uptime: /proc/uptime at the prompt (the",
-             "kernel's own time; the rest of the boot is the VMM, firmware, loader)."]
+             "kernel's own time; the rest of the boot is the VMM, firmware, loader).",
+             "running: snapshot-load sent -> RESUME event arrived; 2nd save: /proc/PID/io",
+             f"write_bytes (wchar in the bed) of a save after a load and {CHANGE} MiB rewritten;",
+             "loop: a busybox shell loop counting into tmpfs, read over the console",
+             "(rate through the save: from 3 s before it to just after it concluded)."]
             + [f"{i}: {data[i]['error']}" for i in data if data[i]["error"]])
