@@ -53,7 +53,13 @@ json_t *sg_vmm_snapshot_info_json(const struct sg_snapshot_info *si)
     return o;
 }
 
-/* ImageInfo of a drive (caller holds the drive lock). */
+/* ImageInfo of a drive, taking no drive lock: the monitor never waits for
+ * whoever holds the image (a save's vmstate writer, guest I/O, a load's
+ * revert).  Everything read here is constant while the drive is open, an
+ * fstat (actual-size, as QEMU's), or the snapshot table as published at its
+ * last change (block.h sg_block_snapshot_list_published).  So a save shows
+ * its snapshot once it has committed, never the held disk or a half-written
+ * table, as QEMU's query-block before and after its savevm. */
 static json_t *image_info(struct sg_drive *d)
 {
     struct sg_block *bs = d->bs;
@@ -70,7 +76,7 @@ static json_t *image_info(struct sg_drive *d)
     json_object_set_new(img, "dirty-flag", json_false());
     if (sg_block_can_snapshot(bs)) {
         struct sg_snapshot_info *list = NULL;
-        int n = sg_block_snapshot_list(bs, &list, NULL);
+        int n = sg_block_snapshot_list_published(bs, &list, NULL);
         if (n > 0) {
             json_t *arr = json_array();
             for (int i = 0; i < n; i++)
@@ -87,10 +93,10 @@ static json_t *image_info(struct sg_drive *d)
     return img;
 }
 
-/* BlockDeviceInfo: the "inserted" member / one query-named-block-nodes entry. */
+/* BlockDeviceInfo: the "inserted" member / one query-named-block-nodes
+ * entry (no drive lock: see image_info). */
 static json_t *block_device_info(struct sg_drive *d)
 {
-    pthread_mutex_lock(&d->lock);
     json_t *o = json_object();
     json_object_set_new(o, "file", json_string(sg_block_filename(d->bs)));
     json_object_set_new(o, "node-name", json_string(d->node_name));
@@ -105,7 +111,6 @@ static json_t *block_device_info(struct sg_drive *d)
     json_object_set_new(o, "write_threshold", json_integer(0));
     json_object_set_new(o, "cache", json_pack("{s:b, s:b, s:b}", "writeback", 1, "direct", 0, "no-flush", 0));
     json_object_set_new(o, "image", image_info(d));
-    pthread_mutex_unlock(&d->lock);
     return o;
 }
 

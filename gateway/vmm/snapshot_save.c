@@ -34,12 +34,34 @@
 #include "ram_hash.h"
 #include "snapshot_op.h"
 
-/* Lock hold per vmstate write: the monitor's query-block waits for it. */
+/* Lock hold per vmstate write: guest I/O to the vmstate disk waits for it
+ * (the monitor does not: query-block and query-named-block-nodes take no
+ * drive lock, qmp_cmds.c). */
 #define SAVE_WRITE_MAX (256u << 10)
 /* Written data is pushed to the disk without the lock every so often: a
  * metadata flush under the lock (a new L2 table, the commit) would else
- * write back everything written so far while query-block waits. */
+ * write back everything written so far while the guest's disk I/O waits. */
 #define SAVE_SYNC_EVERY (32u << 20)
+/* SNAPGATE_VMM_SAVE_STALL=MS (tests): the writer holds the vmstate drive's
+ * lock for MS ms (at most 60 s) once, before it writes RAM, as a write to a
+ * stalled disk would (a network file system, a failing device): the test
+ * that the monitor answers while a save holds the disk
+ * (tests/integration/vmm/test_vmm_monitor_save.py). */
+#define SAVE_STALL_MAX_MS 60000
+
+static void save_stall(struct snap_op *op)
+{
+    const char *v = getenv("SNAPGATE_VMM_SAVE_STALL");
+    long ms = v ? strtol(v, NULL, 10) : 0;
+    if (ms <= 0)
+        return;
+    if (ms > SAVE_STALL_MAX_MS)
+        ms = SAVE_STALL_MAX_MS;
+    pthread_mutex_lock(&op->vmdrive->lock);
+    for (long t = 0; t < ms && !atomic_load(&op->cancel); t += 10)
+        nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
+    pthread_mutex_unlock(&op->vmdrive->lock);
+}
 
 /* The ID the next snapshot on `d` gets: max(IDs) + 1 (block.h's rule). */
 static bool next_id(struct sg_drive *d, char *out, size_t len, struct sg_error *err)
@@ -204,7 +226,7 @@ static bool save_commit(struct snap_op *op, struct sg_error *err)
     if (!vmstate_write(op, 0, page, sizeof(page), err))
         return false;
     /* Most of the data reaches the disk here, without the lock, so the
-     * flush under it (and query-block behind it) has little left to do. */
+     * flush under it (and guest I/O behind it) has little left to do. */
     if (fdatasync(sg_block_host_fd(op->vmdrive->bs)) < 0 && errno != EINVAL) {
         sg_error_set_errno(err, errno, "Error while creating snapshot on '%s': flush",
                            op->vmdrive->device_name);
@@ -309,6 +331,8 @@ static void *save_worker(void *arg)
     for (int i = op->n - 1; i >= 0; i--)
         pthread_mutex_unlock(&op->drives[i]->lock);
     ok = ok && vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &op->werr);
+    if (ok)
+        save_stall(op);
 
     /* Unavailable: every page counts as touched (zero clusters still stay
      * unallocated).  Under write-protect this process's pagemap no longer

@@ -102,16 +102,19 @@ struct sg_block *sg_block_open(const char *path, const char *format, unsigned fl
         return NULL;
     }
     bs->fd = fd;
+    pthread_mutex_init(&bs->pub_lock, NULL);
     bs->readonly = ro;
     bs->repair = !ro && (flags & SG_BLOCK_REPAIR);
     bs->drv = drv ? drv : probe(fd);
     if (!bs->drv->open(bs, err)) {
         sg_error_prefix(err, "%s", path);
         close(fd);
+        pthread_mutex_destroy(&bs->pub_lock);
         free(bs->filename);
         free(bs);
         return NULL;
     }
+    sg_block_publish_snapshots(bs);
     return bs;
 }
 
@@ -121,6 +124,8 @@ void sg_block_close(struct sg_block *bs)
         return;
     bs->drv->close(bs);
     close(bs->fd);
+    sg_snapshot_info_free_list(bs->pub, bs->pub_n);
+    pthread_mutex_destroy(&bs->pub_lock);
     free(bs->filename);
     free(bs);
 }
@@ -293,6 +298,42 @@ int sg_block_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,
     if (bs->drv != &sg_qcow2_driver)
         return 0;
     return sg_qcow2_snapshot_list(bs, out, err);
+}
+
+void sg_block_publish_snapshots(struct sg_block *bs)
+{
+    struct sg_snapshot_info *list = NULL;
+    int n = sg_block_snapshot_list(bs, &list, NULL);
+    pthread_mutex_lock(&bs->pub_lock);
+    struct sg_snapshot_info *old = bs->pub;
+    int old_n = bs->pub_n;
+    bs->pub = list;
+    bs->pub_n = n;
+    pthread_mutex_unlock(&bs->pub_lock);
+    sg_snapshot_info_free_list(old, old_n);
+}
+
+int sg_block_snapshot_list_published(struct sg_block *bs, struct sg_snapshot_info **out,
+                                     struct sg_error *err)
+{
+    *out = NULL;
+    pthread_mutex_lock(&bs->pub_lock);
+    int n = bs->pub_n;
+    struct sg_snapshot_info *l = n > 0 ? calloc((size_t)n, sizeof *l) : NULL;
+    for (int i = 0; l && i < n; i++) {
+        l[i] = bs->pub[i];
+        if (!(l[i].name = strdup(bs->pub[i].name ? bs->pub[i].name : ""))) {
+            sg_snapshot_info_free_list(l, i);
+            l = NULL;
+        }
+    }
+    pthread_mutex_unlock(&bs->pub_lock);
+    if (n < 0 || (n > 0 && !l)) {
+        sg_error_set(err, "out of memory");
+        return -1;
+    }
+    *out = l;
+    return n;
 }
 
 void sg_snapshot_info_free_list(struct sg_snapshot_info *list, int n)

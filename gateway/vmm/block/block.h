@@ -4,7 +4,10 @@
  *
  * All functions return false / -1 on failure and fill *err (may be NULL).
  * Not thread-safe: the caller serialises access to one sg_block (the VMM
- * holds a per-disk lock shared by the virtio-blk path and the job engine). */
+ * holds a per-disk lock shared by the virtio-blk path and the job engine).
+ * Exceptions, safe without that lock while the image is open: the
+ * constant properties (format, filename, size, read-only, cluster size),
+ * sg_block_actual_size (an fstat) and sg_block_snapshot_list_published. */
 #ifndef SG_BLOCK_H
 #define SG_BLOCK_H
 
@@ -95,6 +98,14 @@ char *sg_utf8_lossy(const char *s);
 int sg_block_snapshot_list(struct sg_block *bs, struct sg_snapshot_info **out,
                            struct sg_error *err);
 void sg_snapshot_info_free_list(struct sg_snapshot_info *list, int n);
+/* The same list as sg_block_snapshot_list returned after the last change
+ * of the snapshot table (a copy made under a small lock of its own when
+ * the table changed), without touching the image: for the monitor, which
+ * must not wait for a writer holding the image (a save's vmstate writes,
+ * guest I/O).  A snapshot appears here once its creation has committed
+ * and disappears once its deletion has. */
+int sg_block_snapshot_list_published(struct sg_block *bs, struct sg_snapshot_info **out,
+                                     struct sg_error *err);
 
 /* Creates a snapshot of the current state (and of the vmstate area written so
  * far with sg_block_vmstate_write; vm_state_size bytes of it count).  The new

@@ -5,6 +5,8 @@
 
 #include "block.h"
 
+#include <pthread.h>
+
 struct sg_block_driver {
     const char *name;
     /* Fills bs->opaque and bs->size; fd is already open (O_RDWR unless rdonly). */
@@ -25,7 +27,18 @@ struct sg_block {
     bool repair;      /* SG_BLOCK_REPAIR */
     uint64_t size;    /* virtual size */
     void *opaque;     /* driver state */
+    /* The snapshot table as last published (sg_block_publish_snapshots),
+     * under its own small lock: what sg_block_snapshot_list_published
+     * returns without the caller's lock on the image. */
+    pthread_mutex_t pub_lock;
+    struct sg_snapshot_info *pub;
+    int pub_n;        /* -1: not known (out of memory when publishing) */
 };
+
+/* Copies the driver's snapshot table into bs->pub; called (with the
+ * caller's lock on the image held) after the open and after every change
+ * of the in-memory table (qcow2_snapshot.c install_table). */
+void sg_block_publish_snapshots(struct sg_block *bs);
 
 /* QEMU's byte-range image locks (block_lock.c). */
 bool sg_block_lock(int fd, const char *path, bool readonly, bool force_share,

@@ -352,6 +352,8 @@ static void install_table(struct qcow2 *s, struct qsnap *v, int nb)
     qcow2_snapshots_free(s);   /* also drops the cached snapshot L1 */
     s->snaps = v;
     s->nb_snapshots = nb;
+    /* What query-block shows from now on (block.h). */
+    sg_block_publish_snapshots(s->bs);
 }
 
 /* Creating a snapshot, as one transaction (qcow2_txn.c):
