@@ -90,7 +90,7 @@ static json_t *image_info(struct sg_drive *d)
 /* BlockDeviceInfo: the "inserted" member / one query-named-block-nodes entry. */
 static json_t *block_device_info(struct sg_drive *d)
 {
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     json_t *o = json_object();
     json_object_set_new(o, "file", json_string(sg_block_filename(d->bs)));
     json_object_set_new(o, "node-name", json_string(d->node_name));
@@ -105,7 +105,7 @@ static json_t *block_device_info(struct sg_drive *d)
     json_object_set_new(o, "write_threshold", json_integer(0));
     json_object_set_new(o, "cache", json_pack("{s:b, s:b, s:b}", "writeback", 1, "direct", 0, "no-flush", 0));
     json_object_set_new(o, "image", image_info(d));
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     return o;
 }
 
