@@ -107,7 +107,7 @@ static bool open_drives(struct sg_vmm *vmm, struct sg_error *err)
     for (int i = 0; i < vmm->opts.nr_drives; i++) {
         const struct sg_drive_opt *o = &vmm->opts.drives[i];
         struct sg_drive *d = &vm->drives[i];
-        pthread_mutex_init(&d->lock, NULL);
+        sem_init(&d->lock, 0, 1);
         snprintf(d->file, sizeof(d->file), "%s", o->file);
         snprintf(d->format, sizeof(d->format), "%s", o->format);
         if (o->node_name[0])
@@ -392,13 +392,13 @@ static void teardown(struct sg_vmm *vmm)
     if (vmm->qmp)
         sg_qmp_server_free(vmm->qmp);
     for (int i = 0; i < vm->nr_drives; i++) {
-        pthread_mutex_lock(&vm->drives[i].lock);
+        sg_drive_lock(&vm->drives[i]);
         if (vm->drives[i].bs) {
             if (!vm->drives[i].readonly)
                 sg_block_flush(vm->drives[i].bs, NULL);
             sg_block_close(vm->drives[i].bs);
         }
-        pthread_mutex_unlock(&vm->drives[i].lock);
+        sg_drive_unlock(&vm->drives[i]);
     }
     sg_vm_destroy(vm);
     if (vmm->opts.pidfile[0] && vmm->wrote_pidfile)

@@ -23,9 +23,9 @@ static enum sg_job_step delete_step(struct sg_job *job, bool cancelled)
             return SG_JOB_STEP_FAILED;
         if (r == 0)
             continue;
-        pthread_mutex_lock(&d->lock);
+        sg_drive_lock(d);
         bool ok = sg_block_snapshot_delete(d->bs, id, &job->err);
-        pthread_mutex_unlock(&d->lock);
+        sg_drive_unlock(d);
         if (!ok) {
             sg_error_prefix(&job->err, "Could not delete snapshot '%s' on '%s'", op->tag,
                             d->device_name);

@@ -70,9 +70,9 @@ static bool internal_create(struct sg_vmm *vmm, struct sg_drive *d, const char *
     si.date_nsec = (uint32_t)(now.tv_nsec / 1000 * 1000);
     si.vm_clock_nsec = sg_vmm_vm_clock_ns(vmm);
     si.icount = -1;
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     bool ok = sg_block_flush(d->bs, err) && sg_block_snapshot_create(d->bs, &si, err);
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     if (!ok) {
         /* QEMU 7.2 appends the cause (error_setg_errno): ": No space left on
          * device"; ours is the errno when there is one, else the message. */
@@ -135,9 +135,9 @@ void sg_snap_cmd_internal_delete(struct sg_qmp_req *req, json_t *args, void *opa
     json_t *info = NULL;
     char found_id[128] = "";
     struct sg_snapshot_info *list = NULL;
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     int n = sg_block_snapshot_list(d->bs, &list, &err);
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     if (n < 0) {
         sg_qmp_req_error(req, &err);
         return;
@@ -163,9 +163,9 @@ void sg_snap_cmd_internal_delete(struct sg_qmp_req *req, json_t *args, void *opa
         sg_qmp_req_error(req, &err);
         return;
     }
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     bool ok = sg_block_snapshot_delete(d->bs, found_id, &err);
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     if (!ok) {
         json_decref(info);
         sg_qmp_req_error(req, &err);
@@ -209,9 +209,9 @@ void sg_snap_cmd_transaction(struct sg_qmp_req *req, json_t *args, void *opaque)
     if (!ok) {
         for (size_t i = 0; i < n; i++) {
             if (a[i].done) {
-                pthread_mutex_lock(&a[i].d->lock);
+                sg_drive_lock(a[i].d);
                 sg_block_snapshot_delete(a[i].d->bs, a[i].id, NULL);
-                pthread_mutex_unlock(&a[i].d->lock);
+                sg_drive_unlock(a[i].d);
             }
         }
         sg_qmp_req_error(req, &err);

@@ -48,9 +48,9 @@ static bool load_validate(struct sg_job *job, struct snap_op *op)
         return false;
     }
     uint8_t page[SG_VMSTATE_HEADER_SIZE];
-    pthread_mutex_lock(&op->vmdrive->lock);
+    sg_drive_lock(op->vmdrive);
     bool ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, vid, 0, page, sizeof(page), err);
-    pthread_mutex_unlock(&op->vmdrive->lock);
+    sg_drive_unlock(op->vmdrive);
     if (!ok || !sg_vmstate_header_decode(page, &op->hdr, op->tag, err) ||
         !sg_vmstate_config_matches(&op->hdr, vm, op->tag, err))
         return false;
@@ -85,9 +85,9 @@ static bool load_validate(struct sg_job *job, struct snap_op *op)
             return false;
         }
         struct sg_snapshot_info *list = NULL;
-        pthread_mutex_lock(&d->lock);
+        sg_drive_lock(d);
         int n = sg_block_snapshot_list(d->bs, &list, err);
-        pthread_mutex_unlock(&d->lock);
+        sg_drive_unlock(d);
         if (n < 0)
             return false;
         bool match = false;
@@ -120,10 +120,10 @@ static bool load_validate(struct sg_job *job, struct snap_op *op)
         sg_error_set(err, "out of memory");
         return false;
     }
-    pthread_mutex_lock(&op->vmdrive->lock);
+    sg_drive_lock(op->vmdrive);
     ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, vid, op->hdr.state_offset, op->blob,
                                         op->blob_len, err);
-    pthread_mutex_unlock(&op->vmdrive->lock);
+    sg_drive_unlock(op->vmdrive);
     if (!ok)
         return false;
     if (sg_crc32(op->blob, op->blob_len) != op->hdr.state_crc) {
@@ -172,9 +172,9 @@ static bool revert_disks(struct snap_op *op, struct sg_error *err)
     bool ok = true;
     for (int i = 0; ok && i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
-        pthread_mutex_lock(&d->lock);
+        sg_drive_lock(d);
         ok = sg_block_snapshot_goto(d->bs, op->ids[i], err);
-        pthread_mutex_unlock(&d->lock);
+        sg_drive_unlock(d);
         if (!ok)
             sg_error_prefix(err, "Error while reverting '%s'", d->device_name);
     }
@@ -196,10 +196,10 @@ static void *load_worker(void *arg)
         uint64_t left = vm->ram_size - done;
         uint64_t len = left < SG_SNAP_RAM_STEP ? left : SG_SNAP_RAM_STEP;
         for (uint64_t pos = done; ok && pos < done + len;) {
-            pthread_mutex_lock(&op->vmdrive->lock);
+            sg_drive_lock(op->vmdrive);
             int n = sg_block_vmstate_map_snapshot(op->vmdrive->bs, op->vm_snap_id, base + pos,
                                                   done + len - pos, ext, 64, &op->werr);
-            pthread_mutex_unlock(&op->vmdrive->lock);
+            sg_drive_unlock(op->vmdrive);
             ok = n > 0;
             if (n == 0)
                 sg_error_set(&op->werr, "VM state map is empty");
@@ -208,11 +208,11 @@ static void *load_worker(void *arg)
                 if (!ext[k].allocated) {
                     ok = ram_clear(vm, idx, ext[k].len, ps, &op->werr);
                 } else {
-                    pthread_mutex_lock(&op->vmdrive->lock);
+                    sg_drive_lock(op->vmdrive);
                     ok = sg_block_vmstate_read_snapshot(op->vmdrive->bs, op->vm_snap_id, ext[k].off,
                                                         (char *)vm->ram + idx, (size_t)ext[k].len,
                                                         &op->werr);
-                    pthread_mutex_unlock(&op->vmdrive->lock);
+                    sg_drive_unlock(op->vmdrive);
                 }
                 pos = idx + ext[k].len;
             }
@@ -274,9 +274,9 @@ static void load_done(struct snap_op *op)
 /* Worker side of load_done: one transaction, so off the main loop. */
 static void share_base(struct snap_op *op)
 {
-    pthread_mutex_lock(&op->vmdrive->lock);
+    sg_drive_lock(op->vmdrive);
     op->share_ok = sg_block_vmstate_share_from(op->vmdrive->bs, op->vm_snap_id, NULL);
-    pthread_mutex_unlock(&op->vmdrive->lock);
+    sg_drive_unlock(op->vmdrive);
 }
 
 static void *share_worker(void *arg)
@@ -297,9 +297,6 @@ static void *share_worker(void *arg)
 static void *locked_revert_worker(void *arg)
 {
     struct snap_op *op = arg;
-    for (int i = 0; i < op->n; i++)
-        pthread_mutex_lock(&op->drives[i]->lock);
-    sem_post(&op->frozen);
     bool ok = true;
     for (int i = 0; ok && i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
@@ -308,7 +305,7 @@ static void *locked_revert_worker(void *arg)
             sg_error_prefix(&op->werr, "Error while reverting '%s'", d->device_name);
     }
     for (int i = op->n - 1; i >= 0; i--)
-        pthread_mutex_unlock(&op->drives[i]->lock);
+        sg_drive_unlock(op->drives[i]);
     op->worker_ok = op->disks_reverted = ok;
     atomic_store(&op->worker_done, true);
     return NULL;
@@ -326,16 +323,9 @@ static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
         return 0;
     sg_snap_trace("load: arm");
     op->armed = true;
-    if (sem_init(&op->frozen, 0, 0) != 0) {
-        sg_error_set_errno(&job->err, errno, "semaphore");
+    if (!sg_snap_start_locked_worker(op, locked_revert_worker, &job->err))
         return -1;
-    }
-    op->sem_ready = true;
-    if (!sg_snap_start_worker(op, locked_revert_worker, &job->err))
-        return -1;
-    while (sem_wait(&op->frozen) != 0 && errno == EINTR)
-        ;
-    sg_snap_trace("load: worker locks");
+    sg_snap_trace("load: worker, locks");
     if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
         return -1;
     vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
@@ -364,13 +354,15 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         struct sg_error lerr = { 0 };
         /* SNAPGATE_VMM_LAZY=0: always the eager load (for comparing). */
         const char *lz = getenv("SNAPGATE_VMM_LAZY");
-        pthread_mutex_lock(&op->vmdrive->lock);
+        sg_drive_lock(op->vmdrive);
         if (!lz || strcmp(lz, "0") != 0)
             op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset,
                                            &lerr);
-        pthread_mutex_unlock(&op->vmdrive->lock);
+        sg_drive_unlock(op->vmdrive);
         sg_snap_trace("load: validate, prepare");
 
+        /* Whichever worker the pause starts, its thread exists already. */
+        (void)sg_snap_park_worker(op, &lerr);
         sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
         sg_snap_trace("load: pause vCPU");
         op->reverted = true;

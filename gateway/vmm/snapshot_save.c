@@ -57,19 +57,19 @@ static void save_stall(struct snap_op *op)
         return;
     if (ms > SAVE_STALL_MAX_MS)
         ms = SAVE_STALL_MAX_MS;
-    pthread_mutex_lock(&op->vmdrive->lock);
+    sg_drive_lock(op->vmdrive);
     for (long t = 0; t < ms && !atomic_load(&op->cancel); t += 10)
         nanosleep(&(struct timespec){ 0, 10000000 }, NULL);
-    pthread_mutex_unlock(&op->vmdrive->lock);
+    sg_drive_unlock(op->vmdrive);
 }
 
 /* The ID the next snapshot on `d` gets: max(IDs) + 1 (block.h's rule). */
 static bool next_id(struct sg_drive *d, char *out, size_t len, struct sg_error *err)
 {
     struct sg_snapshot_info *list = NULL;
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     int n = sg_block_snapshot_list(d->bs, &list, err);
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     if (n < 0)
         return false;
     unsigned long long max = 0;
@@ -88,7 +88,7 @@ static void save_undo(struct snap_op *op)
     struct sg_vm *vm = &op->vmm->vm;
     for (int i = 0; i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
-        pthread_mutex_lock(&d->lock);
+        sg_drive_lock(d);
         if (op->created[i])
             sg_block_snapshot_delete(d->bs, op->ids[i], NULL);
         if (op->held[i])
@@ -96,7 +96,7 @@ static void save_undo(struct snap_op *op)
         op->held[i] = false;
         if (d == op->vmdrive)
             sg_block_vmstate_discard(d->bs, NULL);
-        pthread_mutex_unlock(&d->lock);
+        sg_drive_unlock(d);
         op->created[i] = false;
     }
     /* The area no longer holds the base; the pages stay changed. */
@@ -118,9 +118,9 @@ static bool vmstate_write(struct snap_op *op, uint64_t off, const void *buf, siz
     op->unsynced += len;
     while (len) {
         size_t n = len < SAVE_WRITE_MAX ? len : SAVE_WRITE_MAX;
-        pthread_mutex_lock(&op->vmdrive->lock);
+        sg_drive_lock(op->vmdrive);
         bool ok = sg_block_vmstate_write(op->vmdrive->bs, off, p, n, err);
-        pthread_mutex_unlock(&op->vmdrive->lock);
+        sg_drive_unlock(op->vmdrive);
         if (!ok)
             return false;
         off += n;
@@ -161,10 +161,10 @@ static bool attach_disk(struct snap_op *op, int i, struct sg_error *err)
     si.vm_clock_nsec = op->hdr.vm_clock_ns;
     si.vm_state_size = vms ? op->hdr.ram_offset + op->hdr.ram_size : 0;
     si.icount = -1;
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     bool ok = sg_block_flush(d->bs, err) &&
               sg_block_frozen_snapshot(d->bs, &op->frozen_disk[i], &si, vms, err);
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     if (!ok) {
         sg_error_prefix(err, "Error while creating snapshot on '%s'", d->device_name);
         return false;
@@ -187,14 +187,14 @@ static void delete_replaced(struct snap_op *op)
     for (int i = 0; op->replace && i < op->n; i++) {
         struct sg_drive *d = op->drives[i];
         struct sg_snapshot_info *list = NULL;
-        pthread_mutex_lock(&d->lock);
+        sg_drive_lock(d);
         int n = sg_block_snapshot_list(d->bs, &list, NULL);
         for (int k = 0; k < n; k++)
             /* Best effort: the new snapshot is committed either way; a
              * left-over old one is still a valid snapshot. */
             if (list[k].name && !strcmp(list[k].name, op->tag) && strcmp(list[k].id, op->ids[i]))
                 sg_block_snapshot_delete(d->bs, list[k].id, NULL);
-        pthread_mutex_unlock(&d->lock);
+        sg_drive_unlock(d);
         sg_snapshot_info_free_list(list, n);
     }
 }
@@ -324,12 +324,9 @@ static void *save_worker(void *arg)
 {
     struct snap_op *op = arg;
     struct sg_vm *vm = &op->vmm->vm;
-    for (int i = 0; i < op->n; i++)
-        pthread_mutex_lock(&op->drives[i]->lock);
-    sem_post(&op->frozen);
-    bool ok = save_disks_at_instant(op, &op->werr);
+    bool ok = save_disks_at_instant(op, &op->werr);   /* under the locks the pause took */
     for (int i = op->n - 1; i >= 0; i--)
-        pthread_mutex_unlock(&op->drives[i]->lock);
+        sg_drive_unlock(op->drives[i]);
     ok = ok && vmstate_write(op, SG_VMSTATE_STATE_OFFSET, op->blob, op->blob_len, &op->werr);
     if (ok)
         save_stall(op);
@@ -412,9 +409,9 @@ static void *prepare_worker(void *arg)
     struct snap_op *op = arg;
     op->worker_ok = true;
     if (!op->incremental) {
-        pthread_mutex_lock(&op->vmdrive->lock);
+        sg_drive_lock(op->vmdrive);
         op->worker_ok = sg_block_vmstate_discard(op->vmdrive->bs, &op->werr);
-        pthread_mutex_unlock(&op->vmdrive->lock);
+        sg_drive_unlock(op->vmdrive);
     }
     /* A fork write-protects all of RAM, and KVM's MMU notifier then drops
      * every mapping the guest has (the guest faults them back): cost in
@@ -481,6 +478,8 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vm *vm = &op->vmm->vm;
     sg_snap_trace(">save");
+    struct sg_error perr = { 0 };
+    (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
     sg_snap_trace("save: pause vCPU");
     struct timespec now;
@@ -499,11 +498,6 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
-    if (sem_init(&op->frozen, 0, 0) != 0) {
-        sg_error_set_errno(&job->err, errno, "semaphore");
-        return false;
-    }
-    op->sem_ready = true;
     sg_snap_trace("save: discard");
     if (!op->by_fork) {
         struct sg_error werr = { 0 };
@@ -514,11 +508,9 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
         return false;
     sg_snap_trace("save: fork");
-    if (!sg_snap_start_worker(op, save_worker, &job->err))
+    if (!sg_snap_start_locked_worker(op, save_worker, &job->err))
         return false;
-    while (sem_wait(&op->frozen) != 0 && errno == EINTR)
-        ;
-    sg_snap_trace("save: worker locks");
+    sg_snap_trace("save: worker, locks");
     sg_snap_resume_vm(op);
     sg_ram_wp_go(op->wp);
     sg_snap_trace("save: resume");

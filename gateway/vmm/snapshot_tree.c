@@ -67,7 +67,7 @@ static void cmd_tree(struct sg_qmp_req *req, json_t *args, void *opaque)
     json_t *snaps = json_array();
     const struct sg_snap_pos *pos = &vmm->vm.pos;
     const char *current = NULL;
-    pthread_mutex_lock(&d->lock);
+    sg_drive_lock(d);
     int n = sg_block_snapshot_list(d->bs, &list, &err);
     for (int i = 0; i < n; i++) {
         json_t *o = json_pack("{s:s, s:s}", "id", list[i].id, "name", list[i].name);
@@ -79,7 +79,7 @@ static void cmd_tree(struct sg_qmp_req *req, json_t *args, void *opaque)
             pos->date_sec == list[i].date_sec && pos->date_nsec == list[i].date_nsec)
             current = list[i].id;
     }
-    pthread_mutex_unlock(&d->lock);
+    sg_drive_unlock(d);
     if (n < 0) {
         json_decref(snaps);
         sg_qmp_req_error(req, &err);

@@ -118,7 +118,7 @@ static uint8_t serve(struct sg_device *dev, struct vring_desc *chain, int n, uin
     if (sector > size / 512)
         return VIRTIO_BLK_S_IOERR;
 
-    pthread_mutex_lock(&v->drive->lock);
+    sg_drive_lock(v->drive);
     uint8_t st = VIRTIO_BLK_S_OK;
     switch (type) {
     case VIRTIO_BLK_T_IN:
@@ -173,7 +173,7 @@ static uint8_t serve(struct sg_device *dev, struct vring_desc *chain, int n, uin
         st = VIRTIO_BLK_S_UNSUPP;
         break;
     }
-    pthread_mutex_unlock(&v->drive->lock);
+    sg_drive_unlock(v->drive);
     return st;
 }
 
