@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "qmp_server.h"
+#include "ram_dump.h"
 #include "snapshot_internal.h"
 #include "snapshot_op.h"
 
@@ -121,5 +122,5 @@ bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err)
         { "x-snapgate-ram-checksum", cmd_ram_checksum, NULL, 0, vmm },
         { NULL },
     };
-    return sg_qmp_server_add_commands(vmm->qmp, cmds, err);
+    return sg_qmp_server_add_commands(vmm->qmp, cmds, err) && sg_ram_dump_register(vmm, err);
 }
