@@ -12,14 +12,37 @@
  *   "current" the snapshot the VM was last saved as or loaded from, absent
  *   when unknown (a fresh start) or deleted.
  *
- *   x-snapgate-ram-checksum -> {"fnv1a64": "HEX", "size"}
- *   A hash of all guest RAM, for tests (a lazy load must restore exactly
- *   what was saved).  Runs on the main loop: meant for small guests. */
+ *   x-snapgate-ram-checksum -> {"fnv1a64": "HEX", "size",
+ *                               "excluded": [{"what", "cpu-index"?, "gpa", "size"}]}
+ *   A hash of all guest RAM, for tests (a load must restore exactly what
+ *   was saved), with the paravirtual records KVM itself writes into guest
+ *   RAM taken as zeros and listed in "excluded": the wall clock (12 bytes,
+ *   MSR_KVM_WALL_CLOCK(_NEW), one per VM), and per vCPU the pvclock record
+ *   (32, MSR_KVM_SYSTEM_TIME(_NEW)), the async page fault area (64,
+ *   MSR_KVM_ASYNC_PF_EN), the steal time record (64, MSR_KVM_STEAL_TIME)
+ *   and the PV EOI word (4, MSR_KVM_PV_EOI_EN), each where the vCPU's
+ *   current MSR points (when enabled).  Why: a load sets the saved MSRs
+ *   again, as QEMU's loadvm does, and KVM_SET_MSRS of the wall clock MSR
+ *   makes KVM write the wall clock at once (version + 2, the host's boot
+ *   time as seen from kvmclock now: another value at every load); the
+ *   others it rewrites when the vCPU next runs (KVM's code).  Measured with
+ *   pmemsave dumps of a stopped 256 MiB Linux guest in the bed (issue 19):
+ *   a load changed 4-5 bytes of RAM, all in the wall clock (version 2 -> 6,
+ *   both wall clock MSRs being written; seconds, nanoseconds), the same
+ *   bytes again between two loads in a row, nothing else; the save changed
+ *   nothing.  The ranges come from the MSRs of the VM as it is when asked,
+ *   the same at a save and after its load (the load writes the saved MSR
+ *   values back).  The demo guest enables none: "excluded" is [].  Runs on
+ *   the main loop with a running guest's vCPU parked for the MSR reads and
+ *   the hash (no STOP/RESUME); meant for small guests. */
+#include <linux/kvm.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 
 #include "qmp_server.h"
+#include "ram_dump.h"
 #include "snapshot_internal.h"
 #include "snapshot_op.h"
 
@@ -93,20 +116,128 @@ static void cmd_tree(struct sg_qmp_req *req, json_t *args, void *opaque)
     sg_qmp_req_return(req, ret);
 }
 
+/* ---- x-snapgate-ram-checksum ---------------------------------------------
+ * The paravirtual records KVM itself writes into guest RAM, found from the
+ * vCPUs' MSRs (KVM's Documentation/virt/kvm/x86/msr.rst; the guest enables
+ * each by writing its GPA, bit 0 "enabled" where there is one). */
+enum { MAX_EXCL = 8 * SG_VM_MAX_VCPUS };
+
+struct excl {
+    const char *what;
+    int cpu;               /* -1: one for the VM (the wall clock) */
+    uint64_t gpa, size;
+    uint64_t idx;          /* RAM index */
+};
+
+static const struct pv_msr {
+    uint32_t index;
+    const char *what;
+    bool has_enable;       /* bit 0 says enabled; else any nonzero GPA is */
+    uint64_t addr_mask, size;
+} pv_msrs[] = {
+    { 0x11, "kvm-wall-clock", false, ~0ull, 12 },              /* MSR_KVM_WALL_CLOCK */
+    { 0x4b564d00, "kvm-wall-clock", false, ~0ull, 12 },        /* _NEW */
+    { 0x12, "kvm-system-time", true, ~1ull, 32 },              /* MSR_KVM_SYSTEM_TIME */
+    { 0x4b564d01, "kvm-system-time", true, ~1ull, 32 },        /* _NEW */
+    { 0x4b564d02, "kvm-async-pf", true, ~0x3full, 64 },        /* MSR_KVM_ASYNC_PF_EN */
+    { 0x4b564d03, "kvm-steal-time", true, ~0x3full, 64 },      /* MSR_KVM_STEAL_TIME */
+    { 0x4b564d04, "kvm-pv-eoi", true, ~1ull, 4 },              /* MSR_KVM_PV_EOI_EN */
+};
+
+static bool read_msr(int fd, uint32_t index, uint64_t *v)
+{
+    struct { struct kvm_msrs m; struct kvm_msr_entry e; } one;
+    memset(&one, 0, sizeof(one));
+    one.m.nmsrs = 1;
+    one.e.index = index;
+    if (ioctl(fd, KVM_GET_MSRS, &one) != 1)
+        return false;   /* absent on this host, or not this guest's */
+    *v = one.e.data;
+    return true;
+}
+
+/* The records the vCPUs' current MSRs point at, each once, in RAM. */
+static int pv_records(struct sg_vm *vm, struct excl *out)
+{
+    int n = 0;
+    for (int c = 0; c < vm->nr_vcpus; c++) {
+        for (size_t k = 0; k < sizeof(pv_msrs) / sizeof(pv_msrs[0]); k++) {
+            const struct pv_msr *pm = &pv_msrs[k];
+            uint64_t v;
+            if (!read_msr(vm->vcpus[c].fd, pm->index, &v) || (pm->has_enable ? !(v & 1) : !v))
+                continue;
+            uint64_t gpa = v & pm->addr_mask;
+            const char *host = sg_vm_gpa(vm, gpa, pm->size);
+            if (!host)
+                continue;   /* not RAM: KVM cannot write it there either */
+            int cpu = strcmp(pm->what, "kvm-wall-clock") ? c : -1;
+            bool dup = false;
+            for (int i = 0; i < n && !dup; i++)
+                dup = out[i].gpa == gpa && out[i].cpu == cpu && !strcmp(out[i].what, pm->what);
+            if (dup || n == MAX_EXCL)
+                continue;
+            out[n++] = (struct excl){ pm->what, cpu, gpa, pm->size,
+                                      (uint64_t)(host - (const char *)vm->ram) };
+        }
+    }
+    return n;
+}
+
+/* FNV-1a over RAM as 64-bit words, the bytes of `ex` taken as zeros. */
+static uint64_t ram_fnv(const struct sg_vm *vm, const struct excl *ex, int nex)
+{
+    enum { PAGE = 4096 };
+    uint64_t h = 0xcbf29ce484222325ull, page[PAGE / 8];
+    for (uint64_t off = 0; off < vm->ram_size; off += PAGE) {
+        uint64_t len = vm->ram_size - off < PAGE ? vm->ram_size - off : PAGE;
+        const uint64_t *p = (const uint64_t *)((const char *)vm->ram + off);
+        for (int i = 0; i < nex; i++) {
+            uint64_t a = ex[i].idx, b = ex[i].idx + ex[i].size;
+            if (b <= off || a >= off + len)
+                continue;
+            if (p != page) {
+                memcpy(page, p, len);
+                p = page;
+            }
+            uint64_t from = a > off ? a - off : 0, to = b < off + len ? b - off : len;
+            memset((char *)page + from, 0, to - from);
+        }
+        for (uint64_t i = 0; i < len / 8; i++) {
+            h ^= p[i];
+            h *= 0x100000001b3ull;
+        }
+    }
+    return h;
+}
+
 static void cmd_ram_checksum(struct sg_qmp_req *req, json_t *args, void *opaque)
 {
     struct sg_vmm *vmm = opaque;
+    struct sg_vm *vm = &vmm->vm;
     (void)args;
-    const uint64_t *p = vmm->vm.ram;
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (uint64_t i = 0; i < vmm->vm.ram_size / 8; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3ull;
+    /* A vCPU's MSRs can be read only while it is out of KVM_RUN: park a
+     * running guest for the reading and the hash (no STOP/RESUME: the
+     * run state does not change). */
+    bool park = vmm->run_started_ns && !vm->pause_req;
+    if (park)
+        sg_vm_pause(vm);
+    struct excl ex[MAX_EXCL] = { 0 };
+    int nex = pv_records(vm, ex);
+    uint64_t h = ram_fnv(vm, ex, nex);
+    if (park)
+        sg_vm_resume(vm);
+    json_t *list = json_array();
+    for (int i = 0; i < nex; i++) {
+        json_t *o = json_pack("{s:s, s:I, s:I}", "what", ex[i].what, "gpa", (json_int_t)ex[i].gpa,
+                              "size", (json_int_t)ex[i].size);
+        if (o && ex[i].cpu >= 0)
+            json_object_set_new(o, "cpu-index", json_integer(ex[i].cpu));
+        json_array_append_new(list, o);
     }
     char hex[20];
     snprintf(hex, sizeof(hex), "%016llx", (unsigned long long)h);
-    sg_qmp_req_return(req, json_pack("{s:s, s:I}", "fnv1a64", hex, "size",
-                                     (json_int_t)vmm->vm.ram_size));
+    sg_qmp_req_return(req, json_pack("{s:s, s:I, s:o}", "fnv1a64", hex, "size",
+                                     (json_int_t)vm->ram_size, "excluded", list));
 }
 
 static const struct sg_qmp_arg tree_args[] = {
@@ -121,5 +252,5 @@ bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err)
         { "x-snapgate-ram-checksum", cmd_ram_checksum, NULL, 0, vmm },
         { NULL },
     };
-    return sg_qmp_server_add_commands(vmm->qmp, cmds, err);
+    return sg_qmp_server_add_commands(vmm->qmp, cmds, err) && sg_ram_dump_register(vmm, err);
 }

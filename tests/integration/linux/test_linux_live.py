@@ -10,10 +10,13 @@ on snapgate-vmm (issue 19, its Linux half).  One bed boot (on kvm_pvm) carries:
   3. s2 after the load; ~1% of RAM changed (a few MiB of the tmpfs file rewritten);
      s3 taken with the guest stopped: the VMM's /proc/PID/io write_bytes over it
      <= 2x the change + a fixed allowance (ALLOW_MIB, see there);
-     x-snapgate-ram-checksum at s3's instant;
+     x-snapgate-ram-checksum at s3's instant (and right after the save: equal);
   4. the tree: s2's parent s1, s3's parent s2, current s3;
-  5. s2 deleted: s3 still loads (lazily, guest stopped): guest md5 equal (the whole-RAM
-     checksum is printed, not asserted: see KNOWN PROBLEM below); qemu-img check -U clean;
+  5. s2 deleted: s3 still loads (lazily, guest stopped): the whole-RAM checksum is the
+     one at s3's save, with the same few paravirtual records excluded (the wall clock,
+     pvclock, steal time, async-PF and PV-EOI areas KVM writes itself when a load sets
+     the saved MSRs again: at most 5 per vCPU, each <= 4 KiB); guest md5 equal;
+     qemu-img check -U clean;
   6. SIGKILL right after a `snapshot-load s1` is accepted (lazy load in progress);
      qemu-img check clean (leaks allowed: a kill leaves only leaks); every listed
      snapshot loads with -loadvm into a fresh VMM and the guest answers with its md5.
@@ -99,7 +102,8 @@ class Machine:
         return evs, wall
 
     def ram_sum(self):
-        return self.q.cmd("x-snapgate-ram-checksum")["return"]["fnv1a64"]
+        """x-snapgate-ram-checksum's reply: {"fnv1a64", "size", "excluded"}."""
+        return self.q.cmd("x-snapgate-ram-checksum")["return"]
 
     def stop(self):
         self.q.cmd("stop")
@@ -203,17 +207,13 @@ m.stop()
 m.job("snapshot-load", "s3")
 got = m.ram_sum()
 log(f"RAM checksum after loading s3: {got}, at its save {ram3}")
-if got != ram3:
-    # KNOWN PROBLEM (issue 19, open): with a Linux guest every load of a
-    # snapshot taken with the guest stopped gives another whole-RAM checksum,
-    # even two loads in a row with the VM stopped and no snapshot deleted
-    # (seen in the bed, 2026-12-02), while the guest-visible checks here (md5,
-    # loop count, -loadvm) pass; the demo guest's loads are exact
-    # (vmm_live).  Something time-dependent is written into guest RAM by the
-    # load (suspects: KVM's pvclock / steal-time / async-PF records once the
-    # saved MSRs are set).  Printed, not asserted, until that is found.
-    log(f"KNOWN PROBLEM (issue 19): whole-RAM checksum after the load differs: "
-        f"got {got}, want {ram3}")
+if got["fnv1a64"] != ram3["fnv1a64"]:
+    later.append(f"whole-RAM checksum after loading s3: {got}, at its save {ram3}")
+if got["excluded"] != ram3["excluded"]:
+    later.append(f"excluded records after loading s3 {got['excluded']}, at its save {ram3['excluded']}")
+VCPUS = 1               # Machine starts no -smp: one vCPU
+sgtest.check(len(got["excluded"]) <= 5 * VCPUS and all(e["size"] <= 4096 for e in got["excluded"]),
+             f"the checksum excludes only a few small records: {got['excluded']}")
 m.cont()
 m.con.buf = b""
 sgtest.check_eq(m.md5(), sum3, "in-guest md5 of s3 after deleting s2")
