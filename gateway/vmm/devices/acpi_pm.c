@@ -3,7 +3,9 @@
  *
  * Window at SG_ACPI_PM_BASE, 16-bit registers:
  *   +0 PM1_STS  write 1 to clear; PWRBTN_STS (bit 8) is set by the fixed
- *               power button (sg_acpi_pm_power_button: QMP system_powerdown),
+ *               power button (sg_acpi_pm_power_button: QMP system_powerdown)
+ *               only while PWRBTN_EN is set, as QEMU 7.2's PM1 does (a press
+ *               the guest has not enabled is lost, no status is left behind);
  *               nothing else sets a bit (no PM timer, no sleep button)
  *   +2 PM1_EN   read/write
  *   +4 PM1_CNT  SCI_EN reads 1; SLP_EN (write-only) with SLP_TYP = S5
@@ -185,7 +187,8 @@ bool sg_acpi_pm_power_button(struct sg_vm *vm)
             continue;
         struct acpi_pm *s = dev->state;
         pthread_mutex_lock(&s->lock);
-        s->r.sts |= SG_PM1_PWRBTN;
+        if (s->r.en & SG_PM1_PWRBTN)
+            s->r.sts |= SG_PM1_PWRBTN;
         update_sci(dev);
         pthread_mutex_unlock(&s->lock);
         return true;

@@ -32,9 +32,10 @@
  * (sg_vm_guest_exit); SCI_EN always reads 1 (no SMI_CMD: ACPI mode only). */
 struct sg_device *sg_acpi_pm_create(struct sg_error *err);
 
-/* The fixed-feature power button is pressed (QMP system_powerdown):
- * PWRBTN_STS is set and the SCI raised when PWRBTN_EN is set; the guest
- * clears the status by writing 1 to it.  Callable from any thread.  false:
+/* The fixed-feature power button is pressed (QMP system_powerdown): when
+ * PWRBTN_EN is set, PWRBTN_STS is set and the SCI raised (QEMU 7.2 leaves
+ * the status alone while the event is disabled); the guest clears the
+ * status by writing 1 to it.  Callable from any thread.  false:
  * the VM has no acpi-pm device (the demo guest), nothing changed. */
 bool sg_acpi_pm_power_button(struct sg_vm *vm);
 
