@@ -24,6 +24,8 @@ static const struct sg_hmp_cmd_def top_cmds[] = {
     {"cont|c", SG_HMP_OP_CONT, SG_HMP_ARGS_NONE, false, false, "", "resume emulation"},
     {"system_reset", SG_HMP_OP_SYSTEM_RESET, SG_HMP_ARGS_NONE, false, false, "",
      "reset the system"},
+    {"system_powerdown", SG_HMP_OP_SYSTEM_POWERDOWN, SG_HMP_ARGS_NONE, false, false, "",
+     "send system power down event (the ACPI power button)"},
     {"quit|q", SG_HMP_OP_QUIT, SG_HMP_ARGS_NONE, false, false, "", "quit the monitor"},
 };
 

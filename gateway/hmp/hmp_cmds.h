@@ -20,6 +20,7 @@ enum sg_hmp_op {
     SG_HMP_OP_STOP,
     SG_HMP_OP_CONT,
     SG_HMP_OP_SYSTEM_RESET,
+    SG_HMP_OP_SYSTEM_POWERDOWN,
     SG_HMP_OP_QUIT,
     SG_HMP_OP_HELP,
 };

@@ -712,6 +712,9 @@ static void start(struct sg_hmp_cmd *c)
     case SG_HMP_OP_SYSTEM_RESET:
         send_qmp(h, c, mkcmd("system_reset", NULL), h_simple);
         return;
+    case SG_HMP_OP_SYSTEM_POWERDOWN:
+        send_qmp(h, c, mkcmd("system_powerdown", NULL), h_simple);
+        return;
     case SG_HMP_OP_INFO_STATUS:
         send_qmp(h, c, mkcmd("query-status", NULL), h_simple);
         return;

@@ -5,8 +5,9 @@
  *   RSDP (ACPI 2.0) -> RSDT + XSDT -> FADT, MADT
  *   FADT (revision 3) -> FACS, DSDT; PM1a event/control blocks of the
  *        acpi-pm device, SCI on IRQ 9, no SMI_CMD (always in ACPI mode),
- *        no PM timer, RESET_REG = port 0xCF9 value 6, no fixed buttons,
- *        no 8042; the CMOS RTC's century register (0x32)
+ *        no PM timer, RESET_REG = port 0xCF9 value 6, the fixed-feature
+ *        power button (PWRBTN_STS/EN in PM1a, as QEMU's PIIX4), no sleep
+ *        button, no 8042; the CMOS RTC's century register (0x32)
  *   MADT: one LAPIC per vCPU, the IOAPIC, IRQ 9 (SCI) level/high, NMI on
  *        LINT1: the same machine as the MP table (mptable.c)
  *   DSDT: \_S5 (SLP_TYP SG_ACPI_SLP_TYP_S5) and \_SB.PCI0, the host bridge
@@ -276,8 +277,10 @@ static uint8_t *build_fadt(struct area *ar, uint32_t facs, uint32_t dsdt, uint32
     f[108] = 0x32;              /* CENTURY: the CMOS register (devices/rtc.c) */
     /* IAPC_BOOT_ARCH: legacy devices (the UART, the CMOS RTC); no 8042 */
     put16(f + 109, 1u << 0);
-    /* WBINVD, PROC_C1, PWR_BUTTON and SLP_BUTTON (none fixed), FIX_RTC, RESET_REG_SUP */
-    put32(f + 112, 1u << 0 | 1u << 2 | 1u << 4 | 1u << 5 | 1u << 6 | 1u << 10);
+    /* WBINVD, PROC_C1, SLP_BUTTON (no fixed sleep button), FIX_RTC,
+     * RESET_REG_SUP; PWR_BUTTON (bit 4) clear: the power button is the fixed
+     * feature in PM1a (devices/acpi_pm.c, QMP system_powerdown). */
+    put32(f + 112, 1u << 0 | 1u << 2 | 1u << 5 | 1u << 6 | 1u << 10);
     gas_io(f + 116, 8, 1, SG_ACPI_RESET_PORT);
     f[128] = SG_ACPI_RESET_VALUE;
     /* X_FIRMWARE_CTRL (132) stays 0: only one of the two FACS pointers may be set. */

@@ -7,6 +7,7 @@
 
 #include <jansson.h>
 
+#include "devices/acpi_pm.h"
 #include "qmp_server.h"
 #include "vmm.h"
 
@@ -206,6 +207,18 @@ static void cmd_system_reset(struct sg_qmp_req *req, json_t *args, void *opaque)
         sg_vmm_cont(vmm, false);
 }
 
+/* QEMU 7.2's system_powerdown: the ACPI power button is pressed (a -kernel
+ * guest's OS decides what follows; the demo guest has no ACPI hardware), in
+ * any run state.  POWERDOWN (no data) comes before the reply, as QEMU 7.2's
+ * main loop sends it while the command's reply waits for the monitor. */
+static void cmd_system_powerdown(struct sg_qmp_req *req, json_t *args, void *opaque)
+{
+    struct sg_vmm *vmm = opaque;
+    sg_qmp_server_emit_event(vmm->qmp, "POWERDOWN", NULL);
+    sg_acpi_pm_power_button(&vmm->vm);
+    sg_qmp_req_return(req, NULL);
+}
+
 static void cmd_quit(struct sg_qmp_req *req, json_t *args, void *opaque)
 {
     struct sg_vmm *vmm = opaque;
@@ -238,6 +251,7 @@ bool sg_vmm_qmp_init(struct sg_vmm *vmm, struct sg_error *err)
         { "stop", cmd_stop, NULL, 0, vmm },
         { "cont", cmd_cont, NULL, 0, vmm },
         { "system_reset", cmd_system_reset, NULL, 0, vmm },
+        { "system_powerdown", cmd_system_powerdown, NULL, 0, vmm },
         { "quit", cmd_quit, NULL, 0, vmm },
         { "query-block", cmd_query_block, NULL, 0, vmm },
         { "query-named-block-nodes", cmd_query_named_block_nodes,

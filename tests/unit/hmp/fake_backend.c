@@ -274,7 +274,7 @@ static void qmp(void *opaque, json_t *cmd, sg_hmp_reply_fn cb, void *cb_opaque)
         vm->running = true;
         snprintf(vm->status, sizeof vm->status, "running");
         ret = json_object();
-    } else if (strcmp(ex, "system_reset") == 0) {
+    } else if (strcmp(ex, "system_reset") == 0 || strcmp(ex, "system_powerdown") == 0) {
         ret = json_object();
     } else if (strcmp(ex, "query-commands") == 0) {
         ret = json_pack("[{s:s}, {s:s}]", "name", "query-status", "name",

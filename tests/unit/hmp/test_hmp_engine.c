@@ -118,6 +118,8 @@ static const struct ecase cases[] = {
     {"single", Q72, "stop", "", ""},
     {"single", Q72, "cont", "", ""},
     {"single", Q72, "system_reset", "", ""},
+    {"single", Q72, "system_powerdown", "", ""},
+    {"single", SG, "system_powerdown", "", ""},
     {"single", Q72, "info block", Q72_BLOCK1, ""},
     {"single", Q72, "foo", "unknown command: 'foo'\r\n", ""},
     {"single", Q72, "info jobs", "unknown command: 'info jobs'\r\n", ""},

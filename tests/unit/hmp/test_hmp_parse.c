@@ -94,6 +94,7 @@ static void test_errors_like_qemu(void **s)
         {"q extra", "quit|q: extraneous characters at the end of line\nTry \"help q\" for more information\n"},
         {"stop x", "stop|s: extraneous characters at the end of line\nTry \"help stop\" for more information\n"},
         {"system_reset now", "system_reset: extraneous characters at the end of line\nTry \"help system_reset\" for more information\n"},
+        {"system_powerdown 1", "system_powerdown: extraneous characters at the end of line\nTry \"help system_powerdown\" for more information\n"},
         {"info snapshots extra", "snapshots: extraneous characters at the end of line\nTry \"help info snapshots\" for more information\n"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
@@ -158,6 +159,7 @@ static void test_help_texts(void **s)
         {"stop", "", "stop|s  -- stop emulation\n"},
         {"cont", "", "cont|c  -- resume emulation\n"},
         {"system_reset", "", "system_reset  -- reset the system\n"},
+        {"system_powerdown", "", "system_powerdown  -- send system power down event\n"},
         {"help", "", "help|? [cmd] -- show the help\n"},
         {"info", "status", "info status  -- show the current VM status (running|paused)\n"},
         {"info", "snapshots", "info snapshots  -- show the currently saved VM snapshots\n"},

@@ -1,6 +1,6 @@
 /* The ACPI tables of a -kernel boot (acpi.c) read back as a guest's ACPI
- * code reads them, and the acpi-pm device alone (power-off, reset ports,
- * save/load).  SG_ACPI_DUMP=DIR also writes each table to DIR/SIG.dat
+ * code reads them, and the acpi-pm device alone (power-off, the fixed power
+ * button and its SCI, reset ports, save/load).  SG_ACPI_DUMP=DIR also writes each table to DIR/SIG.dat
  * (for `iasl -d`). */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +23,17 @@ void sg_vm_guest_exit(struct sg_vm *vm, int kind, uint32_t code)
     (void)vm, (void)code;
     exits++;
     exit_kind = kind;
+}
+
+/* The SCI as the device drives it: every sg_vm_set_irq call. */
+static int irq_calls, irq_last = -1, irq_level = -1;
+
+void sg_vm_set_irq(struct sg_vm *vm, unsigned irq, int level)
+{
+    (void)vm;
+    irq_calls++;
+    irq_last = (int)irq;
+    irq_level = level;
 }
 
 static uint8_t ram[0x100000];
@@ -132,7 +143,8 @@ static void check_tables(int nr_drives, uint64_t ram_low)
     assert_int_equal(ram[fadt + 108], 0x32);                     /* CENTURY register */
     uint32_t flags = g32(fadt + 112);
     assert_true(flags & (1u << 10));                             /* RESET_REG_SUP */
-    assert_true(flags & (1u << 4));                              /* no fixed power button */
+    assert_false(flags & (1u << 4));                             /* PWR_BUTTON clear: fixed power button */
+    assert_true(flags & (1u << 5));                              /* SLP_BUTTON: no fixed sleep button */
     assert_int_equal(ram[fadt + 116], 1);                        /* system I/O */
     assert_int_equal(ram[fadt + 117], 8);
     assert_int_equal(g64(fadt + 120), SG_ACPI_RESET_PORT);
@@ -294,6 +306,94 @@ static void test_pm_device(void **state)
     d->ops->destroy(d);
 }
 
+/* The fixed power button (QMP system_powerdown): PWRBTN_STS set, the SCI
+ * up while PWRBTN_EN is set too, the guest's write of 1 clears it. */
+static void test_power_button(void **state)
+{
+    (void)state;
+    struct sg_error err = { 0 };
+    static struct sg_vm vm;
+    memset(&vm, 0, sizeof(vm));
+    assert_false(sg_acpi_pm_power_button(&vm));           /* no acpi-pm: the demo guest */
+    struct sg_device *d = sg_acpi_pm_create(&err);
+    assert_non_null(d);
+    d->vm = &vm;
+    vm.devices[vm.nr_devices++] = d;
+    irq_calls = 0;
+
+    /* not enabled: lost, as in QEMU 7.2 (no status bit, no SCI) */
+    assert_true(sg_acpi_pm_power_button(&vm));
+    assert_int_equal(rd16(d, 0), 0);
+    assert_int_equal(irq_calls, 0);
+    /* enabled: the status and the SCI (level) */
+    wr16(d, 2, SG_PM1_PWRBTN);
+    assert_int_equal(irq_calls, 0);
+    assert_true(sg_acpi_pm_power_button(&vm));
+    assert_int_equal(rd16(d, 0), SG_PM1_PWRBTN);
+    assert_int_equal(irq_calls, 1);
+    assert_int_equal(irq_last, SG_ACPI_SCI_IRQ);
+    assert_int_equal(irq_level, 1);
+    /* a write of 0, or of 1 to another status bit, keeps it */
+    wr16(d, 0, 0);
+    wr16(d, 0, 0x0001);
+    assert_int_equal(rd16(d, 0), SG_PM1_PWRBTN);
+    assert_int_equal(irq_level, 1);
+    assert_int_equal(irq_calls, 1);
+    /* a byte write of 1 to bit 0 of the high byte (PWRBTN_STS) clears it */
+    uint8_t one = 0x01;
+    d->ops->pio_out(d, 1, &one, 1);
+    assert_int_equal(rd16(d, 0), 0);
+    assert_int_equal(irq_level, 0);
+    assert_int_equal(irq_calls, 2);
+
+    /* pressed with PWRBTN_EN set: the SCI at once; pressed again: no new edge */
+    assert_true(sg_acpi_pm_power_button(&vm));
+    assert_int_equal(irq_level, 1);
+    assert_int_equal(irq_calls, 3);
+    assert_true(sg_acpi_pm_power_button(&vm));
+    assert_int_equal(irq_calls, 3);
+    char line[128];
+    d->ops->describe(d, line, sizeof(line));
+    assert_string_equal(line, "acpi-pm sts=0x100 en=0x100 sci=1");
+    /* disabling lowers it, the status stays */
+    wr16(d, 2, 0);
+    assert_int_equal(irq_level, 0);
+    assert_int_equal(rd16(d, 0), SG_PM1_PWRBTN);
+
+    /* save with the button pressed and enabled; the loaded state raises the
+     * SCI again (re-driven); the format is unchanged (version 1, 12 bytes) */
+    wr16(d, 2, SG_PM1_PWRBTN);
+    uint8_t blob[64];
+    size_t n = d->ops->save(d, blob, sizeof(blob));
+    assert_int_equal(n, 12);
+    uint32_t version;
+    memcpy(&version, blob, 4);
+    assert_int_equal(version, 1);
+    wr16(d, 0, 0xffff);
+    wr16(d, 2, 0);
+    assert_int_equal(irq_level, 0);
+    int calls = irq_calls;
+    assert_true(d->ops->load(d, blob, n, &err));
+    assert_int_equal(irq_calls, calls + 1);
+    assert_int_equal(irq_level, 1);
+    assert_int_equal(rd16(d, 0), SG_PM1_PWRBTN);
+    assert_int_equal(rd16(d, 2), SG_PM1_PWRBTN);
+    /* a blob from before the power button (status and enable 0) loads, SCI low */
+    struct { uint32_t version; uint16_t sts, en, cnt, pad; } old = { 1, 0, 0, SG_PM1_SCI_EN, 0 };
+    assert_true(d->ops->load(d, &old, sizeof(old), &err));
+    assert_int_equal(irq_level, 0);
+    assert_int_equal(rd16(d, 0), 0);
+    /* a reset releases the button and lowers the line */
+    wr16(d, 2, SG_PM1_PWRBTN);
+    assert_true(sg_acpi_pm_power_button(&vm));
+    assert_int_equal(irq_level, 1);
+    d->ops->reset(d);
+    assert_int_equal(irq_level, 0);
+    assert_int_equal(rd16(d, 0), 0);
+    assert_int_equal(rd16(d, 2), 0);
+    d->ops->destroy(d);
+}
+
 static void test_reset_ports(void **state)
 {
     (void)state;
@@ -319,6 +419,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tables),
         cmocka_unit_test(test_pm_device),
+        cmocka_unit_test(test_power_button),
         cmocka_unit_test(test_reset_ports),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
