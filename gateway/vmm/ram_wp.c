@@ -51,10 +51,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "ram_live.h"
 #include "ram_wp.h"
 #include "vm.h"
 
 #define REGION (2u << 20)
+#ifndef MADV_POPULATE_READ
+#define SG_MADV_POPULATE_READ 22   /* Linux 5.14 */
+#else
+#define SG_MADV_POPULATE_READ MADV_POPULATE_READ
+#endif
 #ifndef UFFD_FEATURE_WP_UNPOPULATED
 #define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)   /* Linux 6.4; older headers lack it */
 #endif
@@ -76,6 +82,7 @@ struct sg_ram_wp {
     pthread_t thread;
     bool started, registered;
     bool lift_only;          /* the bench's limit probe: lift, never copy */
+    bool populate;           /* no UFFD_FEATURE_WP_UNPOPULATED: holes mapped to the zero page */
     _Atomic uint64_t faults; /* regions the handler copied */
     uint64_t serve_ns;       /* the handler's time in serve() (trace) */
     _Atomic uint64_t ahead_copies;
@@ -318,12 +325,35 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
     struct uffdio_api api = { .api = UFFD_API,
                               .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP |
                                           UFFD_FEATURE_WP_UNPOPULATED };
-    if (!wp->state || !wp->copy || wp->stop_fd < 0 || wp->uffd < 0 ||
-        ioctl(wp->uffd, UFFDIO_API, &api) < 0) {
-        sg_error_set_errno(err, errno, "live save: userfaultfd write-protect");
+    bool api_ok = wp->uffd >= 0 && ioctl(wp->uffd, UFFDIO_API, &api) == 0;
+    if (!api_ok && wp->uffd >= 0 && errno == EINVAL) {
+        /* Before Linux 6.4 (Debian 12's 6.1): write-protect, but not of
+         * pages never touched (a write there would allocate unseen).  Map
+         * them first to the shared zero page (MADV_POPULATE_READ: no
+         * memory; a huge zero page per 2 MiB hole), whose write-protect
+         * bit then catches the write.  A fresh descriptor: some kernels
+         * take UFFDIO_API once per descriptor. */
+        close(wp->uffd);
+        wp->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+        api = (struct uffdio_api){ .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
+        api_ok = wp->uffd >= 0 && ioctl(wp->uffd, UFFDIO_API, &api) == 0;
+        wp->populate = api_ok;
+    }
+    if (!wp->state || !wp->copy || wp->stop_fd < 0 || !api_ok ||
+        !(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
+        sg_error_set_errno(err, api_ok ? EOPNOTSUPP : errno,
+                           "live save: userfaultfd write-protect");
         sg_ram_wp_end(wp);
         return NULL;
     }
+    sg_live_trace("wp-open");
+    if (wp->populate && madvise(vm->ram, vm->ram_size, SG_MADV_POPULATE_READ) != 0) {
+        sg_error_set_errno(err, errno, "live save: MADV_POPULATE_READ (write-protect before 6.4)");
+        sg_ram_wp_end(wp);
+        return NULL;
+    }
+    if (wp->populate)
+        sg_live_trace("wp-populate");
     struct uffdio_register reg = {
         .range = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size },
         .mode = UFFDIO_REGISTER_MODE_WP,
@@ -334,6 +364,7 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
         return NULL;
     }
     wp->registered = true;
+    sg_live_trace("wp-register");
     int e = pthread_create(&wp->thread, NULL, handler, wp);
     if (e) {
         sg_error_set_errno(err, e, "live save: write-protect handler");
@@ -341,11 +372,13 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
         return NULL;
     }
     wp->started = true;
+    sg_live_trace("wp-thread");
     if (!wp_range(wp, 0, vm->ram_size, true)) {
         sg_error_set_errno(err, errno, "live save: UFFDIO_WRITEPROTECT");
         sg_ram_wp_end(wp);
         return NULL;
     }
+    sg_live_trace("wp-protect");
     return wp;
 }
 

@@ -322,16 +322,21 @@ static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
     if (!sg_ram_lazy_arm(op->lazy, &lerr))
         return 0;
     sg_snap_trace("load: arm");
+    sg_live_trace("arm");
     op->armed = true;
     if (!sg_snap_start_locked_worker(op, locked_revert_worker, &job->err))
         return -1;
     sg_snap_trace("load: worker, locks");
+    sg_live_trace("worker-locks");
     if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
         return -1;
     vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
     sg_snap_trace("load: apply");
+    sg_live_trace("apply");
     sg_snap_resume_vm(op);
     sg_snap_trace("load: resume");
+    sg_live_trace("resume-event");
+    sg_live_trace("<");
     return 1;
 }
 
@@ -345,6 +350,7 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
     switch (op->phase) {
     case 0: {
         sg_snap_trace(">load");
+        sg_live_trace(">load");
         if (!load_validate(job, op))
             return SG_JOB_STEP_FAILED;
         job->total = op->hdr.ram_offset + op->hdr.ram_size;
@@ -360,11 +366,13 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
                                            &lerr);
         sg_drive_unlock(op->vmdrive);
         sg_snap_trace("load: validate, prepare");
+        sg_live_trace("prepare");
 
         /* Whichever worker the pause starts, its thread exists already. */
         (void)sg_snap_park_worker(op, &lerr);
         sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
         sg_snap_trace("load: pause vCPU");
+        sg_live_trace("stop-event");
         op->reverted = true;
         /* RAM changes from here: no base until the load is complete. */
         sg_ram_hashes_free(vm->hashes);

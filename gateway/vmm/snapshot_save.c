@@ -480,8 +480,10 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     sg_snap_trace(">save");
     struct sg_error perr = { 0 };
     (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
+    sg_live_trace(">save");
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
     sg_snap_trace("save: pause vCPU");
+    sg_live_trace("stop-event");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     op->date_sec = (uint64_t)now.tv_sec;
@@ -495,15 +497,17 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         return false;
     }
     sg_snap_trace("save: capture");
+    sg_live_trace("capture");
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
     sg_snap_trace("save: discard");
+    struct sg_error werr = { 0 };
     if (!op->by_fork) {
-        struct sg_error werr = { 0 };
         op->wp = sg_ram_wp_start(vm, op->wp_limit, &werr);   /* else: the fork */
         vm->wp = op->wp;
         sg_snap_trace("save: write-protect");
+        sg_live_trace(op->wp ? "wp" : "wp-failed");
     }
     if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
         return false;
@@ -511,9 +515,14 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     if (!sg_snap_start_locked_worker(op, save_worker, &job->err))
         return false;
     sg_snap_trace("save: worker, locks");
+    sg_live_trace("worker-locks");
     sg_snap_resume_vm(op);
     sg_ram_wp_go(op->wp);
     sg_snap_trace("save: resume");
+    sg_live_trace("resume-event");
+    sg_live_trace("<");
+    if (werr.msg[0] && sg_live_trace_on())
+        fprintf(stderr, "live: write-protect unavailable, the fork instead: %s\n", werr.msg);
     return true;
 }
 

@@ -66,13 +66,24 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
         sg_error_set_errno(err, errno, "KVM_CREATE_PIT2");
         return false;
     }
-    vm->ram = mmap(NULL, vm->ram_size, PROT_READ | PROT_WRITE,
+    /* 2 MiB aligned: a live save's write-protect works in 2 MiB regions
+     * (ram_wp.c), and huge pages need it.  Kernels before 6.7 (Debian 12's
+     * 6.1) do not align a large anonymous mapping by themselves: there
+     * every live save fell back to the fork.  Map 2 MiB more, trim. */
+    const size_t align = 2u << 20;
+    char *m = mmap(NULL, vm->ram_size + align, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (vm->ram == MAP_FAILED) {
+    if (m == MAP_FAILED) {
         vm->ram = NULL;
         sg_error_set_errno(err, errno, "guest RAM (%llu bytes)", (unsigned long long)vm->ram_size);
         return false;
     }
+    char *a = (char *)(((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1));
+    if (a > m)
+        munmap(m, (size_t)(a - m));
+    if (m + vm->ram_size + align > a + vm->ram_size)
+        munmap(a + vm->ram_size, (size_t)(m + vm->ram_size + align - (a + vm->ram_size)));
+    vm->ram = a;
     /* Not MADV_MERGEABLE (QEMU's mem-merge): every mremap of a mergeable
      * mapping first unmerges it page by page, 8-39 ms for 1 GiB in the
      * pause of the first lazy load (ram_lazy.c), KSM running or not. */
