@@ -105,16 +105,13 @@ static int conn_write_some(struct sg_web_conn *c)
         return -1;
     m->off += n;
     c->out_bytes -= n;
+    sg_budget_set(&c->out, c->out_bytes);
     if (last) {
         c->out_head = m->next;
         if (!c->out_head)
             c->out_tail = NULL;
         free(m);
     }
-    /* Less than before, so nothing is evicted here; still checked. */
-    sg_budget_set(&c->out, c->out_bytes);
-    if (c->dead)
-        return -1;
     if (c->rx_paused && c->out_bytes < SG_WEB_QUEUE_RESUME) {
         c->rx_paused = false;
         if (!c->qmp_paused)
