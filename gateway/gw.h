@@ -68,6 +68,18 @@ bool sg_gw_qmp_client_busy(const struct sg_gw_qmp_client *c);
  * and are dismissed by the gateway when they conclude. */
 void sg_gw_qmp_client_free(struct sg_gw_qmp_client *c);
 
+/* ---- one output bound over all front-end clients (gw_qmp_endpoint.c) --- */
+
+struct sg_budget;
+/* The bytes of output the gateway holds for all its clients (--qmp unix
+ * socket clients and every WebSocket: /qmp, /hmp, /serial): 32 MiB.  Each
+ * transport joins its connections (sg_budget.h); over the bound the client
+ * holding most is dropped. */
+struct sg_budget *sg_gw_output_budget(struct sg_gw *gw);
+/* The line (standard error, or above the monitor's prompt) saying that
+ * client `who` was dropped holding `held` bytes. */
+void sg_gw_output_evicted(struct sg_gw *gw, const char *who, size_t held);
+
 /* ---- HMP (the interactive monitor and the /hmp WebSocket) --------------- */
 
 /* Called once when the command line has been executed: `text` is its whole

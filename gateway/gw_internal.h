@@ -12,6 +12,7 @@
 #include "gw_current.h"
 #include "gw_loop.h"
 #include "gw_options.h"
+#include "sg_budget.h"
 
 struct sg_hmp;
 struct gw_backend;
@@ -47,6 +48,8 @@ struct sg_gw {
     struct gw_monitor *mon;
     struct gw_qmp_endpoint *qmp_ep;
     void *web;                     /* struct sg_web * when built with the web server */
+    /* Output queued for all front-end clients (sg_gw_output_budget). */
+    struct sg_budget out_budget;
 
     json_t *backend_version;       /* "version" object of the back end's greeting */
     bool backend_is_vmm;           /* snapgate-vmm (vs. QEMU) */

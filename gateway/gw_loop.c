@@ -397,6 +397,18 @@ void sg_gw_fd_close(struct sg_gw_fd *f)
     lws_set_timeout(f->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
 }
 
+void sg_gw_fd_abort(struct sg_gw_fd *f)
+{
+    for (size_t i = 0; i < f->n_batches; i++)
+        close_batch(&f->batches[i]);
+    f->n_batches = 0;
+    free(f->out);
+    f->out = NULL;
+    f->out_len = f->out_off = f->out_cap = 0;
+    f->closing = true;
+    lws_set_timeout(f->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
 void sg_gw_fd_detach(struct sg_gw_fd *f)
 {
     f->ops = NULL;

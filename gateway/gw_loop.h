@@ -75,6 +75,10 @@ void sg_gw_fd_pause_input(struct sg_gw_fd *f, bool pause);
 /* Closes after the queued output was written (`closed` is called later, from
  * the loop, never from inside this call). */
 void sg_gw_fd_close(struct sg_gw_fd *f);
+/* Closes now, dropping whatever output is queued (a peer that does not
+ * read would never let sg_gw_fd_close flush it); `closed` comes later, from
+ * the loop. */
+void sg_gw_fd_abort(struct sg_gw_fd *f);
 /* Stops the callbacks without closing the loop's handle yet: for owners that
  * are freed before the loop ends. */
 void sg_gw_fd_detach(struct sg_gw_fd *f);

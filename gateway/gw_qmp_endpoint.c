@@ -14,6 +14,11 @@
  *    take turns;
  *  - a client whose unread output passes GW_EP_MAX_BACKLOG (events keep
  *    coming while it does not read) is disconnected;
+ *  - output queued for all clients, these and the WebSocket ones, passing
+ *    GW_OUTPUT_TOTAL: the client holding most is disconnected (its queue
+ *    dropped at once), then the next, until the total fits
+ *    (sg_gw_output_budget, gateway/util/sg_budget.h); each such drop is
+ *    one line on stderr;
  *  - half-received messages: 16 MiB per client (the QMP limit) and
  *    GW_EP_MAX_PARTIAL_TOTAL over all clients;
  *  - at the process's descriptor limit, new connections are accepted on a
@@ -36,6 +41,7 @@
 #define GW_EP_PAUSE_BACKLOG (1u << 20)
 #define GW_EP_BACKEND_BACKLOG (4u << 20)
 #define GW_EP_MAX_BACKLOG (16u << 20)
+#define GW_OUTPUT_TOTAL (32u << 20)
 #define GW_EP_MAX_PARTIAL_TOTAL (64u << 20)
 #define GW_EP_MAX_FDS 16
 #define GW_EP_READ_BYTES 65536
@@ -51,6 +57,8 @@ struct ep_conn {
     size_t partial;             /* bytes held by the decoder */
     bool stalled;               /* the decoder holds messages not taken yet */
     struct sg_gw_timer resume;  /* takes them once the client may send again */
+    struct sg_budget_member out;   /* its unread output, in the gateway's total */
+    unsigned long number;       /* for the log: the n-th connection */
     bool dropping;
 };
 
@@ -61,6 +69,7 @@ struct gw_qmp_endpoint {
     struct sg_gw_fd *listen;
     struct ep_conn *conns;
     size_t partial_total;
+    unsigned long accepted;
     int spare_fd;               /* kept for the descriptor limit */
     bool told_limit;
 };
@@ -77,7 +86,41 @@ static void drop(struct ep_conn *c)
     if (c->dropping)
         return;
     c->dropping = true;
+    /* Still in the total while its queue is flushed (an evicted client's
+     * queue goes at once). */
     sg_gw_fd_close(c->fd);
+}
+
+struct sg_budget *sg_gw_output_budget(struct sg_gw *gw)
+{
+    if (!gw->out_budget.limit)
+        sg_budget_init(&gw->out_budget, GW_OUTPUT_TOTAL);
+    return &gw->out_budget;
+}
+
+void sg_gw_output_evicted(struct sg_gw *gw, const char *who, size_t held)
+{
+    gw_print(gw, "snapgate: %s dropped: output queued for all clients passed %u MiB and its "
+                 "%zu unread bytes were the most\n", who, GW_OUTPUT_TOTAL >> 20, held);
+}
+
+static size_t out_current(struct sg_budget_member *m)
+{
+    struct ep_conn *c = lws_container_of(m, struct ep_conn, out);
+    return sg_gw_fd_backlog(c->fd);
+}
+
+/* Over the total: this client read least.  Its queue goes at once (a
+ * client that does not read would never let a flush finish). */
+static void out_evict(struct sg_budget_member *m)
+{
+    struct ep_conn *c = lws_container_of(m, struct ep_conn, out);
+    char who[64];
+    snprintf(who, sizeof who, "--qmp client %lu", c->number);
+    sg_gw_output_evicted(c->ep->gw, who, m->held);
+    c->dropping = true;
+    sg_budget_leave(&c->out);
+    sg_gw_fd_abort(c->fd);
 }
 
 static bool must_wait(const struct ep_conn *c)
@@ -108,6 +151,9 @@ static void conn_send(void *opaque, const char *json_text, size_t len)
         drop(c);
         return;
     }
+    sg_budget_set(&c->out, sg_gw_fd_backlog(c->fd));
+    if (c->dropping)
+        return;   /* evicted: the total was over */
     update_flow(c);
 }
 
@@ -222,8 +268,9 @@ static void resume_input(void *opaque)
 
 static void conn_drained(void *opaque, struct sg_gw_fd *f)
 {
-    (void)f;
-    update_flow(opaque);
+    struct ep_conn *c = opaque;
+    sg_budget_set(&c->out, sg_gw_fd_backlog(f));
+    update_flow(c);
 }
 
 static void conn_unlink(struct ep_conn *c)
@@ -232,6 +279,7 @@ static void conn_unlink(struct ep_conn *c)
     if (c->next)
         c->next->pprev = c->pprev;
     c->ep->partial_total -= c->partial;
+    sg_budget_leave(&c->out);
     sg_gw_timer_cancel(&c->resume);
     drop_fds(c);
     sg_gw_qmp_client_free(c->client);
@@ -271,6 +319,8 @@ static void accept_one(struct gw_qmp_endpoint *ep, int fd)
         return;
     }
     sg_gw_fd_set_queue_limit(c->fd, GW_EP_MAX_BACKLOG);
+    c->number = ++ep->accepted;
+    sg_budget_join(sg_gw_output_budget(ep->gw), &c->out, out_current, out_evict);
     c->next = ep->conns;
     if (ep->conns)
         ep->conns->pprev = &c->next;

@@ -5,6 +5,7 @@
  * output queue; WRITEABLE sends one fragment of its head and asks for more.
  * Input is assembled into whole messages (limit 1 MiB) before it reaches the
  * gateway, because QMP and HMP are one message per frame. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -26,6 +27,24 @@ static void queue_free(struct sg_web_conn *c)
     }
     c->out_tail = NULL;
     c->out_bytes = 0;
+    sg_budget_leave(&c->out);
+}
+
+static const char *const kind_names[] = { "?", "/qmp", "/hmp", "/serial" };
+
+/* Over the gateway's total: this connection read least.  Its socket is not
+ * writable, so no close frame could go either: dropped asynchronously. */
+static void out_evict(struct sg_budget_member *m)
+{
+    struct sg_web_conn *c = lws_container_of(m, struct sg_web_conn, out);
+    char who[64];
+    snprintf(who, sizeof who, "WebSocket %s client", kind_names[c->kind]);
+    if (c->web)
+        sg_gw_output_evicted(c->web->gw, who, m->held);
+    c->dead = true;
+    queue_free(c);
+    if (c->wsi)
+        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
 static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bool binary)
@@ -59,6 +78,9 @@ static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bo
         c->out_head = m;
     c->out_tail = m;
     c->out_bytes += len;
+    sg_budget_set(&c->out, c->out_bytes);
+    if (c->dead)
+        return;   /* evicted: the total was over */
     if (!c->rx_paused && c->out_bytes > SG_WEB_QUEUE_SOFT) {
         c->rx_paused = true;
         lws_rx_flow_control(c->wsi, 0);
@@ -89,6 +111,10 @@ static int conn_write_some(struct sg_web_conn *c)
             c->out_tail = NULL;
         free(m);
     }
+    /* Less than before, so nothing is evicted here; still checked. */
+    sg_budget_set(&c->out, c->out_bytes);
+    if (c->dead)
+        return -1;
     if (c->rx_paused && c->out_bytes < SG_WEB_QUEUE_RESUME) {
         c->rx_paused = false;
         if (!c->qmp_paused)
@@ -284,6 +310,7 @@ void sg_web_conn_detach(struct sg_web_conn *c)
     c->hmp_tail = NULL;
     c->hmp_queued = 0;
     c->hmp_queued_bytes = 0;
+    sg_budget_leave(&c->out);
     if (c->web) {
         if (c->prev)
             c->prev->next = c->next;
@@ -312,6 +339,7 @@ int sg_web_conn_callback(struct sg_web *web, struct sg_web_conn *c, struct lws *
         if (web->conns)
             web->conns->prev = c;
         web->conns = c;
+        sg_budget_join(sg_gw_output_budget(web->gw), &c->out, NULL, out_evict);
         if (c->kind == SG_WEB_QMP) {
             c->qmp = sg_gw_qmp_client_new(web->gw, web->compat_style, qmp_send, c);
             if (!c->qmp)

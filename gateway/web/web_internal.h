@@ -9,6 +9,7 @@
 #include <libwebsockets.h>
 
 #include "gw.h"
+#include "sg_budget.h"
 #include "web.h"
 #include "web_rx.h"   /* SG_WEB_MAX_MESSAGE, input assembly */
 
@@ -17,7 +18,9 @@
 #define SG_WEB_QUEUE_SOFT    (256u * 1024u)
 #define SG_WEB_QUEUE_RESUME  (64u * 1024u)
 /* ... and above which it is dropped: a stalled browser must not make the
- * gateway buffer guest serial output or events without bound. */
+ * gateway buffer guest serial output or events without bound.  Every
+ * connection's queue also counts in the gateway's total over all clients
+ * (sg_gw_output_budget, 32 MiB): over it, the one holding most is dropped. */
 #define SG_WEB_QUEUE_HARD    (8u * 1024u * 1024u)
 /* One WebSocket fragment per WRITEABLE callback keeps big replies from
  * being copied into lws' own partial-send buffer. */
@@ -52,6 +55,7 @@ struct sg_web_conn {
 
     struct sg_web_msg *out_head, *out_tail;
     size_t out_bytes;
+    struct sg_budget_member out; /* out_bytes in the gateway's total */
     bool rx_paused;
     bool qmp_paused;             /* /qmp: the proxied client is busy (sg_gw_qmp_client_busy) */
     bool dead;                   /* dropped for being too slow */

@@ -12,6 +12,7 @@
 
 #include "fake_gw.h"
 #include "qmp_msg.h"
+#include "sg_budget.h"
 
 #define MAX_SNAPS 32
 #define MAX_CLIENTS 64
@@ -44,6 +45,7 @@ struct sg_gw_hmp_req {
 
 struct sg_gw {
     struct lws_context *ctx;
+    struct sg_budget out_budget;
     bool serial;
     bool running;
     struct fsnap snaps[MAX_SNAPS];
@@ -600,6 +602,19 @@ static void tick(lws_sorted_usec_list_t *sul)
         serial_emit(gw, line, (size_t)n);
     }
     lws_sul_schedule(gw->ctx, 0, &gw->tick_sul, tick, LWS_US_PER_SEC);
+}
+
+struct sg_budget *sg_gw_output_budget(struct sg_gw *gw)
+{
+    if (!gw->out_budget.limit)
+        sg_budget_init(&gw->out_budget, 32u << 20);
+    return &gw->out_budget;
+}
+
+void sg_gw_output_evicted(struct sg_gw *gw, const char *who, size_t held)
+{
+    (void)gw;
+    fprintf(stderr, "fake gateway: %s dropped holding %zu bytes\n", who, held);
 }
 
 struct lws_context *sg_gw_lws_context(struct sg_gw *gw)
