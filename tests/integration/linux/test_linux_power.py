@@ -4,6 +4,12 @@ and a SIGKILL during a save of that guest.  One run (in the nested bed on kvm_pv
 
 snapgate-vmm, -kernel boot (ACPI tables, acpi-pm device):
   1. boot; the kernel runs on ACPI (FACP/DSDT/APIC tables, S5 supported, reboot type acpi);
+     the power button (system_powerdown, QMP and HMP), see power_button() below: the
+     kernel's fixed-event counter /sys/firmware/acpi/interrupts/ff_pwr_btn and its EN/STS
+     flags, before and after the button driver is loaded, the POWERDOWN events and the
+     replies must be QEMU's, one count per press, the guest runs on; then (snapgate-vmm
+     only) a press while paused is saved with `savevm pd` and delivered after `cont` and
+     again after `loadvm pd`, whose PM1 enable bit still works;
   2. `reboot -f` (Linux writes the FADT's reset register, port 0xCF9): the QMP events
      until RESET, which must be QEMU's; the kernel is loaded again from -kernel (the
      ready line again, uptime restarted) and the VM runs on;
@@ -19,20 +25,88 @@ snapgate-vmm, -kernel boot (ACPI tables, acpi-pm device):
      and by a triple fault (the same RESET); `poweroff -f` (Linux writes SLP_TYP=S5|SLP_EN
      to PM1a_CNT): the QMP events until the socket closes and the exit status, which
      must be QEMU's.
-qemu-system-x86_64 -accel kvm, same kernel, initrd and command line: boot, `reboot -f`,
-boot, `poweroff -f`, the same records (SeaBIOS's own extra reset on a reboot, which its
+qemu-system-x86_64 -accel kvm, same kernel, initrd and command line: boot, the power
+button, `reboot -f`, boot, `poweroff -f`, the same records (SeaBIOS's own extra reset on a reboot, which its
 debug port shows, is told apart).  QEMU runs after snapgate-vmm: with both nested guests
 at once the bed's level-1 kernel crashed twice (stack overflow in kvm_amd under TCG).
 """
+import glob
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 
+import sg_bed_util
 import sgtest
 from linux_util import Console, enter_bed_or_here
 
+
+# ---- the guest's initrd plus the ACPI button driver ------------------------------
+# The Debian kernel has the button driver as a module (CONFIG_ACPI_BUTTON=m) and the
+# shared guest's initrd does not hold it: without it the kernel installs no handler for
+# the fixed power button, never sets PWRBTN_EN and so never counts a press.  The test
+# boots the guest's initrd with a second cpio archive appended (the kernel unpacks
+# both) that holds button.ko from the guest's own kernel package at /lib/sg-power, and
+# loads it in the middle of power_button().  Made on the host, before the bed (the
+# build tree is visible there): BUILD/linux-power/initrd.img.
+def newc(entries):
+    """A cpio "newc" archive of (name, mode, data) entries."""
+    out = bytearray()
+    for ino, (name, mode, data) in enumerate(entries + [("TRAILER!!!", 0, b"")], 1):
+        nb = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(nb), 0]
+        out += b"070701" + b"".join(b"%08X" % f for f in fields) + nb
+        out += b"\0" * (-len(out) % 4) + data
+        out += b"\0" * (-len(out) % 4)
+    return bytes(out)
+
+
+def initrd_with_button(guest_dir):
+    out_dir = os.path.join(sgtest.BUILD, "linux-power")
+    out = os.path.join(out_dir, "initrd.img")
+    base = os.path.join(guest_dir, "initrd.img")
+    if "--inner" in sys.argv:               # made on the host side
+        sgtest.check(os.path.exists(out), f"{out} missing in the bed")
+        return out
+    kver = open(os.path.join(guest_dir, "kernel-version")).read().strip()
+    stamp = f"{base} {os.path.getsize(base)} {os.path.getmtime(base)} {kver}\n"
+    try:
+        if open(out + ".stamp").read() == stamp:
+            return out
+    except OSError:
+        pass
+    os.makedirs(out_dir, exist_ok=True)
+    debs = [f for dd in (os.path.join(guest_dir, ".debs"), os.path.join(sgtest.BUILD, "kvm-bed", "debs"),
+                         out_dir)
+            for f in glob.glob(os.path.join(dd, f"linux-image-{kver}_*.deb"))]
+    if not debs:
+        r = subprocess.run(["apt-get", "-q", "-o", "APT::Sandbox::User=root", "download",
+                            f"linux-image-{kver}"], cwd=out_dir, capture_output=True, text=True)
+        debs = glob.glob(os.path.join(out_dir, f"linux-image-{kver}_*.deb"))
+        if not debs:
+            sgtest.skip(f"no package linux-image-{kver} for button.ko: {r.stderr.strip()[-200:]}")
+    tmp = sgtest.tmpdir("sglinuxpw-deb-")
+    ko = f"./lib/modules/{kver}/kernel/drivers/acpi/button.ko"
+    sgtest.run(["sh", "-c", f"dpkg-deb --fsys-tarfile '{debs[0]}' | tar -x -C '{tmp}' '{ko}'"])
+    with open(os.path.join(tmp, ko), "rb") as f:
+        module = f.read()
+    with open(base, "rb") as f:
+        img = f.read()
+    img += b"\0" * (-len(img) % 512)       # the next archive starts 4-byte aligned
+    img += newc([("lib", 0o40755, b""), ("lib/sg-power", 0o40755, b""),
+                 ("lib/sg-power/button.ko", 0o100644, module)])
+    with open(out + ".tmp", "wb") as f:
+        f.write(img)
+    os.replace(out + ".tmp", out)
+    with open(out + ".stamp", "w") as f:
+        f.write(stamp)
+    return out
+
+
+sgtest.require_kvm()
+INITRD = initrd_with_button(sg_bed_util.linux_guest())
 guest = enter_bed_or_here(__file__)
 
 # ---- inside a host with a conventional KVM -------------------------------------
@@ -43,8 +117,8 @@ d = sgtest.tmpdir("sglinuxpw-")
 disk = os.path.join(d, "disk0.qcow2")
 sgtest.run([qemu_img, "create", "-q", "-f", "qcow2", disk, "64M"])
 MEM = "512M"
-BOOT = ["-m", MEM, "-kernel", os.path.join(guest, "vmlinuz"), "-initrd",
-        os.path.join(guest, "initrd.img"), "-append", "console=ttyS0 quiet"]
+BOOT = ["-m", MEM, "-kernel", os.path.join(guest, "vmlinuz"), "-initrd", INITRD,
+        "-append", "console=ttyS0 quiet"]
 T0 = time.monotonic()
 
 
@@ -139,6 +213,87 @@ def acpi_in_use(m):
     sgtest.check(words[-1] != "0", f"{m.who}: the kernel does not support S5: {out!r}")
 
 
+FF_PWR_BTN = "/sys/firmware/acpi/interrupts/ff_pwr_btn"
+
+
+def pwr_btn(m):
+    """The kernel's line for the fixed power button: count, EN / STS (the PM1 bits as
+    it reads them), whether it has a handler ("invalid": none)."""
+    words = m.con.sh(f"cat {FF_PWR_BTN}").split()
+    sgtest.check(words and words[0].isdigit(), f"{m.who}: {FF_PWR_BTN}: {words}")
+    return words
+
+
+def press(m, how, count=None):
+    """system_powerdown by QMP or HMP: the reply and the events until POWERDOWN; then,
+    when count is given, waits until the kernel has counted that many presses."""
+    m.q.events.clear()
+    r = (m.q.cmd("system_powerdown") if how == "qmp" else
+         m.q.cmd("human-monitor-command", {"command-line": "system_powerdown"}))
+    r.pop("id", None)
+    m.q.wait_event("POWERDOWN", 30)
+    evs = [{"event": e["event"], "data": e.get("data")} for e in m.q.events]
+    m.q.events.clear()
+    return r, evs, (pwr_btn(m) if count is None else press_wait(m, count))
+
+
+def power_button(m):
+    """The power button on a booted guest; returns what must be QEMU's."""
+    t = time.monotonic()
+    rec = {"idle": pwr_btn(m)}
+    # No handler yet, so no PWRBTN_EN: QEMU 7.2 drops the press (no PM1_STS bit, no SCI).
+    rec["no-driver"] = press(m, "qmp")
+    # The button driver installs the handler: ACPICA clears the status, sets PWRBTN_EN.
+    out = m.con.sh("insmod /lib/sg-power/button.ko && dmesg | grep -c 'Power Button \\[PWRF\\]'")
+    rec["driver"] = (out, pwr_btn(m))
+    # Each press: POWERDOWN, one SCI, one count; busybox has no acpid, nobody powers off.
+    n = int(rec["driver"][1][0])
+    rec["presses"] = [press(m, how, n + i) for i, how in enumerate(("qmp", "hmp", "qmp"), 1)]
+    rec["alive"] = m.con.sh("echo alive-$((6*7))")
+    st = m.q.cmd("query-status")["return"]["status"]
+    for i, (_, _, words) in enumerate(rec["presses"], 1):
+        sgtest.check_eq(int(words[0]), n + i, f"{m.who}: {FF_PWR_BTN} count after press {i}")
+    sgtest.check_eq((rec["alive"], st), ("alive-42", "running"), f"{m.who}: the guest after the presses")
+    log(m.who, f"power button {time.monotonic() - t:.1f} s: {rec}")
+    return rec
+
+
+def power_button_snapshot(m):
+    """snapgate-vmm: a press while paused is saved with the machine and delivered after
+    cont; after loadvm it is delivered again (the SCI re-driven from the loaded PM1 state)
+    and the enable bit still works."""
+    t = time.monotonic()
+    n = int(pwr_btn(m)[0])
+    m.q.cmd("stop")
+    r = m.q.cmd("system_powerdown")
+    sgtest.check("return" in r, f"system_powerdown while paused: {r}")
+    r = m.q.hmp("savevm pd")
+    sgtest.check_eq(r, "", "savevm pd with a press pending")
+    m.q.cmd("cont")
+    words = press_wait(m, n + 1)
+    sgtest.check_eq(int(words[0]), n + 1, "the press made while paused is counted after cont")
+    r = m.q.hmp("loadvm pd")
+    sgtest.check_eq(r, "", "loadvm pd")
+    words = press_wait(m, n + 1)
+    sgtest.check_eq(int(words[0]), n + 1, "the pending press of pd is counted after its load")
+    sgtest.check("EN" in words, f"PWRBTN_EN after loadvm: {words}")
+    _, evs, words = press(m, "qmp", n + 2)
+    sgtest.check_eq(int(words[0]), n + 2, "a press after loadvm is counted")
+    sgtest.check_eq(m.q.hmp("delvm pd"), "", "delvm pd")
+    m.pending_events(1.0)               # the delvm job's last events
+    log(m.who, f"power button with savevm/loadvm {time.monotonic() - t:.1f} s: {words}")
+
+
+def press_wait(m, count):
+    """The counter's line once it reads count (30 s at most)."""
+    words = pwr_btn(m)
+    end = time.monotonic() + 30
+    while int(words[0]) != count and time.monotonic() < end:
+        time.sleep(0.5)
+        words = pwr_btn(m)
+    return words
+
+
 # ---- QEMU, the oracle (run after snapgate-vmm's part) ------------------------------
 fwlog = os.path.join(d, "seabios.log")   # SeaBIOS's debug port: its own resets
 
@@ -151,12 +306,13 @@ def run_qemu():
                            "-device", "isa-debugcon,iobase=0x402,chardev=fw"])
     qm.boot()
     acpi_in_use(qm)
+    button = power_button(qm)
     reboot = reboot_and_check(qm)
     with open(fwlog, errors="replace") as f:
         fw_resets = f.read().count("Attempting a hard reboot")
     poweroff = qm.poweroff()
     log("qemu", f"poweroff -f: {poweroff}")
-    return {"reboot": reboot, "fw_resets": fw_resets, "poweroff": poweroff}
+    return {"reboot": reboot, "fw_resets": fw_resets, "poweroff": poweroff, "button": button}
 
 
 def sg_argv(extra=()):
@@ -169,6 +325,8 @@ def sg_argv(extra=()):
 sm = Machine("snapgate", sg_argv())
 sm.boot()
 acpi_in_use(sm)
+sg_button = power_button(sm)
+power_button_snapshot(sm)
 sg_reboot = reboot_and_check(sm)
 st = sm.q.cmd("query-status")["return"]
 sgtest.check_eq(st["status"], "running", "run state after the guest's reboot")
@@ -292,6 +450,8 @@ sgtest.check(fw < len(q_reboot) and q_reboot[len(q_reboot) - fw:] == q_reboot[:1
              f"QEMU's reboot events {q_reboot} with {fw} firmware reset(s)")
 sgtest.check_eq(sg_reboot, q_reboot[:len(q_reboot) - fw],
                 "QMP events of the guest's reboot (snapgate vs QEMU without SeaBIOS's own reset)")
+sgtest.check_eq(sg_button, oracle["button"],
+                "the power button: replies, events, the kernel's counter and flags (snapgate vs QEMU)")
 sgtest.check_eq(sg_poweroff, oracle["poweroff"],
                 "QMP events and exit status of the guest's poweroff (snapgate vs QEMU)")
 sgtest.check_eq(sg_held_poweroff, oracle["poweroff"],
