@@ -296,7 +296,7 @@ static void *handler(void *arg)
     return NULL;
 }
 
-struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_error *err)
+struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_error *err)
 {
     if ((uintptr_t)vm->ram % REGION) {
         sg_error_set(err, "live save: guest RAM is not 2 MiB aligned");
@@ -331,8 +331,12 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
          * pages never touched (a write there would allocate unseen).  Map
          * them first to the shared zero page (MADV_POPULATE_READ: no
          * memory; a huge zero page per 2 MiB hole), whose write-protect
-         * bit then catches the write.  A fresh descriptor: some kernels
-         * take UFFDIO_API once per descriptor. */
+         * bit then catches the write.  This runs before the pause, while
+         * the guest runs: a hole it fills meanwhile is a page like any
+         * other, and nothing makes new holes until the protection is set
+         * (a reset's discard runs on the main thread, as the pause does).
+         * A fresh descriptor: some kernels take UFFDIO_API once per
+         * descriptor. */
         close(wp->uffd);
         wp->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
         api = (struct uffdio_api){ .api = UFFD_API, .features = UFFD_FEATURE_PAGEFAULT_FLAG_WP };
@@ -373,13 +377,17 @@ struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_er
     }
     wp->started = true;
     sg_live_trace("wp-thread");
-    if (!wp_range(wp, 0, vm->ram_size, true)) {
+    return wp;
+}
+
+bool sg_ram_wp_protect(struct sg_ram_wp *wp, struct sg_error *err)
+{
+    if (!wp_range(wp, 0, wp->vm->ram_size, true)) {
         sg_error_set_errno(err, errno, "live save: UFFDIO_WRITEPROTECT");
-        sg_ram_wp_end(wp);
-        return NULL;
+        return false;
     }
     sg_live_trace("wp-protect");
-    return wp;
+    return true;
 }
 
 bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,

@@ -12,12 +12,16 @@
 struct sg_vm;
 struct sg_ram_wp;
 
-/* vCPUs parked: protects all of guest RAM and starts the handler; from
- * now on RAM as the save reads it is RAM at this instant.  NULL (with the
+/* Before the pause, the guest running: the descriptor, guest RAM
+ * registered (holes mapped to the zero page before Linux 6.4) and the
+ * handler started, so the pause only has to protect.  NULL (with the
  * reason) when the kernel cannot: use the fork.  lift_only: the bench's
  * limit probe (SNAPGATE_VMM_LIVE=wp-limit): a fault only lifts its region,
  * nothing is copied, RAM cannot be read (the save fails on purpose). */
-struct sg_ram_wp *sg_ram_wp_start(struct sg_vm *vm, bool lift_only, struct sg_error *err);
+struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_error *err);
+/* vCPUs parked: protects all of guest RAM; from now on RAM as the save
+ * reads it is RAM at this instant.  false: sg_ram_wp_end it, use the fork. */
+bool sg_ram_wp_protect(struct sg_ram_wp *wp, struct sg_error *err);
 /* RAM [off, off+len) at the instant (off = RAM index); every byte at most
  * once.  The save's writer only. */
 bool sg_ram_wp_read(struct sg_ram_wp *wp, uint64_t off, void *buf, size_t len,

@@ -478,8 +478,12 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vm *vm = &op->vmm->vm;
     sg_snap_trace(">save");
-    struct sg_error perr = { 0 };
+    struct sg_error perr = { 0 }, werr = { 0 };
     (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
+    struct sg_ram_wp *wp = NULL;            /* and the write-protect set-up */
+    if (!op->by_fork)
+        wp = sg_ram_wp_open(vm, op->wp_limit, &werr);   /* NULL: the fork */
+    sg_snap_trace("save: write-protect set-up");
     sg_live_trace(">save");
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
     sg_snap_trace("save: pause vCPU");
@@ -490,10 +494,13 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     op->date_nsec = (uint32_t)now.tv_nsec;
     sg_vmstate_header_init(&op->hdr, vm);
     op->hdr.vm_clock_ns = sg_vmm_vm_clock_ns(op->vmm);
-    if (!sg_vmstate_capture(vm, &op->blob, &op->blob_len, &job->err))
+    if (!sg_vmstate_capture(vm, &op->blob, &op->blob_len, &job->err)) {
+        sg_ram_wp_end(wp);
         return false;
+    }
     if (op->blob_len > SG_VMSTATE_RAM_OFFSET - SG_VMSTATE_STATE_OFFSET) {
         sg_error_set(&job->err, "machine state too large (%zu bytes)", op->blob_len);
+        sg_ram_wp_end(wp);
         return false;
     }
     sg_snap_trace("save: capture");
@@ -502,12 +509,16 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
     sg_snap_trace("save: discard");
-    struct sg_error werr = { 0 };
-    if (!op->by_fork) {
-        op->wp = sg_ram_wp_start(vm, op->wp_limit, &werr);   /* else: the fork */
-        vm->wp = op->wp;
+    if (wp && !sg_ram_wp_protect(wp, &werr)) {
+        sg_ram_wp_end(wp);
+        wp = NULL;
+    }
+    if (wp) {
+        op->wp = vm->wp = wp;
         sg_snap_trace("save: write-protect");
-        sg_live_trace(op->wp ? "wp" : "wp-failed");
+        sg_live_trace("wp");
+    } else if (!op->by_fork) {
+        sg_live_trace("wp-failed");
     }
     if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
         return false;

@@ -25,8 +25,22 @@ def skip(reason):
     sys.exit(SKIP)
 
 
+_on_failure = []
+
+
+def on_failure(fn):
+    """fn() runs when the test fails (before it exits): diagnosis a test keeps
+    in files that die with its temporary directory, such as a program's stderr."""
+    _on_failure.append(fn)
+
+
 def fail(msg):
     print(f"FAIL: {msg}", flush=True)
+    for fn in _on_failure:
+        try:
+            fn()
+        except Exception as e:  # the diagnosis must not hide the failure
+            print(f"(diagnosis failed: {e})", flush=True)
     sys.exit(1)
 
 

@@ -180,6 +180,20 @@ static void report_fault(struct sg_vm *vm, struct sg_vcpu *vcpu, uint32_t code)
             (unsigned long long)f[5]);
 }
 
+static void report_triple_fault(struct sg_vcpu *vcpu)
+{
+    struct kvm_regs r;
+    struct kvm_sregs sr;
+    if (ioctl(vcpu->fd, KVM_GET_REGS, &r) < 0 || ioctl(vcpu->fd, KVM_GET_SREGS, &sr) < 0) {
+        fprintf(stderr, "snapgate-vmm: guest triple fault; resetting\n");
+        return;
+    }
+    fprintf(stderr, "snapgate-vmm: guest triple fault (rip %#llx rsp %#llx cr0 %#llx cr2 %#llx "
+            "cr3 %#llx cr4 %#llx); resetting\n", (unsigned long long)r.rip,
+            (unsigned long long)r.rsp, (unsigned long long)sr.cr0, (unsigned long long)sr.cr2,
+            (unsigned long long)sr.cr3, (unsigned long long)sr.cr4);
+}
+
 static void notify_main(struct sg_vm *vm, int kind, uint32_t code)
 {
     vm->guest_exit_code = code;
@@ -329,7 +343,10 @@ static void *vcpu_thread(void *arg)
             pthread_mutex_unlock(&vm->run_lock);
             break;
         case KVM_EXIT_SHUTDOWN:
-            /* Triple fault: a PC resets (QEMU too: RESET, guest-reset). */
+            /* Triple fault: a PC resets (QEMU too: RESET, guest-reset).
+             * One line says so: a guest that reboots by itself is
+             * otherwise indistinguishable from one that asked to. */
+            report_triple_fault(vcpu);
             sg_vm_guest_exit(vm, SG_GUEST_EXIT_RESET, 0);
             break;
         case KVM_EXIT_INTR:

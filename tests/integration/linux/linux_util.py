@@ -91,3 +91,12 @@ class Console:
 
     def close(self):
         self.s.close()
+
+
+def show_log_on_failure(path, what="snapgate-vmm stderr", lines=40):
+    """On a failure, the last lines of the log at path are printed."""
+    def show():
+        with open(path, "rb") as f:
+            tail = f.read().decode(errors="replace").splitlines()[-lines:]
+        print(f"--- last {len(tail)} lines of {what} ---\n" + "\n".join(tail), flush=True)
+    sgtest.on_failure(show)

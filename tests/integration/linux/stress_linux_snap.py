@@ -6,6 +6,8 @@ within 40 s; the lazy load and, with STRESS_EAGER=1, SNAPGATE_VMM_LAZY=0.
 Every state capture and load is traced (SNAPGATE_VMM_IRQ_TRACE: LAPIC
 IRR/ISR, vCPU events, IOAPIC, PIC, UART); on a stuck guest the trace of the
 load that preceded it and of a capture of the stuck state are printed.
+STRESS_SAVES=1: live saves only
+(with STRESS_BUSY=1, the linux_guest scenario): the guest must not reboot.
 Not in the default suite: a diagnosis tool (in the bed ~20 s a cycle).
 
     tests/integration/linux/stress_linux_snap.py      # in the bed on kvm_pvm
@@ -49,6 +51,33 @@ def trace_tail(n):
     return "\n".join(lines[-n:])
 
 
+def saves_only():
+    """STRESS_SAVES=1: live saves only, while the loop dirties memory; after each
+    the guest must not have rebooted (uptime), the RAM file must be whole."""
+    con.sh("dd if=/dev/urandom of=/shm/r bs=1M count=32 2>/dev/null", 120)
+    want = con.sh("md5sum /shm/r | cut -d' ' -f1")
+    up = 0.0
+    for i in range(1, cycles + 1):
+        r = q.hmp(f"savevm c{i}")
+        sgtest.check("Error" not in r, f"savevm c{i}: {r!r}")
+        now = float(con.sh("cut -d' ' -f1 /proc/uptime", 60))
+        with open(errpath, "rb") as f:
+            tf = [ln for ln in f.read().decode(errors="replace").splitlines() if "triple fault" in ln]
+        print(f"save {i}: uptime {now}, triple faults {len(tf)}", flush=True)
+        sgtest.check(now > up and not tf, f"save {i}: the guest rebooted: uptime {up} -> {now}; {tf}")
+        sgtest.check_eq(con.sh("md5sum /shm/r | cut -d' ' -f1", 60), want, f"RAM file after save {i}")
+        up = now
+        if i % 4 == 0:
+            for j in range(i - 3, i + 1):
+                q.hmp(f"delvm c{j}")
+    q.cmd("quit")
+    p.wait(30)
+    sgtest.qemu_img_check(disk0)
+    sys.exit(0)
+
+
+if os.environ.get("STRESS_SAVES") == "1":
+    saves_only()
 stuck = 0
 for i in range(1, cycles + 1):
     con.sh(f"echo before-{i}")            # the save follows the prompt at once

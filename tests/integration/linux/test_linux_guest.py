@@ -18,7 +18,7 @@ import subprocess
 import time
 
 import sgtest
-from linux_util import Console, enter_bed_or_here
+from linux_util import Console, enter_bed_or_here, show_log_on_failure
 
 guest = enter_bed_or_here(__file__)
 
@@ -50,6 +50,7 @@ qsock = os.path.join(d, "qmp.sock")
 t0 = time.monotonic()
 # stderr to a file: a pipe nobody reads would stop the VMM once it is full
 errlog = open(os.path.join(d, "vmm-stderr.log"), "ab")
+show_log_on_failure(errlog.name)
 p = sgtest.spawn(vmm_argv(), stderr=errlog)
 con = Console(ssock)
 con.boot(300)
