@@ -113,9 +113,6 @@ void sg_snap_resume_vm(struct snap_op *op);
 size_t sg_snap_ram_chunk(struct sg_block *bs);
 /* Ends a live save's write protection (main thread). */
 void sg_snap_wp_end(struct snap_op *op);
-/* SNAPGATE_VMM_TRACE: prints the time since this thread's last mark; a
- * name starting with '>' only sets the mark. */
-void sg_snap_trace(const char *what);
 
 /* snapshot_tree.c: x-snapgate-query-snapshot-tree, x-snapgate-ram-checksum. */
 bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err);

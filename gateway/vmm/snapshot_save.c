@@ -33,6 +33,7 @@
 
 #include "ram_hash.h"
 #include "snapshot_op.h"
+#include "trace.h"
 
 /* Lock hold per vmstate write: guest I/O to the vmstate disk waits for it
  * (the monitor does not: query-block and query-named-block-nodes take no
@@ -421,10 +422,11 @@ static void *prepare_worker(void *arg)
     if (op->worker_ok) {
         struct sg_ram_child warm;
         struct sg_error ignored = { 0 };
-        sg_snap_trace(">warm");
+        sg_trace_begin("save warm-up");   /* the worker's: ram_live.c marks pipe, fork */
         if (sg_ram_child_fork(&warm, &ignored))
             sg_ram_child_end(&warm);
-        sg_snap_trace("save: warm-up fork");
+        sg_trace_mark("end");
+        sg_trace_end(false);
     }
     atomic_store(&op->worker_done, true);
     return NULL;
@@ -474,16 +476,11 @@ static bool live_by_fork(struct sg_vm *vm)
 }
 
 /* The pause: everything that must describe the same instant. */
-static bool save_instant(struct sg_job *job, struct snap_op *op)
+static bool save_pause(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vm *vm = &op->vmm->vm;
-    sg_snap_trace(">save");
-    struct sg_error perr = { 0 };
-    (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
-    sg_live_trace(">save");
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
-    sg_snap_trace("save: pause vCPU");
-    sg_live_trace("stop-event");
+    sg_trace_mark("stop-event");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     op->date_sec = (uint64_t)now.tv_sec;
@@ -496,34 +493,37 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         sg_error_set(&job->err, "machine state too large (%zu bytes)", op->blob_len);
         return false;
     }
-    sg_snap_trace("save: capture");
-    sg_live_trace("capture");
+    sg_trace_mark("capture");
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
-    sg_snap_trace("save: discard");
     struct sg_error werr = { 0 };
     if (!op->by_fork) {
         op->wp = sg_ram_wp_start(vm, op->wp_limit, &werr);   /* else: the fork */
         vm->wp = op->wp;
-        sg_snap_trace("save: write-protect");
-        sg_live_trace(op->wp ? "wp" : "wp-failed");
+        sg_trace_mark(op->wp ? "wp" : "wp-failed");
     }
     if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
         return false;
-    sg_snap_trace("save: fork");
     if (!sg_snap_start_locked_worker(op, save_worker, &job->err))
         return false;
-    sg_snap_trace("save: worker, locks");
-    sg_live_trace("worker-locks");
+    sg_trace_mark("worker-locks");
     sg_snap_resume_vm(op);
     sg_ram_wp_go(op->wp);
-    sg_snap_trace("save: resume");
-    sg_live_trace("resume-event");
-    sg_live_trace("<");
-    if (werr.msg[0] && sg_live_trace_on())
-        fprintf(stderr, "live: write-protect unavailable, the fork instead: %s\n", werr.msg);
+    sg_trace_mark("resume-event");
+    if (werr.msg[0])
+        sg_trace_printf("live: write-protect unavailable, the fork instead: %s", werr.msg);
     return true;
+}
+
+static bool save_instant(struct sg_job *job, struct snap_op *op)
+{
+    struct sg_error perr = { 0 };
+    (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
+    sg_trace_begin("save");
+    bool ok = save_pause(job, op);
+    sg_trace_end(ok);
+    return ok;
 }
 
 static enum sg_job_step save_step(struct sg_job *job, bool cancelled)

@@ -11,11 +11,14 @@ Two saves, asserted structurally (no timing threshold; times go in bench/):
   them, and the slowest takes under a quarter of the job's time;
 - SNAPGATE_VMM_SAVE_STALL=3000: the writer holds the VM state disk for 3 s
   (a stalled disk), so a monitor command that waited for the drive lock
-  would take most of the job's time; the same assertions hold.
+  would take most of the job's time; the same assertions hold.  It runs
+  with SNAPGATE_VMM_TRACE=1: the per-phase lines and the pause's summary
+  line must list the same phases with the same times.
 Afterwards the snapshot list query-named-block-nodes reports equals
 qemu-img's (QEMU's own reading of the image), and qemu-img check is clean."""
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -151,8 +154,33 @@ vm.check_no_ram_failure()
 vm.quit(30)
 sgtest.qemu_img_check(big)
 
-# ---- a stalled VM state disk ---------------------------------------------------
+def check_trace(vm, label):
+    """SNAPGATE_VMM_TRACE's two kinds of line (what bench/bench_linux.py
+    prints): one "trace: save: PHASE MS ms" per phase of the pause, then
+    one "live: save pause: PHASE MS ... | total MS ms" with the same phases."""
+    err = vm.stderr().splitlines()
+    summ = [l for l in err if l.startswith("live: save pause:")]
+    sgtest.check(len(summ) == 1, f"{label}: {len(summ)} pause lines in stderr: {err}")
+    m = re.fullmatch(r"live: save pause:((?: \S+ [0-9.]+)+) \| total ([0-9.]+) ms", summ[0])
+    sgtest.check(m, f"{label}: pause line {summ[0]!r}")
+    toks = m.group(1).split()
+    phases = list(zip(toks[::2], toks[1::2]))
+    names = [p for p, _ in phases]
+    for want in ("kick", "parked", "stop-event", "capture", "worker-locks", "unpark",
+                 "resume-event"):
+        sgtest.check(want in names, f"{label}: no {want} in {summ[0]!r}")
+    per = [re.fullmatch(r"trace: save: (\S+) +([0-9.]+) ms", l) for l in err]
+    per = [(x.group(1), x.group(2)) for x in per if x]
+    sgtest.check_eq(per, phases, f"{label}: per-phase lines vs the pause line")
+    total = sum(float(ms) for _, ms in phases)
+    sgtest.check(total <= float(m.group(2)) + 0.01 * len(phases),
+                 f"{label}: phases {total} ms > total {m.group(2)} ms")
+    print(f"{label}: trace: {len(phases)} phases, pause {m.group(2)} ms", flush=True)
+
+
+# ---- a stalled VM state disk (and SNAPGATE_VMM_TRACE) -------------------------
 os.environ["SNAPGATE_VMM_SAVE_STALL"] = "3000"
+os.environ["SNAPGATE_VMM_TRACE"] = "1"
 small = os.path.join(d, "small.qcow2")
 sgtest.run([qemu_img, "create", "-q", "-f", "qcow2", small, "16M"])
 vm = VMM(d, ["-m", "64M", "-drive", f"file={small}"], name="stall")
@@ -160,7 +188,9 @@ vm.wait_line(r"^tick 2$", 60)
 wall, _ = save_polled(vm, "stalled", "disk stalled 3 s")
 sgtest.check(wall >= 3.0, f"the stall knob had no effect: the save took {wall:.2f} s")
 same_as_qemu_img(vm, small, "stalled")
+check_trace(vm, "stalled")
 vm.quit(30)
 del os.environ["SNAPGATE_VMM_SAVE_STALL"]
+del os.environ["SNAPGATE_VMM_TRACE"]
 sgtest.qemu_img_check(small)
 print("ok")
