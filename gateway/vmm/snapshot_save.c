@@ -605,6 +605,8 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
         snprintf(pos->id, sizeof(pos->id), "%s", op->ids[vi]);
         pos->date_sec = op->date_sec;
         pos->date_nsec = op->date_nsec;
+        sg_snap_tree_saved(op->vmm, op->vmdrive, op->ids[vi], op->date_sec, op->date_nsec,
+                           &op->parent);
         return SG_JOB_STEP_DONE;
     }
     return SG_JOB_STEP_FAILED;
