@@ -191,8 +191,9 @@ UNITS = {"second": "MiB", "growth": "MiB", "rate0": "counts/s", "rate1": "counts
 
 
 def trace_lines(d):
-    """The trace lines snapgate-vmm wrote to its stderr (SNAPGATE_VMM_TRACE,
-    SNAPGATE_VMM_LIVE_TRACE): printed with the run, so a bed run keeps them."""
+    """The trace lines snapgate-vmm wrote to its stderr (SNAPGATE_VMM_TRACE:
+    "trace:" per phase, "live: ... pause:" per pause): printed with the run,
+    so a bed run keeps them."""
     try:
         with open(os.path.join(d, "stderr"), "rb") as f:
             return [l.decode(errors="replace").rstrip() for l in f

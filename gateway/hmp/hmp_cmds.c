@@ -26,6 +26,8 @@ static const struct sg_hmp_cmd_def top_cmds[] = {
      "reset the system"},
     {"system_powerdown", SG_HMP_OP_SYSTEM_POWERDOWN, SG_HMP_ARGS_NONE, false, false, "",
      "send system power down event (the ACPI power button)"},
+    {"pmemsave", SG_HMP_OP_PMEMSAVE, SG_HMP_ARGS_ADDR_SIZE_FILE, false, false, "addr size file",
+     "save to disk physical memory dump starting at 'addr' of size 'size'"},
     {"quit|q", SG_HMP_OP_QUIT, SG_HMP_ARGS_NONE, false, false, "", "quit the monitor"},
 };
 

@@ -21,6 +21,7 @@ enum sg_hmp_op {
     SG_HMP_OP_CONT,
     SG_HMP_OP_SYSTEM_RESET,
     SG_HMP_OP_SYSTEM_POWERDOWN,
+    SG_HMP_OP_PMEMSAVE,
     SG_HMP_OP_QUIT,
     SG_HMP_OP_HELP,
 };
@@ -31,6 +32,7 @@ enum sg_hmp_args {
     SG_HMP_ARGS_OPT_NAME,  /* [NAME] */
     SG_HMP_ARGS_NAME,      /* [-t|-i] NAME (flags in the snapgate profile only) */
     SG_HMP_ARGS_REST,      /* the rest of the line, words (help) */
+    SG_HMP_ARGS_ADDR_SIZE_FILE,  /* QEMU's "val:l,size:i,filename:s" (pmemsave) */
 };
 
 struct sg_hmp_cmd_def {

@@ -253,6 +253,22 @@ static void set_unknown(struct sg_hmp_cmd *c, const char *what)
                      what);
 }
 
+/* An argument names a vCPU register ("pmemsave $eax 16 f"): a back end with
+ * its own human monitor reads it (the line is forwarded); without one, the
+ * qemu-7.2 profile answers as QEMU 7.2 does for a register it does not
+ * have. */
+static void set_no_register(struct sg_hmp_cmd *c)
+{
+    c->fallback_failed = true;
+    if (c->profile == SG_HMP_PROFILE_QEMU72)
+        sg_sb_printf(&c->fallback, SG_Q72_EXPR_REGISTER "\n" SG_Q72_TRY_HELP "\n", c->p.unknown);
+    else
+        sg_sb_printf(&c->fallback,
+                     "Error: %s: CPU registers need a back end with its own human monitor; "
+                     "this back end has none\n",
+                     c->p.reg);
+}
+
 /* A note on the resolution, told before the job runs (see sg_hmp_set_note). */
 static void note(struct sg_hmp_cmd *c, const char *text)
 {
@@ -672,7 +688,10 @@ static void start(struct sg_hmp_cmd *c)
         finish(c, false);
         return;
     case SG_HMP_PARSE_UNKNOWN:
-        set_unknown(c, c->p.unknown);
+        if (c->p.reg[0])
+            set_no_register(c);
+        else
+            set_unknown(c, c->p.unknown);
         forward_or(c);
         return;
     case SG_HMP_PARSE_OK:
@@ -714,6 +733,13 @@ static void start(struct sg_hmp_cmd *c)
         return;
     case SG_HMP_OP_SYSTEM_POWERDOWN:
         send_qmp(h, c, mkcmd("system_powerdown", NULL), h_simple);
+        return;
+    case SG_HMP_OP_PMEMSAVE:
+        /* QMP's val is an int: ADDR's 64 bits as QEMU's HMP passes them. */
+        send_qmp(h, c, mkcmd("pmemsave", json_pack("{s:I, s:I, s:s}", "val",
+                                                   (json_int_t)(int64_t)c->p.addr, "size",
+                                                   (json_int_t)c->p.size, "filename", c->p.name)),
+                 h_simple);
         return;
     case SG_HMP_OP_INFO_STATUS:
         send_qmp(h, c, mkcmd("query-status", NULL), h_simple);

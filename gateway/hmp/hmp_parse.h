@@ -5,6 +5,7 @@
 #define SG_HMP_PARSE_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "hmp_cmds.h"
 
@@ -20,7 +21,11 @@ enum sg_hmp_parse_status {
 struct sg_hmp_parsed {
     const struct sg_hmp_cmd_def *def;
     bool has_name;
-    char name[SG_HMP_NAME_MAX];   /* TAG / NAME, quotes and escapes removed */
+    char name[SG_HMP_NAME_MAX];   /* TAG / NAME / FILE, quotes and escapes removed */
+    uint64_t addr;                /* pmemsave's ADDR (any 64-bit value) */
+    uint32_t size;                /* and SIZE */
+    char reg[128];                /* a $register an argument names: the line is
+                                     SG_HMP_PARSE_UNKNOWN, for the back end */
     char flag;                    /* 't', 'i' or 0 */
     char topic[128], subtopic[128];   /* help's words */
     char unknown[256];            /* for "unknown command: '%s'" */

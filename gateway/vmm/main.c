@@ -386,6 +386,7 @@ static void teardown(struct sg_vmm *vmm)
     struct sg_vm *vm = &vmm->vm;
     sg_vm_stop_vcpus(vm);
     sg_vmm_jobs_free(vmm);
+    sg_snap_tree_free(vmm);
 #ifdef SG_VMM_HAVE_HMP
     sg_hmp_link_free(vmm);
 #endif

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "ram_live.h"
+#include "trace.h"
 
 bool sg_ram_child_fork(struct sg_ram_child *c, struct sg_error *err)
 {
@@ -43,7 +44,7 @@ bool sg_ram_child_fork(struct sg_ram_child *c, struct sg_error *err)
         return false;
     }
     pid_t parent = getpid();
-    sg_live_trace("pipe");
+    sg_trace_mark("pipe");
     pid_t pid = fork();
     if (pid < 0) {
         sg_error_set_errno(err, errno, "live save: fork");
@@ -66,7 +67,7 @@ bool sg_ram_child_fork(struct sg_ram_child *c, struct sg_error *err)
     close(p[0]);
     c->pid = pid;
     c->pipe_wr = p[1];
-    sg_live_trace("fork");
+    sg_trace_mark("fork");
     return true;
 }
 
@@ -101,68 +102,4 @@ void sg_ram_child_end(struct sg_ram_child *c)
     close(c->pipe_wr);
     c->pid = 0;
     c->pipe_wr = -1;
-}
-
-/* ---- SNAPGATE_VMM_LIVE_TRACE ---------------------------------------------- */
-
-static int live_trace_on = -1;
-
-static struct {
-    bool open;
-    uint64_t t0, last;
-    size_t len;
-    char line[768];
-} lt;
-static _Thread_local bool lt_owner;
-
-bool sg_live_trace_on(void)
-{
-    if (live_trace_on < 0)
-        live_trace_on = getenv("SNAPGATE_VMM_LIVE_TRACE") != NULL;
-    return live_trace_on;
-}
-
-static uint64_t lt_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void lt_add(const char *what, double ms, bool with_ms)
-{
-    if (lt.len >= sizeof(lt.line))
-        return;
-    int n = with_ms ? snprintf(lt.line + lt.len, sizeof(lt.line) - lt.len, " %s %.3f", what, ms)
-                    : snprintf(lt.line + lt.len, sizeof(lt.line) - lt.len, "live: %s pause:", what);
-    if (n > 0)
-        lt.len += (size_t)n;
-}
-
-void sg_live_trace(const char *phase)
-{
-    if (!sg_live_trace_on())
-        return;
-    uint64_t now = lt_now();
-    if (phase[0] == '>') {
-        lt.open = true;
-        lt_owner = true;
-        lt.t0 = lt.last = now;
-        lt.len = 0;
-        lt_add(phase + 1, 0, false);
-        return;
-    }
-    if (!lt.open || !lt_owner)
-        return;
-    if (phase[0] == '<') {
-        lt.open = false;
-        lt_owner = false;
-        if (lt.len >= sizeof(lt.line))
-            lt.len = sizeof(lt.line) - 1;
-        lt.line[lt.len] = 0;
-        fprintf(stderr, "%s | total %.3f ms\n", lt.line, (double)(now - lt.t0) / 1e6);
-        return;
-    }
-    lt_add(phase, (double)(now - lt.last) / 1e6, true);
-    lt.last = now;
 }

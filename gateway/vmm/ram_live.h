@@ -30,15 +30,4 @@ bool sg_ram_child_read(struct sg_ram_child *c, const void *addr, void *buf, size
                        struct sg_error *err);
 void sg_ram_child_end(struct sg_ram_child *c);
 
-/* SNAPGATE_VMM_LIVE_TRACE (any value): one stderr line per pause of a
- * live save or a load, with the time of each phase (how the pause of a
- * Linux guest in the kvm bed was taken apart, bench/README.md section 6).
- * Marks come from the thread that opened the line (the main loop):
- * ">what" opens it, "<" prints it with the total, any other string closes
- * the phase that ran since the previous mark under that name; marks from
- * other threads, or with no line open, are ignored.  Costs one
- * clock_gettime per mark when on, one load when off. */
-void sg_live_trace(const char *phase);
-bool sg_live_trace_on(void);
-
 #endif

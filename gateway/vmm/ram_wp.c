@@ -53,6 +53,7 @@
 
 #include "ram_live.h"
 #include "ram_wp.h"
+#include "trace.h"
 #include "vm.h"
 
 #define REGION (2u << 20)
@@ -350,14 +351,14 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
         sg_ram_wp_end(wp);
         return NULL;
     }
-    sg_live_trace("wp-open");
+    sg_trace_mark("wp-open");
     if (wp->populate && madvise(vm->ram, vm->ram_size, SG_MADV_POPULATE_READ) != 0) {
         sg_error_set_errno(err, errno, "live save: MADV_POPULATE_READ (write-protect before 6.4)");
         sg_ram_wp_end(wp);
         return NULL;
     }
     if (wp->populate)
-        sg_live_trace("wp-populate");
+        sg_trace_mark("wp-populate");
     struct uffdio_register reg = {
         .range = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size },
         .mode = UFFDIO_REGISTER_MODE_WP,
@@ -368,7 +369,7 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
         return NULL;
     }
     wp->registered = true;
-    sg_live_trace("wp-register");
+    sg_trace_mark("wp-register");
     int e = pthread_create(&wp->thread, NULL, handler, wp);
     if (e) {
         sg_error_set_errno(err, e, "live save: write-protect handler");
@@ -376,7 +377,7 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
         return NULL;
     }
     wp->started = true;
-    sg_live_trace("wp-thread");
+    sg_trace_mark("wp-thread");
     return wp;
 }
 
@@ -386,7 +387,7 @@ bool sg_ram_wp_protect(struct sg_ram_wp *wp, struct sg_error *err)
         sg_error_set_errno(err, errno, "live save: UFFDIO_WRITEPROTECT");
         return false;
     }
-    sg_live_trace("wp-protect");
+    sg_trace_mark("wp-protect");
     return true;
 }
 
@@ -487,14 +488,12 @@ void sg_ram_wp_finish(struct sg_ram_wp *wp)
         struct uffdio_range all = { (uint64_t)(uintptr_t)wp->vm->ram, wp->vm->ram_size };
         uint64_t t0 = now_ns();
         ioctl(wp->uffd, UFFDIO_UNREGISTER, &all);
-        if (getenv("SNAPGATE_VMM_TRACE"))
-            fprintf(stderr, "trace: wp: unregister %.1f ms\n", (double)(now_ns() - t0) / 1e6);
+        sg_trace_printf("trace: wp: unregister %.1f ms", (double)(now_ns() - t0) / 1e6);
         wp->registered = false;
     }
     if (wp->started) {
-        if (getenv("SNAPGATE_VMM_TRACE"))
-            fprintf(stderr, "trace: wp: %llu faults served, %.1f ms in the handler, %llu copied"
-                    " ahead; copy %.1f lift %.1f ms\n", (unsigned long long)atomic_load(&wp->faults),
+        sg_trace_printf("trace: wp: %llu faults served, %.1f ms in the handler, %llu copied"
+                    " ahead; copy %.1f lift %.1f ms", (unsigned long long)atomic_load(&wp->faults),
                     (double)wp->serve_ns / 1e6, (unsigned long long)atomic_load(&wp->ahead_copies), wp->copy_ns / 1e6, wp->lift_ns / 1e6);
         uint64_t one = 1;
         if (write(wp->stop_fd, &one, sizeof(one)) < 0) {

@@ -22,6 +22,7 @@
 #include "ram_hash.h"
 #include "ram_lazy.h"
 #include "snapshot_op.h"
+#include "trace.h"
 
 /* Everything that can be checked without changing anything. */
 static bool load_validate(struct sg_job *job, struct snap_op *op)
@@ -239,6 +240,7 @@ static void *load_worker(void *arg)
 static enum sg_job_step load_broken(struct sg_job *job, struct snap_op *op)
 {
     struct sg_vmm *vmm = op->vmm;
+    sg_trace_end(false);
     vmm->running = false;
     if (!op->paused)
         sg_vmm_stop(vmm, true);   /* a lazy load had resumed it */
@@ -321,22 +323,18 @@ static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
     struct sg_error lerr = { 0 };
     if (!sg_ram_lazy_arm(op->lazy, &lerr))
         return 0;
-    sg_snap_trace("load: arm");
-    sg_live_trace("arm");
+    sg_trace_mark("arm");
     op->armed = true;
     if (!sg_snap_start_locked_worker(op, locked_revert_worker, &job->err))
         return -1;
-    sg_snap_trace("load: worker, locks");
-    sg_live_trace("worker-locks");
+    sg_trace_mark("worker-locks");
     if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
         return -1;
     vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
-    sg_snap_trace("load: apply");
-    sg_live_trace("apply");
+    sg_trace_mark("apply");
     sg_snap_resume_vm(op);
-    sg_snap_trace("load: resume");
-    sg_live_trace("resume-event");
-    sg_live_trace("<");
+    sg_trace_mark("resume-event");
+    sg_trace_end(true);
     return 1;
 }
 
@@ -349,10 +347,11 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         return SG_JOB_STEP_FAILED;
     switch (op->phase) {
     case 0: {
-        sg_snap_trace(">load");
-        sg_live_trace(">load");
-        if (!load_validate(job, op))
+        sg_trace_begin("load");
+        if (!load_validate(job, op)) {
+            sg_trace_end(false);
             return SG_JOB_STEP_FAILED;
+        }
         job->total = op->hdr.ram_offset + op->hdr.ram_size;
         job->cur = op->hdr.ram_offset;
         /* Before the pause: the snapshot's RAM clusters, mapped to file
@@ -365,14 +364,12 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
             op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset,
                                            &lerr);
         sg_drive_unlock(op->vmdrive);
-        sg_snap_trace("load: validate, prepare");
-        sg_live_trace("prepare");
+        sg_trace_mark("prepare");
 
         /* Whichever worker the pause starts, its thread exists already. */
         (void)sg_snap_park_worker(op, &lerr);
         sg_snap_pause_vm(op, SG_RUN_RESTORE_VM);
-        sg_snap_trace("load: pause vCPU");
-        sg_live_trace("stop-event");
+        sg_trace_mark("stop-event");
         op->reverted = true;
         /* RAM changes from here: no base until the load is complete. */
         sg_ram_hashes_free(vm->hashes);
@@ -429,11 +426,15 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
             job->err = op->werr;
             return load_broken(job, op);
         }
+        sg_trace_mark("eager-worker");   /* the span of phase 0: the eager pause goes on */
         if (!sg_vmstate_apply(vm, op->blob, op->blob_len, &job->err))
             return load_broken(job, op);
         vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
+        sg_trace_mark("apply");
         load_done(op);
         sg_snap_resume_vm(op);
+        sg_trace_mark("resume-event");
+        sg_trace_end(true);
         return SG_JOB_STEP_DONE;
     }
     return SG_JOB_STEP_FAILED;

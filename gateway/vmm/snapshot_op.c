@@ -261,20 +261,3 @@ void sg_snap_resume_vm(struct snap_op *op)
         sg_vmm_cont(vmm, true);
 }
 
-/* SNAPGATE_VMM_TRACE=1: the time each step of a pause took, on stderr
- * (how the figures in README.md were found). */
-void sg_snap_trace(const char *what)
-{
-    static int on = -1;
-    static _Thread_local uint64_t last;
-    if (on < 0)
-        on = getenv("SNAPGATE_VMM_TRACE") != NULL;
-    if (!on)
-        return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    if (what[0] != '>')
-        fprintf(stderr, "trace: %-28s %8.3f ms\n", what, last ? (double)(now - last) / 1e6 : 0.0);
-    last = now;
-}

@@ -113,12 +113,13 @@ void sg_snap_resume_vm(struct snap_op *op);
 size_t sg_snap_ram_chunk(struct sg_block *bs);
 /* Ends a live save's write protection (main thread). */
 void sg_snap_wp_end(struct snap_op *op);
-/* SNAPGATE_VMM_TRACE: prints the time since this thread's last mark; a
- * name starting with '>' only sets the mark. */
-void sg_snap_trace(const char *what);
 
 /* snapshot_tree.c: x-snapgate-query-snapshot-tree, x-snapgate-ram-checksum. */
 bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err);
+/* A save committed snapshot `id` (date) on `d` with `parent` in its header:
+ * the tree query learns its parent without reading the image. */
+void sg_snap_tree_saved(struct sg_vmm *vmm, const struct sg_drive *d, const char *id,
+                        uint64_t date_sec, uint32_t date_nsec, const struct sg_snap_pos *parent);
 
 /* The jobs, in snapshot_save.c, snapshot_load.c and snapshot_delete.c. */
 extern const struct sg_job_driver sg_snap_save_drv;

@@ -33,6 +33,7 @@
 
 #include "ram_hash.h"
 #include "snapshot_op.h"
+#include "trace.h"
 
 /* Lock hold per vmstate write: guest I/O to the vmstate disk waits for it
  * (the monitor does not: query-block and query-named-block-nodes take no
@@ -421,10 +422,11 @@ static void *prepare_worker(void *arg)
     if (op->worker_ok) {
         struct sg_ram_child warm;
         struct sg_error ignored = { 0 };
-        sg_snap_trace(">warm");
+        sg_trace_begin("save warm-up");   /* the worker's: ram_live.c marks pipe, fork */
         if (sg_ram_child_fork(&warm, &ignored))
             sg_ram_child_end(&warm);
-        sg_snap_trace("save: warm-up fork");
+        sg_trace_mark("end");
+        sg_trace_end(false);
     }
     atomic_store(&op->worker_done, true);
     return NULL;
@@ -473,21 +475,14 @@ static bool live_by_fork(struct sg_vm *vm)
     return known && ps > 0 && resident * (unsigned long long)ps < vm->ram_size / 2;
 }
 
-/* The pause: everything that must describe the same instant. */
-static bool save_instant(struct sg_job *job, struct snap_op *op)
+/* The pause: everything that must describe the same instant.  wp: the
+ * write-protect set up before it (NULL: the fork), protected here. */
+static bool save_pause(struct sg_job *job, struct snap_op *op, struct sg_ram_wp *wp,
+                       struct sg_error *werr)
 {
     struct sg_vm *vm = &op->vmm->vm;
-    sg_snap_trace(">save");
-    struct sg_error perr = { 0 }, werr = { 0 };
-    (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
-    struct sg_ram_wp *wp = NULL;            /* and the write-protect set-up */
-    if (!op->by_fork)
-        wp = sg_ram_wp_open(vm, op->wp_limit, &werr);   /* NULL: the fork */
-    sg_snap_trace("save: write-protect set-up");
-    sg_live_trace(">save");
     sg_snap_pause_vm(op, SG_RUN_SAVE_VM);
-    sg_snap_trace("save: pause vCPU");
-    sg_live_trace("stop-event");
+    sg_trace_mark("stop-event");
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     op->date_sec = (uint64_t)now.tv_sec;
@@ -503,38 +498,48 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
         sg_ram_wp_end(wp);
         return false;
     }
-    sg_snap_trace("save: capture");
-    sg_live_trace("capture");
+    sg_trace_mark("capture");
     op->hdr.state_len = op->blob_len;
     op->hdr.state_crc = sg_crc32(op->blob, op->blob_len);
     op->parent = vm->pos;
-    sg_snap_trace("save: discard");
-    if (wp && !sg_ram_wp_protect(wp, &werr)) {
+    if (wp && !sg_ram_wp_protect(wp, werr)) {
         sg_ram_wp_end(wp);
         wp = NULL;
     }
-    if (wp) {
+    if (wp)
         op->wp = vm->wp = wp;
-        sg_snap_trace("save: write-protect");
-        sg_live_trace("wp");
-    } else if (!op->by_fork) {
-        sg_live_trace("wp-failed");
-    }
+    if (!op->by_fork)
+        sg_trace_mark(op->wp ? "wp" : "wp-failed");
     if (!op->wp && !sg_ram_child_fork(&op->child, &job->err))
         return false;
-    sg_snap_trace("save: fork");
     if (!sg_snap_start_locked_worker(op, save_worker, &job->err))
         return false;
-    sg_snap_trace("save: worker, locks");
-    sg_live_trace("worker-locks");
+    sg_trace_mark("worker-locks");
     sg_snap_resume_vm(op);
     sg_ram_wp_go(op->wp);
-    sg_snap_trace("save: resume");
-    sg_live_trace("resume-event");
-    sg_live_trace("<");
-    if (werr.msg[0] && sg_live_trace_on())
-        fprintf(stderr, "live: write-protect unavailable, the fork instead: %s\n", werr.msg);
+    sg_trace_mark("resume-event");
+    if (werr->msg[0])
+        sg_trace_printf("live: write-protect unavailable, the fork instead: %s", werr->msg);
     return true;
+}
+
+static bool save_instant(struct sg_job *job, struct snap_op *op)
+{
+    struct sg_error perr = { 0 }, werr = { 0 };
+    (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
+    /* And the write-protect set-up (userfaultfd, zero-page populate before
+     * Linux 6.4, registration, handler thread): the pause only protects. */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    struct sg_ram_wp *wp = op->by_fork ? NULL : sg_ram_wp_open(&op->vmm->vm, op->wp_limit, &werr);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    if (wp)
+        sg_trace_printf("trace: save: write-protect set-up before the pause %.3f ms",
+                        (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+    sg_trace_begin("save");
+    bool ok = save_pause(job, op, wp, &werr);
+    sg_trace_end(ok);
+    return ok;
 }
 
 static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
@@ -616,6 +621,8 @@ static enum sg_job_step save_step(struct sg_job *job, bool cancelled)
         snprintf(pos->id, sizeof(pos->id), "%s", op->ids[vi]);
         pos->date_sec = op->date_sec;
         pos->date_nsec = op->date_nsec;
+        sg_snap_tree_saved(op->vmm, op->vmdrive, op->ids[vi], op->date_sec, op->date_nsec,
+                           &op->parent);
         return SG_JOB_STEP_DONE;
     }
     return SG_JOB_STEP_FAILED;

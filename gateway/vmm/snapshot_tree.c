@@ -58,25 +58,163 @@ static struct sg_drive *tree_drive(struct sg_vmm *vmm, json_t *args)
     return NULL;
 }
 
-/* The parent recorded in snapshot `s`'s header, as an index into list. */
-static int parent_of(struct sg_drive *d, struct sg_snapshot_info *list, int n, int s)
+/* ---- the parents, kept so that the query reads no image ----------------
+ * A snapshot's parent is in its VM state header, on disk: reading it needs
+ * the drive lock, which a running save's writer holds for its writes (a
+ * stalled disk: seconds).  So each parent is read once and kept here: at
+ * start for the snapshots the images already hold, at each save's commit
+ * from what the save wrote (sg_snap_tree_saved), and, should a snapshot
+ * with VM state ever be listed without a record, read under the lock then
+ * (none is: only saves make such snapshots, and no other program can write
+ * the locked images).  Records are keyed by drive, ID and date (an ID can be
+ * reused after a delete) and pruned to the drive's published list at each
+ * use, so they never outnumber its snapshots. */
+struct parent_rec {
+    const struct sg_drive *drive;
+    char id[sizeof(((struct sg_snapshot_info *)0)->id)];
+    uint64_t date_sec;
+    uint32_t date_nsec;
+    bool has_parent;
+    char parent_id[sizeof(((struct sg_vmstate_header *)0)->parent_id)];
+    uint64_t parent_date_sec;
+    uint32_t parent_date_nsec;
+};
+
+struct sg_snap_tree {
+    struct parent_rec *r;
+    size_t n, cap;
+};
+
+static bool rec_is(const struct parent_rec *r, const struct sg_drive *d, const char *id,
+                   uint64_t sec, uint32_t nsec)
 {
-    if (!list[s].vm_state_size)
+    return r->drive == d && r->date_sec == sec && r->date_nsec == nsec && !strcmp(r->id, id);
+}
+
+static struct parent_rec *rec_find(struct sg_snap_tree *t, const struct sg_drive *d,
+                                   const struct sg_snapshot_info *s)
+{
+    for (size_t i = 0; i < t->n; i++)
+        if (rec_is(&t->r[i], d, s->id, s->date_sec, s->date_nsec))
+            return &t->r[i];
+    return NULL;
+}
+
+/* A new record for snapshot `s` of `d` (no parent yet); NULL: out of memory. */
+static struct parent_rec *rec_add(struct sg_snap_tree *t, const struct sg_drive *d,
+                                  const char *id, uint64_t sec, uint32_t nsec)
+{
+    if (t->n == t->cap) {
+        size_t cap = t->cap ? t->cap * 2 : 16;
+        struct parent_rec *r = realloc(t->r, cap * sizeof(*r));
+        if (!r)
+            return NULL;
+        t->r = r;
+        t->cap = cap;
+    }
+    struct parent_rec *r = &t->r[t->n++];
+    memset(r, 0, sizeof(*r));
+    r->drive = d;
+    snprintf(r->id, sizeof(r->id), "%s", id);
+    r->date_sec = sec;
+    r->date_nsec = nsec;
+    return r;
+}
+
+/* Drops the records of `d` that its list no longer holds. */
+static void rec_prune(struct sg_snap_tree *t, const struct sg_drive *d,
+                      const struct sg_snapshot_info *list, int n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < t->n; i++) {
+        bool keep = t->r[i].drive != d;
+        for (int s = 0; !keep && s < n; s++)
+            keep = rec_is(&t->r[i], d, list[s].id, list[s].date_sec, list[s].date_nsec);
+        if (keep)
+            t->r[k++] = t->r[i];
+    }
+    t->n = k;
+}
+
+/* Reads, under the drive lock, the parent of each snapshot of `list` that
+ * has VM state and no record yet (at start; see above). */
+static void rec_read_missing(struct sg_snap_tree *t, struct sg_drive *d,
+                             const struct sg_snapshot_info *list, int n)
+{
+    bool locked = false;
+    for (int s = 0; s < n; s++) {
+        if (!list[s].vm_state_size || rec_find(t, d, &list[s]))
+            continue;
+        struct parent_rec *r = rec_add(t, d, list[s].id, list[s].date_sec, list[s].date_nsec);
+        if (!r)
+            break;
+        if (!locked)
+            sg_drive_lock(d);
+        locked = true;
+        uint8_t page[SG_VMSTATE_HEADER_SIZE];
+        struct sg_vmstate_header h;
+        struct sg_error err = { 0 };
+        if (!sg_block_vmstate_read_snapshot(d->bs, list[s].id, 0, page, sizeof(page), &err) ||
+            !sg_vmstate_header_decode(page, &h, list[s].name, &err) || !h.has_parent)
+            continue;   /* no parent known */
+        r->has_parent = true;
+        memcpy(r->parent_id, h.parent_id, sizeof(r->parent_id));
+        r->parent_id[sizeof(r->parent_id) - 1] = 0;
+        r->parent_date_sec = h.parent_date_sec;
+        r->parent_date_nsec = h.parent_date_nsec;
+    }
+    if (locked)
+        sg_drive_unlock(d);
+}
+
+void sg_snap_tree_saved(struct sg_vmm *vmm, const struct sg_drive *d, const char *id,
+                        uint64_t date_sec, uint32_t date_nsec, const struct sg_snap_pos *parent)
+{
+    struct sg_snap_tree *t = vmm->tree;
+    struct sg_snapshot_info *list = NULL;
+    int n = sg_block_snapshot_list_published(d->bs, &list, NULL);
+    if (!t || n < 0)
+        return;
+    rec_prune(t, d, list, n);
+    sg_snapshot_info_free_list(list, n);
+    struct sg_snapshot_info me = { .date_sec = date_sec, .date_nsec = date_nsec };
+    snprintf(me.id, sizeof(me.id), "%s", id);
+    struct parent_rec *r = rec_find(t, d, &me);
+    if (!r && !(r = rec_add(t, d, id, date_sec, date_nsec)))
+        return;
+    /* What save_header wrote into this snapshot's header. */
+    r->has_parent = parent->valid;
+    snprintf(r->parent_id, sizeof(r->parent_id), "%s", parent->valid ? parent->id : "");
+    r->parent_date_sec = parent->valid ? parent->date_sec : 0;
+    r->parent_date_nsec = parent->valid ? parent->date_nsec : 0;
+}
+
+void sg_snap_tree_free(struct sg_vmm *vmm)
+{
+    if (!vmm->tree)
+        return;
+    free(vmm->tree->r);
+    free(vmm->tree);
+    vmm->tree = NULL;
+}
+
+/* The parent of list[s] as an index into list, -1: none known. */
+static int parent_of(struct sg_snap_tree *t, const struct sg_drive *d,
+                     const struct sg_snapshot_info *list, int n, int s)
+{
+    const struct parent_rec *r = list[s].vm_state_size ? rec_find(t, d, &list[s]) : NULL;
+    if (!r || !r->has_parent)
         return -1;
-    uint8_t page[SG_VMSTATE_HEADER_SIZE];
-    struct sg_vmstate_header h;
-    struct sg_error err = { 0 };
-    if (!sg_block_vmstate_read_snapshot(d->bs, list[s].id, 0, page, sizeof(page), &err) ||
-        !sg_vmstate_header_decode(page, &h, list[s].name, &err) || !h.has_parent)
-        return -1;
-    h.parent_id[sizeof(h.parent_id) - 1] = 0;
     for (int i = 0; i < n; i++)
-        if (i != s && !strcmp(list[i].id, h.parent_id) && list[i].date_sec == h.parent_date_sec &&
-            list[i].date_nsec == h.parent_date_nsec)
+        if (i != s && !strcmp(list[i].id, r->parent_id) && list[i].date_sec == r->parent_date_sec &&
+            list[i].date_nsec == r->parent_date_nsec)
             return i;
     return -1;
 }
 
+/* The snapshot list as the block layer published it at its last change, no
+ * drive lock (as query-block's): the query answers while a save holds the
+ * disk. */
 static void cmd_tree(struct sg_qmp_req *req, json_t *args, void *opaque)
 {
     struct sg_vmm *vmm = opaque;
@@ -87,26 +225,25 @@ static void cmd_tree(struct sg_qmp_req *req, json_t *args, void *opaque)
     }
     struct sg_error err = { 0 };
     struct sg_snapshot_info *list = NULL;
+    int n = sg_block_snapshot_list_published(d->bs, &list, &err);
+    if (n < 0) {
+        sg_qmp_req_error(req, &err);
+        return;
+    }
+    rec_prune(vmm->tree, d, list, n);
+    rec_read_missing(vmm->tree, d, list, n);
     json_t *snaps = json_array();
     const struct sg_snap_pos *pos = &vmm->vm.pos;
     const char *current = NULL;
-    sg_drive_lock(d);
-    int n = sg_block_snapshot_list(d->bs, &list, &err);
     for (int i = 0; i < n; i++) {
         json_t *o = json_pack("{s:s, s:s}", "id", list[i].id, "name", list[i].name);
-        int p = parent_of(d, list, n, i);
+        int p = parent_of(vmm->tree, d, list, n, i);
         if (o && p >= 0)
             json_object_set_new(o, "parent", json_string(list[p].id));
         json_array_append_new(snaps, o);
         if (pos->valid && !strcmp(pos->node, d->node_name) && !strcmp(pos->id, list[i].id) &&
             pos->date_sec == list[i].date_sec && pos->date_nsec == list[i].date_nsec)
             current = list[i].id;
-    }
-    sg_drive_unlock(d);
-    if (n < 0) {
-        json_decref(snaps);
-        sg_qmp_req_error(req, &err);
-        return;
     }
     json_t *ret = json_pack("{s:s, s:s, s:o}", "node", d->node_name, "device", d->device_name,
                             "snapshots", snaps);
@@ -247,6 +384,20 @@ static const struct sg_qmp_arg tree_args[] = {
 
 bool sg_snap_tree_register(struct sg_vmm *vmm, struct sg_error *err)
 {
+    if (!vmm->tree && !(vmm->tree = calloc(1, sizeof(*vmm->tree)))) {
+        sg_error_set(err, "out of memory");
+        return false;
+    }
+    /* The parents of the snapshots the images hold (before any job runs). */
+    for (int i = 0; i < vmm->vm.nr_drives; i++) {
+        struct sg_drive *d = &vmm->vm.drives[i];
+        struct sg_snapshot_info *list = NULL;
+        int n = d->bs && sg_block_can_snapshot(d->bs)
+                    ? sg_block_snapshot_list_published(d->bs, &list, NULL) : -1;
+        if (n > 0)
+            rec_read_missing(vmm->tree, d, list, n);
+        sg_snapshot_info_free_list(list, n);
+    }
     const struct sg_qmp_command cmds[] = {
         { "x-snapgate-query-snapshot-tree", cmd_tree, tree_args, 0, vmm },
         { "x-snapgate-ram-checksum", cmd_ram_checksum, NULL, 0, vmm },

@@ -11,6 +11,7 @@
 struct sg_qmp_server;
 struct sg_job;
 struct sg_hmp_link;
+struct sg_snap_tree;
 
 struct sg_drive_opt {
     char file[512];
@@ -59,6 +60,7 @@ struct sg_vmm {
     uint64_t vm_clock_base_ns;   /* guest run time before the current run */
     uint64_t run_started_ns;     /* monotonic time the guest last resumed (0 if stopped) */
     bool io_error_stopped;       /* stopped by werror=enospc: status "io-error" */
+    struct sg_snap_tree *tree;   /* snapshot_tree.c: each snapshot's parent, read once */
 };
 
 /* ---- vmm_run.c: run state shared by QMP commands and jobs --------------- */
@@ -85,5 +87,7 @@ int sg_vmm_jobs_step(struct sg_vmm *vmm);
 void sg_vmm_jobs_free(struct sg_vmm *vmm);
 /* snapshot_cmds.c: registers the job and snapshot commands. */
 bool sg_vmm_jobs_init(struct sg_vmm *vmm, struct sg_error *err);
+/* snapshot_tree.c: frees what the tree query keeps. */
+void sg_snap_tree_free(struct sg_vmm *vmm);
 
 #endif

@@ -253,3 +253,34 @@ def gateway_on_fake_backend(d, extra=(), **spawn_kw):
     if gw.poll() is not None:
         sgtest.fail(f"gateway exited {gw.returncode}")
     return be, gw, gw_sock
+
+
+VMM_PROMPT = rb"\(snapgate\) "
+
+
+def gateway_on_vmm(d, vmm_args=("-m", "64")):
+    """`snapgate --vmm` on a pty (state in d/state, the serial console on the
+    terminal, --qmp on d/gw.sock): returns (Terminal at its first prompt,
+    QMP client of the gateway)."""
+    gw_sock = os.path.join(d, "gw.sock")
+    t = Terminal([sgtest.binary("snapgate"), "--state-dir", os.path.join(d, "state"),
+                  "--serial-to-terminal", "--qmp", "unix:" + gw_sock, "--vmm", *vmm_args, "--"],
+                 env=gateway_env(d))
+    t.expect(VMM_PROMPT, 30)
+    sgtest.wait_for(lambda: os.path.exists(gw_sock), 10, "gateway QMP socket")
+    return t, sgtest.QMP(gw_sock)
+
+
+def monitor_reply(t, line, timeout=30):
+    """Types `line` at the gateway's monitor: its output up to the next
+    prompt, as lines without ANSI escapes, blank lines, the guest's ticks,
+    prompts and the echo of the line itself (which the terminal may wrap)."""
+    t.send(line + "\r")
+    t.expect(re.escape(line.split()[0].encode()), 10)
+    begin = t.pos
+    m = t.expect(VMM_PROMPT, timeout)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", t.out[begin:m.start()].decode(errors="replace"))
+    echo = line.replace(" ", "")
+    return [ln.strip() for ln in text.replace("\r", "").split("\n")
+            if ln.strip() and not re.fullmatch(r"tick \d+|\(snapgate\)", ln.strip())
+            and ln.replace(" ", "") not in echo]

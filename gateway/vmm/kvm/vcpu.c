@@ -19,7 +19,7 @@
 #include "devices/acpi_pm.h"
 #include "guest/boot_info.h"
 #include "linux_boot.h"
-#include "ram_live.h"
+#include "trace.h"
 #include "vm.h"
 #include "vm_io.h"
 
@@ -410,11 +410,11 @@ void sg_vm_pause(struct sg_vm *vm)
     for (int i = 0; i < vm->nr_vcpus; i++)
         if (vm->vcpus[i].thread_started)
             pthread_kill(vm->vcpus[i].thread, SIG_KICK);
-    sg_live_trace("kick");
+    sg_trace_mark("kick");
     while (!vm->vcpu_paused)
         pthread_cond_wait(&vm->run_cond, &vm->run_lock);
     pthread_mutex_unlock(&vm->run_lock);
-    sg_live_trace("parked");
+    sg_trace_mark("parked");
 }
 
 void sg_vm_resume(struct sg_vm *vm)
@@ -423,7 +423,7 @@ void sg_vm_resume(struct sg_vm *vm)
     vm->pause_req = false;
     pthread_cond_broadcast(&vm->run_cond);
     pthread_mutex_unlock(&vm->run_lock);
-    sg_live_trace("unpark");
+    sg_trace_mark("unpark");
 }
 
 void sg_vm_stop_vcpus(struct sg_vm *vm)

@@ -96,11 +96,60 @@ static void test_errors_like_qemu(void **s)
         {"system_reset now", "system_reset: extraneous characters at the end of line\nTry \"help system_reset\" for more information\n"},
         {"system_powerdown 1", "system_powerdown: extraneous characters at the end of line\nTry \"help system_powerdown\" for more information\n"},
         {"info snapshots extra", "snapshots: extraneous characters at the end of line\nTry \"help info snapshots\" for more information\n"},
+        {"pmemsave 0 16", "pmemsave: string expected\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 0", "unexpected end of expression\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 0 16 /tmp/x", "invalid char 't' in expression\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 0 0x100000000 f", "'pmemsave' has failed: integer is for 32-bit values\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 99999999999999999999 1 f", "number too large\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 1%0 1 f", "division by zero\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave (1 1 f", "')' expected\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 'ab' 1 f", "missing terminating ' character\nTry \"help pmemsave\" for more information\n"},
+        {"pmemsave 0 1 f g", "pmemsave: extraneous characters at the end of line\nTry \"help pmemsave\" for more information\n"},
     };
     for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
         assert_int_equal(sg_hmp_parse(t[i].line, Q72, &p), SG_HMP_PARSE_ERROR);
         assert_string_equal(p.error, t[i].reply);
     }
+}
+
+/* pmemsave's integers: QEMU's expressions (values checked against QEMU 7.2 by
+ * tests/integration/vmm/test_vmm_pmemsave.py) */
+static void test_pmemsave_args(void **s)
+{
+    static const struct { const char *line; uint64_t addr; uint32_t size; const char *file; } t[] = {
+        {"pmemsave 0 16 a", 0, 16, "a"},
+        {"pmemsave (1+2)*4 1+1&1 \"x y\"", 12, 2, "x y"},
+        {"pmemsave 0x10 1|2*2 b", 16, 5, "b"},
+        {"pmemsave 010 7-2-1 c", 8, 4, "c"},
+        {"pmemsave -1 0xffffffff d", UINT64_MAX, UINT32_MAX, "d"},
+        {"pmemsave 'a' ~0&15 e", 'a', 15, "e"},
+        {"pmemsave -16/-2 2^3 f", 8, 1, "f"},
+        {"pmemsave 0 16abc", 0, 16, "abc"},
+        {"pmemsave 0 -1 c.bin", UINT64_MAX, 0, NULL},   /* 0 - 1, then SIZE "c.bin" */
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        enum sg_hmp_parse_status st = sg_hmp_parse(t[i].line, Q72, &p);
+        if (!t[i].file) {
+            assert_int_equal(st, SG_HMP_PARSE_ERROR);
+            assert_string_equal(p.error, "invalid char 'c' in expression\nTry \"help pmemsave\" for more information\n");
+            continue;
+        }
+        assert_int_equal(st, SG_HMP_PARSE_OK);
+        assert_int_equal(p.def->op, SG_HMP_OP_PMEMSAVE);
+        assert_true(p.addr == t[i].addr);
+        assert_int_equal(p.size, t[i].size);
+        assert_string_equal(p.name, t[i].file);
+    }
+    /* a register is the back end's; nesting is bounded */
+    assert_int_equal(sg_hmp_parse("pmemsave $eax 16 f", Q72, &p), SG_HMP_PARSE_UNKNOWN);
+    assert_string_equal(p.reg, "$eax");
+    assert_string_equal(p.unknown, "pmemsave");
+    static char deep[4096];
+    strcpy(deep, "pmemsave ");
+    memset(deep + 9, '(', 2000);
+    strcpy(deep + 2009, "1 1 f");
+    assert_int_equal(sg_hmp_parse(deep, Q72, &p), SG_HMP_PARSE_ERROR);
+    assert_string_equal(p.error, "expression nested too deeply\nTry \"help pmemsave\" for more information\n");
 }
 
 static void test_flags(void **s)
@@ -160,6 +209,7 @@ static void test_help_texts(void **s)
         {"cont", "", "cont|c  -- resume emulation\n"},
         {"system_reset", "", "system_reset  -- reset the system\n"},
         {"system_powerdown", "", "system_powerdown  -- send system power down event\n"},
+        {"pmemsave", "", "pmemsave addr size file -- save to disk physical memory dump starting at 'addr' of size 'size'\n"},
         {"help", "", "help|? [cmd] -- show the help\n"},
         {"info", "status", "info status  -- show the current VM status (running|paused)\n"},
         {"info", "snapshots", "info snapshots  -- show the currently saved VM snapshots\n"},
@@ -211,6 +261,7 @@ int main(void)
         cmocka_unit_test(test_quoting),           cmocka_unit_test(test_errors_like_qemu),
         cmocka_unit_test(test_flags),             cmocka_unit_test(test_help_words),
         cmocka_unit_test(test_long_name_truncated), cmocka_unit_test(test_help_texts),
+        cmocka_unit_test(test_pmemsave_args),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,32 @@
+/* trace.h: SNAPGATE_VMM_TRACE (any value), the timing of a snapshot job's
+ * pause on stderr (how the figures of gateway/vmm/README.md and
+ * bench/README.md section 6 were found; bench/bench_linux.py prints these
+ * lines with each run).  One mechanism for two kinds of line:
+ *
+ *   trace: save: capture                 0.512 ms      (one per phase)
+ *   live: save pause: kick 0.021 parked 0.300 ... | total 7.700 ms
+ *                                                      (one per pause)
+ *
+ * A span belongs to the thread that began it: sg_trace_begin opens it,
+ * sg_trace_mark ends the phase that ran since the previous mark (prints
+ * its "trace:" line and adds it to the span's summary).  Marks on a
+ * thread with no span open are ignored (sg_vm_pause is also used outside
+ * snapshot jobs).
+ * sg_trace_end(true) prints the "live:" summary of the span (a pause that
+ * happened), sg_trace_end(false) closes it silently (a failed job).
+ * The variable is read once; when it is unset a mark costs one load. */
+#ifndef SG_VMM_TRACE_H
+#define SG_VMM_TRACE_H
+
+#include <stdbool.h>
+
+bool sg_trace_on(void);
+/* `name` (a string literal: kept) prefixes the span's lines. */
+void sg_trace_begin(const char *name);
+void sg_trace_mark(const char *phase);
+void sg_trace_end(bool summary);
+/* One free line, prefix included ("trace: wp: ...", "live: ..."):
+ * statistics, why a mechanism was not used. */
+void sg_trace_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif
