@@ -250,14 +250,25 @@ try {
   await waitCurrent(tagB);
 
   step('load the first with confirmation (Escape first: nothing happens)');
-  const ticks = () => page.$eval('#serial-term .xterm-rows', (el) =>
-    [...(el.textContent || '').matchAll(/tick (\d+)/g)].map((m) => Number(m[1])));
-  const maxAt = (a) => Math.max(0, ...a);
-  await page.waitForFunction((n) => {
-    const all = [...(document.querySelector('#serial-term .xterm-rows').textContent || '').matchAll(/tick (\d+)/g)];
-    return all.length && Math.max(...all.map((m) => Number(m[1]))) >= n + 3;
-  }, maxAt(await ticks()), { timeout: 60000 });
-  const maxBefore = maxAt(await ticks());
+  // The serial terminal is read from its whole buffer (scrollback included, what
+  // an operator scrolls back to), not from the rows on screen, and only its
+  // complete lines: the cursor's line may hold half a number ("tick 25" of 254).
+  // snapgate-vmm resumes the guest at once on a load and its job concludes only
+  // when the rest of RAM is in (seconds under CPU load), so the ticks go back
+  // long before the current marker moves, and may pass the old count again.
+  await page.evaluate(() => {
+    // The "tick N" values of the terminal's complete lines from buffer line `from` on.
+    window.sgTestTicks = (from = 0) => {
+      const b = window.sgSerial.buffer.active, out = [];
+      for (let i = Math.max(0, from); i < b.baseY + b.cursorY; i++) {
+        const m = /\btick (\d+)\s*$/.exec(b.getLine(i)?.translateToString(true) || '');
+        if (m) out.push(Number(m[1]));
+      }
+      return out;
+    };
+  });
+  const lastTick = () => page.evaluate(() => window.sgTestTicks().pop() || 0);
+  await page.waitForFunction((n) => (window.sgTestTicks().pop() || 0) >= n + 3, await lastTick(), { timeout: 60000 });
   await clickAction(tagA, 'load');
   await page.waitForSelector('#confirm[open]');
   await shot('04-confirm-load');
@@ -265,17 +276,26 @@ try {
   await page.waitForSelector('#confirm:not([open])', { state: 'hidden' });
   check(!(await page.$('.job[data-state="running"]')), 'cancelled load starts no job');
   await clickAction(tagA, 'load');
-  await confirmOk();
+  await page.waitForSelector('#confirm[open]');
+  // Everything the terminal shows from here on is after the load's OK; the
+  // marker follows its line as the buffer scrolls.
+  await page.evaluate(() => { window.sgTestLoadMark = window.sgSerial.registerMarker(0); });
+  const tickAtLoad = await lastTick();
+  await page.click('#confirm-ok');
   await page.waitForSelector('.job[data-state="done"]', { timeout: JOB_TIMEOUT });
   await waitCurrent(tagA);
   check(await errorText() === '', `no error after a good load: ${await errorText()}`);
   if (real) {
-    step(`serial: ticks before load reached ${maxBefore}; waiting for a lower one`);
-    await page.waitForFunction((n) => {
-      const all = [...(document.querySelector('#serial-term .xterm-rows').textContent || '').matchAll(/tick (\d+)/g)].map((m) => Number(m[1]));
-      const i = all.lastIndexOf(n);
-      return (i >= 0 ? all.slice(i + 1) : all).some((v) => v < n);
-    }, maxBefore, { timeout: 60000 });
+    step(`serial: tick ${tickAtLoad} when the load was confirmed; waiting for a lower one`);
+    const back = await page.waitForFunction((n) => {
+      const mark = window.sgTestLoadMark;
+      if (mark.isDisposed) return 'gone';   // out of the 5000-line scrollback
+      return window.sgTestTicks(mark.line).find((v) => v < n) ?? false;
+    }, tickAtLoad, { timeout: 60000 }).then((h) => h.jsonValue(), async () =>
+      `none in 60 s; ticks since the load's OK: ${await page.evaluate(() => window.sgTestTicks(window.sgTestLoadMark.line).slice(-40).join(' '))}`);
+    check(typeof back === 'number', `no tick below ${tickAtLoad} in the terminal after the load: ${back === 'gone' ? 'its lines left the scrollback' : back}`);
+    step(`serial: back to tick ${back}`);
+    await page.evaluate(() => window.sgTestLoadMark.dispose());
   }
   await noJobRunning();
   await shot('05-loaded');
