@@ -3,6 +3,8 @@
  * lws may only write from LWS_CALLBACK_SERVER_WRITEABLE, while the gateway
  * produces output whenever the back end speaks, so every connection has an
  * output queue; WRITEABLE sends one fragment of its head and asks for more.
+ * /serial output joins the queued message that has not started going out
+ * (up to SG_WEB_COALESCE), so what waited goes out as one message.
  * Input is assembled into whole messages (limit 1 MiB) before it reaches the
  * gateway, because QMP and HMP are one message per frame. */
 #include <stdio.h>
@@ -26,6 +28,7 @@ static void queue_free(struct sg_web_conn *c)
         free(m);
     }
     c->out_tail = NULL;
+    c->out_tail_link = NULL;
     c->out_bytes = 0;
     sg_budget_leave(&c->out);
 }
@@ -47,6 +50,53 @@ static void out_evict(struct sg_budget_member *m)
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
 }
 
+/* A queued message of its own; a /serial one with room to grow. */
+static struct sg_web_msg *msg_new(const struct sg_web_conn *c, const void *data, size_t len,
+                                  bool binary)
+{
+    size_t cap = len;
+    if (c->kind == SG_WEB_SERIAL && cap < SG_WEB_COALESCE_MIN)
+        cap = SG_WEB_COALESCE_MIN;
+    struct sg_web_msg *m = malloc(sizeof *m + LWS_PRE + cap);
+    if (!m)
+        return NULL;
+    m->next = NULL;
+    m->len = len;
+    m->off = 0;
+    m->cap = cap;
+    m->binary = binary;
+    if (len)
+        memcpy(m->buf + LWS_PRE, data, len);
+    return m;
+}
+
+/* /serial: appends to the tail if nothing of it was written yet and the sum
+ * stays within SG_WEB_COALESCE.  Byte order is the queue's order either
+ * way; only the message boundaries differ, and a byte stream has none.
+ * False: the caller queues a message of its own (also when growing fails). */
+static bool conn_append(struct sg_web_conn *c, const void *data, size_t len)
+{
+    struct sg_web_msg *t = c->out_tail;
+    if (c->kind != SG_WEB_SERIAL || !t || t->off || !len || t->len + len > SG_WEB_COALESCE)
+        return false;
+    if (t->len + len > t->cap) {
+        size_t cap = t->cap * 2;
+        if (cap < t->len + len)
+            cap = t->len + len;
+        if (cap > SG_WEB_COALESCE)
+            cap = SG_WEB_COALESCE;
+        struct sg_web_msg *n = realloc(t, sizeof *n + LWS_PRE + cap);
+        if (!n)
+            return false;
+        n->cap = cap;
+        *c->out_tail_link = n;
+        c->out_tail = t = n;
+    }
+    memcpy(t->buf + LWS_PRE + t->len, data, len);
+    t->len += len;
+    return true;
+}
+
 static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bool binary)
 {
     if (c->dead || !c->wsi)
@@ -60,23 +110,17 @@ static void conn_enqueue(struct sg_web_conn *c, const void *data, size_t len, bo
         lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
         return;
     }
-    struct sg_web_msg *m = malloc(sizeof *m + LWS_PRE + len);
-    if (!m) {
-        c->dead = true;
-        lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
-        return;
+    if (!conn_append(c, data, len)) {
+        struct sg_web_msg *m = msg_new(c, data, len, binary);
+        if (!m) {
+            c->dead = true;
+            lws_set_timeout(c->wsi, PENDING_TIMEOUT_KILLED_BY_PARENT, LWS_TO_KILL_ASYNC);
+            return;
+        }
+        c->out_tail_link = c->out_tail ? &c->out_tail->next : &c->out_head;
+        *c->out_tail_link = m;
+        c->out_tail = m;
     }
-    m->next = NULL;
-    m->len = len;
-    m->off = 0;
-    m->binary = binary;
-    if (len)
-        memcpy(m->buf + LWS_PRE, data, len);
-    if (c->out_tail)
-        c->out_tail->next = m;
-    else
-        c->out_head = m;
-    c->out_tail = m;
     c->out_bytes += len;
     sg_budget_set(&c->out, c->out_bytes);
     if (c->dead)
@@ -109,6 +153,8 @@ static int conn_write_some(struct sg_web_conn *c)
         c->out_head = m->next;
         if (!c->out_head)
             c->out_tail = NULL;
+        if (c->out_tail_link == &m->next)
+            c->out_tail_link = &c->out_head;
         free(m);
     }
     /* Less than before, so nothing is evicted here; still checked. */
@@ -141,7 +187,8 @@ static void qmp_send(void *opaque, const char *json_text, size_t len)
 
 static void serial_out(void *opaque, const void *bytes, size_t len)
 {
-    conn_enqueue(opaque, bytes, len, true);
+    if (len)   /* a stream: nothing to say with an empty message */
+        conn_enqueue(opaque, bytes, len, true);
 }
 
 static void hmp_done(void *opaque, const char *text, bool quit)

@@ -25,6 +25,13 @@
 /* One WebSocket fragment per WRITEABLE callback keeps big replies from
  * being copied into lws' own partial-send buffer. */
 #define SG_WEB_FRAGMENT      (16u * 1024u)
+/* /serial is a byte stream, and the VMM's UART hands it over a byte at a
+ * time: output queued behind a message that has not started going out is
+ * appended to it, up to this many bytes, so that a client that was not
+ * writable gets what waited in one message instead of one per byte. */
+#define SG_WEB_COALESCE      (64u * 1024u)
+/* The first allocation of a /serial message, grown by doubling. */
+#define SG_WEB_COALESCE_MIN  1024u
 #define SG_WEB_TOKEN_MAX     128
 /* /hmp lines run one after the other; while one runs (a save can take
  * minutes) the next ones wait here.  A client that keeps sending is closed
@@ -37,6 +44,7 @@ enum sg_web_kind { SG_WEB_QMP = 1, SG_WEB_HMP, SG_WEB_SERIAL };
 struct sg_web_msg {
     struct sg_web_msg *next;
     size_t len, off;     /* payload length, bytes already written */
+    size_t cap;          /* payload room allocated (>= len) */
     bool binary;
     unsigned char buf[]; /* LWS_PRE bytes of header room, then the payload */
 };
@@ -54,6 +62,7 @@ struct sg_web_conn {
     struct sg_web_conn *prev, *next;
 
     struct sg_web_msg *out_head, *out_tail;
+    struct sg_web_msg **out_tail_link; /* what points at out_tail (it may move) */
     size_t out_bytes;
     struct sg_budget_member out; /* out_bytes in the gateway's total */
     bool rx_paused;
