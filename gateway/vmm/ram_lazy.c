@@ -280,7 +280,7 @@ static void *filler(void *arg)
             data = lz->host[k] != 0;
         uint64_t n = lz->nclusters - c < per ? lz->nclusters - c : per;
         if (data)
-            madvise((char *)lz->vm->ram + c * lz->cs, n * lz->cs, SG_MADV_COLLAPSE);
+            sg_ram_collapse((char *)lz->vm->ram + c * lz->cs, n * lz->cs);
     }
     atomic_store(&lz->finished, true);
     return NULL;

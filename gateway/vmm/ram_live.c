@@ -25,7 +25,9 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/uio.h>
 #include <sys/wait.h>
@@ -33,6 +35,14 @@
 
 #include "ram_live.h"
 #include "trace.h"
+
+void sg_ram_collapse(void *addr, size_t len)
+{
+    const char *v = getenv("SNAPGATE_VMM_COLLAPSE");
+    if (v && !strcmp(v, "0"))
+        return;
+    madvise(addr, len, SG_MADV_COLLAPSE);
+}
 
 bool sg_ram_child_fork(struct sg_ram_child *c, struct sg_error *err)
 {

@@ -16,6 +16,11 @@
 #define SG_MADV_COLLAPSE 25   /* Linux 6.1; older kernels answer EINVAL */
 #endif
 
+/* Huge pages back for guest RAM [addr, addr+len) (MADV_COLLAPSE), while the
+ * guest runs; SNAPGATE_VMM_COLLAPSE=0 leaves it to khugepaged (diagnosis:
+ * does a collapse under a running guest matter?). */
+void sg_ram_collapse(void *addr, size_t len);
+
 struct sg_ram_child {
     pid_t pid;       /* 0: none */
     int pipe_wr;     /* closing it lets the child exit */

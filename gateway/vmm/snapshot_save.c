@@ -393,7 +393,7 @@ static void *save_worker(void *arg)
         sg_ram_child_end(&op->child);
         /* Pages the guest wrote during the save were copied one by one and
          * split their huge pages; put them back so the next fork stays cheap. */
-        madvise(vm->ram, vm->ram_size, SG_MADV_COLLAPSE);
+        sg_ram_collapse(vm->ram, vm->ram_size);
     }
     op->worker_ok = ok;
     atomic_store(&op->worker_done, true);

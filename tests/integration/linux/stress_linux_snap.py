@@ -6,6 +6,7 @@ within 40 s; the lazy load and, with STRESS_EAGER=1, SNAPGATE_VMM_LAZY=0.
 Every state capture and load is traced (SNAPGATE_VMM_IRQ_TRACE: LAPIC
 IRR/ISR, vCPU events, IOAPIC, PIC, UART); on a stuck guest the trace of the
 load that preceded it and of a capture of the stuck state are printed.
+STRESS_BENCH=1: bench_linux.py's save, load and write, repeated.
 STRESS_SAVES=1: live saves only
 (with STRESS_BUSY=1, the linux_guest scenario): the guest must not reboot.
 Not in the default suite: a diagnosis tool (in the bed ~20 s a cycle).
@@ -17,7 +18,7 @@ import sys
 import time
 
 import sgtest
-from linux_util import Console, enter_bed_or_here
+from linux_util import Console, enter_bed_or_here, show_log_on_failure
 
 guest = enter_bed_or_here(__file__, bed_timeout=1500)
 cycles = int(os.environ.get("STRESS_CYCLES", "12"))
@@ -32,6 +33,7 @@ sgtest.run([img, "create", disk0, "64M"])
 ssock, qsock = os.path.join(d, "serial.sock"), os.path.join(d, "qmp.sock")
 errpath = os.path.join(d, "vmm-stderr.log")
 errlog = open(errpath, "ab")
+show_log_on_failure(errpath, lines=60)
 p = sgtest.spawn([vmm, "-m", "512M", "-kernel", os.path.join(guest, "vmlinuz"),
                   "-initrd", os.path.join(guest, "initrd.img"), "-append", "console=ttyS0 quiet",
                   "-serial", f"unix:{ssock},server=on", "-qmp", f"unix:{qsock},server=on,wait=off",
@@ -39,7 +41,7 @@ p = sgtest.spawn([vmm, "-m", "512M", "-kernel", os.path.join(guest, "vmlinuz"),
 con = Console(ssock)
 con.boot(300)
 q = sgtest.QMP(qsock, timeout=300)
-con.sh("mkdir -p /shm && mount -t tmpfs -o size=64m tmpfs /shm")
+con.sh("mkdir -p /shm && mount -t tmpfs -o size=300m tmpfs /shm")
 if os.environ.get("STRESS_BUSY") == "1":   # else idle at the prompt, as bench_linux.py saves
     con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; "
            "dd if=/dev/zero of=/shm/dirty bs=64k count=16 2>/dev/null; done) &")
@@ -52,7 +54,8 @@ def trace_tail(n):
 
 
 def saves_only():
-    """STRESS_SAVES=1: live saves only, while the loop dirties memory; after each
+    """STRESS_BENCH=1: bench_linux.py's save, load and write, repeated.
+STRESS_SAVES=1: live saves only, while the loop dirties memory; after each
     the guest must not have rebooted (uptime), the RAM file must be whole."""
     con.sh("dd if=/dev/urandom of=/shm/r bs=1M count=32 2>/dev/null", 120)
     want = con.sh("md5sum /shm/r | cut -d' ' -f1")
@@ -76,8 +79,38 @@ def saves_only():
     sys.exit(0)
 
 
+def bench_cycles():
+    """STRESS_BENCH=1: bench_linux.py's scenario over and over in one boot: 256 MiB
+    of random bytes in tmpfs and a counting loop; save, rm the file, load, then
+    rewrite 5 MiB of it: the guest must answer and must not have rebooted."""
+    con.sh("dd if=/dev/urandom of=/shm/r bs=1M count=256 2>/dev/null", 600)
+    con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; done) &")
+    for i in range(1, cycles + 1):
+        r = q.hmp(f"savevm b{i}")
+        sgtest.check("Error" not in r, f"savevm b{i}: {r!r}")
+        con.sh("rm /shm/r", 300)
+        r = q.hmp(f"loadvm b{i}")
+        sgtest.check("Error" not in r, f"loadvm b{i}: {r!r}")
+        con.buf = b""
+        up = con.sh("ls /shm/r >/dev/null && cut -d' ' -f1 /proc/uptime", 300)
+        out = con.sh("dd if=/dev/urandom of=/shm/r bs=1M count=5 conv=notrunc 2>/dev/null; "
+                     "cut -d' ' -f1 /proc/uptime", 300)
+        with open(errpath, "rb") as f:
+            tf = [ln for ln in f.read().decode(errors="replace").splitlines() if "triple fault" in ln]
+        print(f"cycle {i}: uptime after load {up}, after the write {out}, triple faults {len(tf)}",
+              flush=True)
+        sgtest.check(not tf and float(out) >= float(up), f"cycle {i}: the guest rebooted: {tf}")
+        q.hmp(f"delvm b{i}")
+    q.cmd("quit")
+    p.wait(30)
+    sgtest.qemu_img_check(disk0)
+    sys.exit(0)
+
+
 if os.environ.get("STRESS_SAVES") == "1":
     saves_only()
+if os.environ.get("STRESS_BENCH") == "1":
+    bench_cycles()
 stuck = 0
 for i in range(1, cycles + 1):
     con.sh(f"echo before-{i}")            # the save follows the prompt at once
