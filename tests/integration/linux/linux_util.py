@@ -100,3 +100,17 @@ def show_log_on_failure(path, what="snapgate-vmm stderr", lines=40):
             tail = f.read().decode(errors="replace").splitlines()[-lines:]
         print(f"--- last {len(tail)} lines of {what} ---\n" + "\n".join(tail), flush=True)
     sgtest.on_failure(show)
+
+
+def show_vm_state_on_failure(holder):
+    """On a failure, asks the VM in holder["qmp"] (an sgtest.QMP, when set) for its
+    run state and, with SNAPGATE_VMM_IRQ_TRACE set, saves once more so that the VMM's
+    stderr shows the interrupt state of the guest as it is (a stuck guest's)."""
+    def show():
+        q = holder.get("qmp")
+        if q is None:
+            return
+        q.sock.settimeout(60)
+        print("query-status at the failure:", q.cmd("query-status"), flush=True)
+        print("savevm sg-diag:", q.hmp("savevm sg-diag"), flush=True)
+    sgtest.on_failure(show)

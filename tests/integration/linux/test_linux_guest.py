@@ -18,7 +18,7 @@ import subprocess
 import time
 
 import sgtest
-from linux_util import Console, enter_bed_or_here, show_log_on_failure
+from linux_util import Console, enter_bed_or_here, show_log_on_failure, show_vm_state_on_failure
 
 guest = enter_bed_or_here(__file__)
 
@@ -50,13 +50,19 @@ qsock = os.path.join(d, "qmp.sock")
 t0 = time.monotonic()
 # stderr to a file: a pipe nobody reads would stop the VMM once it is full
 errlog = open(os.path.join(d, "vmm-stderr.log"), "ab")
-show_log_on_failure(errlog.name)
+# On a failure: the VM's run state and interrupt state, then the VMM's stderr.
+os.environ["SNAPGATE_VMM_IRQ_TRACE"] = "1"
+os.environ["SNAPGATE_VMM_TRACE"] = "1"
+vm_now = {}
+show_vm_state_on_failure(vm_now)
+show_log_on_failure(errlog.name, lines=80)
 p = sgtest.spawn(vmm_argv(), stderr=errlog)
 con = Console(ssock)
 con.boot(300)
 boot_s = time.monotonic() - t0
 print(f"boot to shell prompt: {boot_s:.1f} s", flush=True)
 q = sgtest.QMP(qsock, timeout=300)
+vm_now["qmp"] = q
 
 # ---- console input and the disks -------------------------------------------------
 sgtest.check_eq(con.sh("echo input-$((6*7))"), "input-42", "input reaches the UART")
@@ -145,6 +151,7 @@ for f in (ssock, qsock):     # the first VMM's sockets must not be mistaken for 
 p = sgtest.spawn(vmm_argv(extra=["-loadvm", "s1"]), stderr=errlog)
 con = Console(ssock)
 q = sgtest.QMP(qsock, timeout=300)
+vm_now["qmp"] = q
 sgtest.check_eq(con.sh("cat /mnt/f", 60), "one", "file content after -loadvm")
 sgtest.check_eq(con.sh("md5sum /shm/r | cut -d' ' -f1"), sum_before, "RAM checksum after -loadvm")
 sgtest.check_eq(con.sh("dmesg | grep -i -c 'soft lockup'"), "0", "no soft lockup after -loadvm")
