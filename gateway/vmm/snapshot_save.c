@@ -529,13 +529,11 @@ static bool save_instant(struct sg_job *job, struct snap_op *op)
     (void)sg_snap_park_worker(op, &perr);   /* save_worker's thread, before the pause */
     /* And the write-protect set-up (userfaultfd, zero-page populate before
      * Linux 6.4, registration, handler thread): the pause only protects. */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t t0 = sg_now_ns();
     struct sg_ram_wp *wp = op->by_fork ? NULL : sg_ram_wp_open(&op->vmm->vm, op->wp_limit, &werr);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     if (wp)
         sg_trace_printf("trace: save: write-protect set-up before the pause %.3f ms",
-                        (double)(t1.tv_sec - t0.tv_sec) * 1e3 + (double)(t1.tv_nsec - t0.tv_nsec) / 1e6);
+                        (double)(sg_now_ns() - t0) / 1e6);
     sg_trace_begin("save");
     bool ok = save_pause(job, op, wp, &werr);
     sg_trace_end(ok);
