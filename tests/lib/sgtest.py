@@ -34,14 +34,15 @@ def on_failure(fn):
     _on_failure.append(fn)
 
 
-def fail(msg):
+def fail(msg, status=1):
+    """Prints msg, runs the on_failure hooks and exits with status (1: a failure)."""
     print(f"FAIL: {msg}", flush=True)
     for fn in _on_failure:
         try:
             fn()
         except Exception as e:  # the diagnosis must not hide the failure
             print(f"(diagnosis failed: {e})", flush=True)
-    sys.exit(1)
+    sys.exit(status)
 
 
 def check(cond, msg):
