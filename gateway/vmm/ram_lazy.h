@@ -17,8 +17,11 @@ struct sg_ram_lazy;
 struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, const char *snap_id,
                                         uint64_t ram_offset, struct sg_error *err);
 /* vCPUs parked: empty RAM that fills on first touch, and the filler thread.
- * On failure RAM may already be empty: load it eagerly. */
-bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err);
+ * The clusters of the npages guest pages at `first` are filled before the
+ * thread starts (what KVM touches as the state is applied: a fault there
+ * would wait for the thread).  On failure RAM may already be empty: load it
+ * eagerly. */
+bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, const uint64_t *first, int npages, struct sg_error *err);
 /* Once the fill is complete: the hashes of RAM as loaded (caller frees). */
 struct sg_ram_hashes *sg_ram_lazy_take_hashes(struct sg_ram_lazy *lz);
 uint64_t sg_ram_lazy_progress(struct sg_ram_lazy *lz);

@@ -321,9 +321,11 @@ static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
     struct sg_vmm *vmm = op->vmm;
     struct sg_vm *vm = &vmm->vm;
     struct sg_error lerr = { 0 };
-    if (!sg_ram_lazy_arm(op->lazy, &lerr))
+    uint64_t pv[8 * SG_VM_MAX_VCPUS];
+    int npv = sg_vmstate_pv_pages(vm, op->blob, op->blob_len, pv, (int)(sizeof(pv) / sizeof(pv[0])));
+    if (!sg_ram_lazy_arm(op->lazy, pv, npv, &lerr))
         return 0;
-    sg_trace_mark("arm");
+    sg_trace_mark("arm-thread");
     op->armed = true;
     if (!sg_snap_start_locked_worker(op, locked_revert_worker, &job->err))
         return -1;

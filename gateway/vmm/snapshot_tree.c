@@ -45,6 +45,7 @@
 #include "ram_dump.h"
 #include "snapshot_internal.h"
 #include "snapshot_op.h"
+#include "vmstate.h"
 
 static struct sg_drive *tree_drive(struct sg_vmm *vmm, json_t *args)
 {
@@ -266,21 +267,6 @@ struct excl {
     uint64_t idx;          /* RAM index */
 };
 
-static const struct pv_msr {
-    uint32_t index;
-    const char *what;
-    bool has_enable;       /* bit 0 says enabled; else any nonzero GPA is */
-    uint64_t addr_mask, size;
-} pv_msrs[] = {
-    { 0x11, "kvm-wall-clock", false, ~0ull, 12 },              /* MSR_KVM_WALL_CLOCK */
-    { 0x4b564d00, "kvm-wall-clock", false, ~0ull, 12 },        /* _NEW */
-    { 0x12, "kvm-system-time", true, ~1ull, 32 },              /* MSR_KVM_SYSTEM_TIME */
-    { 0x4b564d01, "kvm-system-time", true, ~1ull, 32 },        /* _NEW */
-    { 0x4b564d02, "kvm-async-pf", true, ~0x3full, 64 },        /* MSR_KVM_ASYNC_PF_EN */
-    { 0x4b564d03, "kvm-steal-time", true, ~0x3full, 64 },      /* MSR_KVM_STEAL_TIME */
-    { 0x4b564d04, "kvm-pv-eoi", true, ~1ull, 4 },              /* MSR_KVM_PV_EOI_EN */
-};
-
 static bool read_msr(int fd, uint32_t index, uint64_t *v)
 {
     struct { struct kvm_msrs m; struct kvm_msr_entry e; } one;
@@ -298,12 +284,11 @@ static int pv_records(struct sg_vm *vm, struct excl *out)
 {
     int n = 0;
     for (int c = 0; c < vm->nr_vcpus; c++) {
-        for (size_t k = 0; k < sizeof(pv_msrs) / sizeof(pv_msrs[0]); k++) {
-            const struct pv_msr *pm = &pv_msrs[k];
-            uint64_t v;
-            if (!read_msr(vm->vcpus[c].fd, pm->index, &v) || (pm->has_enable ? !(v & 1) : !v))
+        for (size_t k = 0; k < sg_nr_pv_msrs; k++) {
+            const struct sg_pv_msr *pm = &sg_pv_msrs[k];
+            uint64_t v, gpa;
+            if (!read_msr(vm->vcpus[c].fd, pm->index, &v) || !sg_pv_msr_gpa(pm, v, &gpa))
                 continue;
-            uint64_t gpa = v & pm->addr_mask;
             const char *host = sg_vm_gpa(vm, gpa, pm->size);
             if (!host)
                 continue;   /* not RAM: KVM cannot write it there either */

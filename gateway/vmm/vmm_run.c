@@ -2,20 +2,12 @@
  * guest clock that snapshots record (time the guest actually ran). */
 #include <errno.h>
 #include <string.h>
-#include <time.h>
 
 #include <jansson.h>
 
 #include "qmp_server.h"
 #include "vmm.h"
 #include "devices/virtio_blk.h"
-
-uint64_t sg_now_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
 
 uint64_t sg_vmm_vm_clock_ns(const struct sg_vmm *vmm)
 {

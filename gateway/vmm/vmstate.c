@@ -13,6 +13,7 @@
 #include <sys/ioctl.h>
 #include <time.h>
 
+#include "trace.h"
 #include "vm.h"
 #include "vmstate.h"
 
@@ -716,6 +717,56 @@ static const struct rec *find_rec(const struct rec *all, int n, uint32_t tag, ui
     return NULL;
 }
 
+const struct sg_pv_msr sg_pv_msrs[] = {
+    { 0x11, "kvm-wall-clock", false, ~0ull, 12 },              /* MSR_KVM_WALL_CLOCK */
+    { 0x4b564d00, "kvm-wall-clock", false, ~0ull, 12 },        /* _NEW */
+    { 0x12, "kvm-system-time", true, ~1ull, 32 },              /* MSR_KVM_SYSTEM_TIME */
+    { 0x4b564d01, "kvm-system-time", true, ~1ull, 32 },        /* _NEW */
+    { 0x4b564d02, "kvm-async-pf", true, ~0x3full, 64 },        /* MSR_KVM_ASYNC_PF_EN */
+    { 0x4b564d03, "kvm-steal-time", true, ~0x3full, 64 },      /* MSR_KVM_STEAL_TIME */
+    { 0x4b564d04, "kvm-pv-eoi", true, ~1ull, 4 },              /* MSR_KVM_PV_EOI_EN */
+};
+const size_t sg_nr_pv_msrs = sizeof(sg_pv_msrs) / sizeof(sg_pv_msrs[0]);
+
+bool sg_pv_msr_gpa(const struct sg_pv_msr *pm, uint64_t v, uint64_t *gpa)
+{
+    if (pm->has_enable ? !(v & 1) : !v)
+        return false;
+    *gpa = v & pm->addr_mask;
+    return true;
+}
+
+int sg_vmstate_pv_pages(struct sg_vm *vm, const uint8_t *blob, size_t len, uint64_t *pages, int max)
+{
+    int out = 0;
+    size_t pos = 0;
+    struct rec r;
+    while (next_rec(blob, len, &pos, &r)) {
+        struct kvm_msrs head;
+        if (r.tag != REC_CPU_MSRS || r.len < sizeof(head))
+            continue;
+        memcpy(&head, r.data, sizeof(head));
+        if (head.nmsrs > (r.len - sizeof(head)) / sizeof(struct kvm_msr_entry))
+            continue;
+        for (uint32_t i = 0; i < head.nmsrs; i++) {
+            struct kvm_msr_entry e;
+            memcpy(&e, r.data + sizeof(head) + i * sizeof(e), sizeof(e));
+            for (size_t k = 0; k < sg_nr_pv_msrs; k++) {
+                uint64_t gpa;
+                if (sg_pv_msrs[k].index != e.index || !sg_pv_msr_gpa(&sg_pv_msrs[k], e.data, &gpa))
+                    continue;
+                gpa &= ~4095ull;
+                bool dup = !sg_vm_gpa(vm, gpa, 4096);    /* not RAM: nothing to bring in */
+                for (int j = 0; j < out && !dup; j++)
+                    dup = pages[j] == gpa;
+                if (!dup && out < max)
+                    pages[out++] = gpa;
+            }
+        }
+    }
+    return out;
+}
+
 static bool cpu_set(int fd, unsigned long req, const struct rec *r, const char *what,
                     struct sg_error *err)
 {
@@ -756,11 +807,13 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
     size_t pos = 0;
     while (n < (int)(sizeof(recs) / sizeof(recs[0])) && next_rec(blob, len, &pos, &recs[n]))
         n++;
+    sg_trace_mark("apply-check");
 
     bool ok = cpu_set(vm->vm_fd, KVM_SET_PIT2, find_rec(recs, n, REC_VM_PIT2, 0), "KVM_SET_PIT2", err);
     for (uint32_t chip = 0; ok && chip < 3; chip++)
         ok = cpu_set(vm->vm_fd, KVM_SET_IRQCHIP, find_rec(recs, n, REC_VM_IRQCHIP, chip),
                      "KVM_SET_IRQCHIP", err);
+    sg_trace_mark("apply-chips");
     bool has_xsave = kvm_has(vm, KVM_CAP_XSAVE), has_xcrs = kvm_has(vm, KVM_CAP_XCRS);
     for (int c = 0; ok && c < vm->nr_vcpus; c++) {
         int fd = vm->vcpus[c].fd;
@@ -783,9 +836,12 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
                         : cpu_set(fd, KVM_SET_FPU, find_rec(recs, n, REC_CPU_FPU, ci), "KVM_SET_FPU", err)) &&
              (!has_xcrs || cpu_set(fd, KVM_SET_XCRS, find_rec(recs, n, REC_CPU_XCRS, ci), "KVM_SET_XCRS", err)) &&
              cpu_set(fd, KVM_SET_DEBUGREGS, find_rec(recs, n, REC_CPU_DEBUGREGS, ci), "KVM_SET_DEBUGREGS", err) &&
-             cpu_set(fd, KVM_SET_LAPIC, find_rec(recs, n, REC_CPU_LAPIC, ci), "KVM_SET_LAPIC", err) &&
-             cpu_set(fd, KVM_SET_MSRS, find_rec(recs, n, REC_CPU_MSRS, ci), "KVM_SET_MSRS", err) &&
-             cpu_set(fd, KVM_SET_VCPU_EVENTS, find_rec(recs, n, REC_CPU_EVENTS, ci), "KVM_SET_VCPU_EVENTS", err);
+             cpu_set(fd, KVM_SET_LAPIC, find_rec(recs, n, REC_CPU_LAPIC, ci), "KVM_SET_LAPIC", err);
+        sg_trace_mark("apply-cpu");
+        ok = ok && cpu_set(fd, KVM_SET_MSRS, find_rec(recs, n, REC_CPU_MSRS, ci), "KVM_SET_MSRS", err);
+        sg_trace_mark("apply-msrs");
+        ok = ok && cpu_set(fd, KVM_SET_VCPU_EVENTS, find_rec(recs, n, REC_CPU_EVENTS, ci),
+                           "KVM_SET_VCPU_EVENTS", err);
     }
     if (ok) {
         /* Aligned copies: the records sit at any offset in the blob. */
@@ -800,6 +856,7 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
         memcpy(m0, mr->data, mr->len);
         ok = restore_clocks(vm, m0, &cd, err);
         free(m0);
+        sg_trace_mark("apply-clocks");
     }
     /* The TSC-deadline timer was armed (KVM_SET_MSRS above) against the TSC
      * of that moment, which restore_clocks then changed: arm it again
@@ -834,6 +891,7 @@ bool sg_vmstate_apply(struct sg_vm *vm, const uint8_t *blob, size_t len, struct 
             ok = d->ops->load(d, r->data + 32, r->len - 32, err);
     }
     pthread_mutex_unlock(&vm->io_lock);
+    sg_trace_mark("apply-devices");
     sg_vmstate_trace(vm, "applied");
     return ok;
 }

@@ -94,6 +94,23 @@ struct kvm_msrs;
  * found through the kvmclock MSR in `m`, extrapolated); false when the
  * guest has not enabled kvmclock or the record is unusable. */
 bool sg_vmstate_guest_kvmclock(struct sg_vm *vm, const struct kvm_msrs *m, uint64_t tsc, uint64_t *ns);
+/* The paravirtual records KVM itself writes into guest RAM, each placed by an
+ * MSR: the wall clock (one per VM), and per vCPU the pvclock record, the
+ * async page fault area, the steal time record and the PV EOI word. */
+struct sg_pv_msr {
+    uint32_t index;
+    const char *what;
+    bool has_enable;       /* bit 0 says enabled; else any nonzero GPA is */
+    uint64_t addr_mask, size;
+};
+extern const struct sg_pv_msr sg_pv_msrs[];
+extern const size_t sg_nr_pv_msrs;
+/* The record's guest-physical address for the MSR value v; false: not in use. */
+bool sg_pv_msr_gpa(const struct sg_pv_msr *pm, uint64_t v, uint64_t *gpa);
+/* The guest pages (addresses, each once) of the records the saved MSRs in
+ * blob point at, at most max of them: what KVM reads or writes as the state
+ * is applied and the vCPUs first run.  Blob need not be checked yet. */
+int sg_vmstate_pv_pages(struct sg_vm *vm, const uint8_t *blob, size_t len, uint64_t *pages, int max);
 
 /* vCPU + in-kernel chips + devices, with every vCPU parked.  *blob is
  * malloc'ed. */

@@ -208,6 +208,37 @@ static void test_guest_kvmclock(void **state)
     assert_false(sg_vmstate_guest_kvmclock(&vm, &msrs.m, 5000, &ns));
 }
 
+/* The pages of the paravirtual records a saved MSR list points at (what a
+ * lazy load brings in before the state is applied): enabled ones only, each
+ * page once, RAM only; a record that claims more MSRs than it holds is
+ * skipped. */
+static void test_pv_pages(void **state)
+{
+    (void)state;
+    struct { struct kvm_msrs m; struct kvm_msr_entry e[6]; } l;
+    memset(&l, 0, sizeof(l));
+    l.m.nmsrs = 6;
+    l.e[0] = (struct kvm_msr_entry){ .index = 0x174, .data = 0x10 };        /* not PV */
+    l.e[1] = (struct kvm_msr_entry){ .index = 0x12, .data = 0x1001 };       /* pvclock, on */
+    l.e[2] = (struct kvm_msr_entry){ .index = 0x4b564d03, .data = 0x1041 }; /* steal: same page */
+    l.e[3] = (struct kvm_msr_entry){ .index = 0x4b564d04, .data = 0x1800 }; /* PV EOI: off */
+    l.e[4] = (struct kvm_msr_entry){ .index = 0x11, .data = 0x40 };         /* wall clock */
+    l.e[5] = (struct kvm_msr_entry){ .index = 0x4b564d02, .data = 0x100001 }; /* not RAM */
+    uint8_t blob[12 + sizeof(l)];
+    uint32_t h[3] = { 24, 0, sizeof(l) };        /* REC_CPU_MSRS (vmstate.c), vCPU 0 */
+    memcpy(blob, h, 12);
+    memcpy(blob + 12, &l, sizeof(l));
+    uint64_t pages[8];
+    assert_int_equal(sg_vmstate_pv_pages(&vm, blob, sizeof(blob), pages, 8), 2);
+    assert_int_equal(pages[0], 0x1000);
+    assert_int_equal(pages[1], 0);
+    assert_int_equal(sg_vmstate_pv_pages(&vm, blob, sizeof(blob), pages, 1), 1);
+    assert_int_equal(sg_vmstate_pv_pages(&vm, blob, 20, pages, 8), 0);   /* record cut short */
+    l.m.nmsrs = 7;
+    memcpy(blob + 12, &l, sizeof(l));
+    assert_int_equal(sg_vmstate_pv_pages(&vm, blob, sizeof(blob), pages, 8), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -217,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_ram_split),
         cmocka_unit_test(test_blob_check),
         cmocka_unit_test(test_guest_kvmclock),
+        cmocka_unit_test(test_pv_pages),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
