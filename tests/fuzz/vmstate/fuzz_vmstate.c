@@ -2,8 +2,9 @@
  * image before it trusts it (gateway/vmm/vmstate.c): the 4 KiB header
  * (sg_vmstate_header_decode), the configuration check against this VM
  * (sg_vmstate_config_matches) and the state blob: record walk, size and
- * index checks (sg_vmstate_check) and the restore (sg_vmstate_apply), which
- * hands each device record to that device's load function.
+ * index checks (sg_vmstate_check), the restore (sg_vmstate_apply), which
+ * hands each device record to that device's load function, and the walk of
+ * the saved MSRs a lazy load does before the check (sg_vmstate_pv_pages).
  *
  * Input: byte 0 = flags, then the header page (zero-padded to 4 KiB), then
  * the state blob.  Flag bit 0 re-seals the header CRC after the mutation, so
@@ -150,6 +151,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 bl = (size_t)h.state_len;
         }
         if (ok || (flags & 2)) {
+            /* A lazy load reads the PV pages before the blob is checked. */
+            uint64_t pages[8];
+            (void)sg_vmstate_pv_pages(&vm, blob, bl, pages, 8);
             (void)sg_vmstate_apply(&vm, blob, bl, &err);
             sg_error_clear(&err);
         }
