@@ -40,7 +40,8 @@ def trees():
 
 def build_guest(build, quiet):
     """Builds (once) the bed's kernel + initramfs under BUILD/kvm-bed/guest.  Skips the
-    builder (and apt) when the guest is newer than both scripts that make it."""
+    builder (and apt) when the guest is newer than the scripts that make it (and this
+    file: the module parameters)."""
     gdir = os.path.join(build, "kvm-bed", "guest")
     maker = os.path.join(os.path.dirname(os.path.dirname(HERE)), "scripts",
                          "make-linux-guest.sh")
@@ -48,7 +49,7 @@ def build_guest(build, quiet):
     stamp = os.path.join(gdir, ".stamp")
     try:
         t = os.path.getmtime(stamp)
-        if all(os.path.getmtime(f) < t for f in (maker, run_script)) and \
+        if all(os.path.getmtime(f) < t for f in (maker, run_script, os.path.abspath(__file__))) and \
                 os.path.exists(os.path.join(gdir, "vmlinux")):
             return gdir, None
     except OSError:
