@@ -101,7 +101,7 @@ def plan_shares(src, build, extra, scratch):
     return out
 
 
-def write_job(ctl, token, shares, argv, cwd, scratch):
+def write_job(ctl, token, shares, argv, cwd, scratch, kvm_hold=True):
     with open(os.path.join(ctl, "token"), "w") as f:
         f.write(token + "\n")
     with open(os.path.join(ctl, "mounts"), "w") as f:
@@ -121,8 +121,17 @@ def write_job(ctl, token, shares, argv, cwd, scratch):
               # PATH entries that are not shared (pyenv shims in /root, ...) are dropped
               'p=; IFS=:; for d in $PATH; do [ -d "$d" ] && p=${p:+$p:}$d; done; unset IFS',
               'export PATH=${p:-/usr/bin:/bin}',
-              f"cd {shlex.quote(cwd)} 2>/dev/null || cd /",
-              "exec " + " ".join(shlex.quote(a) for a in argv)]
+              f"cd {shlex.quote(cwd)} 2>/dev/null || cd /"]
+    if kvm_hold:
+        # One idle VM for the whole run: see kvm_hold.py (the level-1 hangs at text patching).
+        shutil.copy(os.path.join(HERE, "kvm_hold.py"), os.path.join(ctl, "kvm_hold.py"))
+        lines += ["rm -f /run/sg-bed/kvm-hold.ready",
+                  "python3 /run/sg-bed/kvm_hold.py /run/sg-bed/kvm-hold.ready </dev/null &",
+                  "i=0; while [ ! -s /run/sg-bed/kvm-hold.ready ] && [ $i -lt 300 ] && "
+                  "kill -0 $! 2>/dev/null; do sleep 0.1; i=$((i+1)); done",
+                  '[ -s /run/sg-bed/kvm-hold.ready ] || '
+                  'echo "kvm-bed: warning: no idle VM held (kvm_hold.py)" >&2']
+    lines += ["exec " + " ".join(shlex.quote(a) for a in argv)]
     with open(os.path.join(ctl, "job.sh"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -368,6 +377,8 @@ def parse(argv):
                    help="one host thread per vCPU (multi, default) or one for all")
     p.add_argument("--append", default="", metavar="ARGS", help="extra kernel command line")
     p.add_argument("--no-retry", action="store_true", help="do not retry after a hang")
+    p.add_argument("--no-kvm-hold", action="store_true",
+                   help="do not hold an idle VM open during the command (see kvm_hold.py)")
     p.add_argument("--keep", action="store_true", help="keep the scratch and control dirs")
     p.add_argument("--tail", type=int, default=30, metavar="N",
                    help="console lines shown in a hang report (default 30)")
@@ -413,7 +424,7 @@ def main(argv=None):
                     os.unlink(os.path.join(ctl, f))
                 except OSError:
                     pass
-            write_job(ctl, token, shares, o.command, cwd, scratch)
+            write_job(ctl, token, shares, o.command, cwd, scratch, not o.no_kvm_hold)
             kind, val = Attempt(o, gdir, shares, ctl, token, out).run()
             if kind == "done":
                 return val
