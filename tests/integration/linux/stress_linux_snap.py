@@ -79,6 +79,26 @@ STRESS_SAVES=1: live saves only, while the loop dirties memory; after each
     sys.exit(0)
 
 
+def load_timed(tag, i):
+    """STRESS_LOAD_QMP=1: the load as bench_linux.py sends it (QMP snapshot-load), split:
+    sent -> RESUME's server timestamp, and that -> RESUME read here (same clock, the bed's
+    time.time()); with SNAPGATE_VMM_TRACE=1 the VMM's trace of it follows."""
+    q.events.clear()
+    t0 = time.time()
+    r = q.cmd("snapshot-load", {"job-id": f"l{i}", "tag": tag, "vmstate": "disk0", "devices": ["disk0"]})
+    sgtest.check("return" in r, f"snapshot-load {tag}: {r}")
+    e = q.wait_event("RESUME", 300)
+    t2 = time.time()
+    ts = e["timestamp"]["seconds"] + e["timestamp"]["microseconds"] / 1e6
+    q.wait_job(f"l{i}", 300)
+    print(f"load {i}: sent -> RESUME stamped {1e3 * (ts - t0):.1f} ms, -> read here "
+          f"{1e3 * (t2 - t0):.1f} ms", flush=True)
+    with open(errpath, "rb") as f:
+        tr = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.startswith("live: load")]
+    for ln in tr[-1:]:
+        print("  " + ln, flush=True)
+
+
 def bench_cycles():
     """STRESS_BENCH=1: bench_linux.py's scenario over and over in one boot: 256 MiB
     of random bytes in tmpfs and a counting loop; save, rm the file, load, then
@@ -89,8 +109,11 @@ def bench_cycles():
         r = q.hmp(f"savevm b{i}")
         sgtest.check("Error" not in r, f"savevm b{i}: {r!r}")
         con.sh("rm /shm/r", 300)
-        r = q.hmp(f"loadvm b{i}")
-        sgtest.check("Error" not in r, f"loadvm b{i}: {r!r}")
+        if os.environ.get("STRESS_LOAD_QMP") == "1":
+            load_timed(f"b{i}", i)
+        else:
+            r = q.hmp(f"loadvm b{i}")
+            sgtest.check("Error" not in r, f"loadvm b{i}: {r!r}")
         con.buf = b""
         up = con.sh("ls /shm/r >/dev/null && cut -d' ' -f1 /proc/uptime", 300)
         out = con.sh("dd if=/dev/urandom of=/shm/r bs=1M count=5 conv=notrunc 2>/dev/null; "
