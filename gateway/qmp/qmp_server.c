@@ -581,6 +581,13 @@ static void flush_now(struct sg_qmp_session *s)
         s->dead = true;
 }
 
+void sg_qmp_server_flush(struct sg_qmp_server *srv)
+{
+    for (struct sg_qmp_session *s = srv->sessions; s; s = s->next)
+        if (!s->custom && s->fd >= 0 && !s->in_io && sg_qmp_outbuf_pending(&s->out) > 0)
+            flush_now(s);   /* a session that died is reaped by the next poll round */
+}
+
 bool sg_qmp_session_on_readable(struct sg_qmp_session *s)
 {
     if (s->custom || s->fd < 0)

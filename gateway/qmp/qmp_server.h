@@ -153,6 +153,10 @@ void sg_qmp_server_broadcast(struct sg_qmp_server *srv, const json_t *msg);
 /* Builds {"timestamp", "event": name, "data"} now and broadcasts it;
  * `data` stolen, may be NULL. */
 void sg_qmp_server_emit_event(struct sg_qmp_server *srv, const char *name, json_t *data);
+/* Writes what every session has pending now, as far as its socket takes it
+ * (the rest goes out from the poll loop as usual): for an event that must
+ * not wait behind threads about to be woken. */
+void sg_qmp_server_flush(struct sg_qmp_server *srv);
 
 /* ---- sessions ------------------------------------------------------------ */
 struct sg_qmp_transport {

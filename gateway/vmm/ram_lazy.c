@@ -31,6 +31,7 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -56,14 +57,42 @@ struct sg_ram_lazy {
     struct sg_ram_hashes *hashes;   /* of what was filled: the next save's base */
     struct sg_ram_hash zero_hash;   /* of a zero chunk */
     void *old_ram;           /* moved aside, unmapped by the filler */
+    size_t old_len;
+    uint64_t reg_len;        /* registered from vm->ram */
     pthread_t thread;
     bool started;
     atomic_bool stop, finished;
+    atomic_bool armed;       /* RAM swapped: the filler cleans up after itself */
+    atomic_bool go;          /* the guest runs: fill in the background too */
+    int wake_fd;             /* eventfd: go or stop */
+    pthread_mutex_t fill_lock;   /* fill() and its buffer: the filler, or arm's prefill */
+    uint64_t unhashed[8 * SG_VM_MAX_VCPUS];   /* prefilled clusters: hash_later */
+    int nunhashed;
     _Atomic uint64_t done;   /* clusters filled */
     uint64_t next;           /* background cursor */
     bool failed;
     struct sg_error err;
 };
+
+static void *filler(void *arg);
+
+/* The hash of a zero chunk, worked out once (64 KiB of hashing was a
+ * good part of the 1.6-4.7 ms prepare took in the kvm bed). */
+static bool zero_hash(size_t chunk, struct sg_ram_hash *out)
+{
+    static size_t have_chunk;
+    static struct sg_ram_hash have;
+    if (have_chunk != chunk) {
+        void *zeros = calloc(1, chunk);
+        if (!zeros)
+            return false;
+        have = sg_ram_hash(zeros, chunk);
+        have_chunk = chunk;
+        free(zeros);
+    }
+    *out = have;
+    return true;
+}
 
 struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, const char *snap_id,
                                         uint64_t ram_offset, struct sg_error *err)
@@ -82,6 +111,8 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
     }
     lz->vm = vm;
     lz->uffd = -1;
+    lz->wake_fd = -1;
+    pthread_mutex_init(&lz->fill_lock, NULL);
     lz->cs = cs;
     lz->nclusters = vm->ram_size / cs;
     lz->host = malloc(lz->nclusters * sizeof(uint64_t));
@@ -89,19 +120,18 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
     lz->buf = malloc(BATCH * cs);
     size_t chunk = cs > SG_VMSTATE_RAM_OFFSET ? SG_VMSTATE_RAM_OFFSET : (size_t)cs;
     lz->hashes = sg_ram_hashes_new(vm->ram_size, chunk);
-    void *zeros = calloc(1, chunk);
-    if (zeros)
-        lz->zero_hash = sg_ram_hash(zeros, chunk);
-    free(zeros);
-    if (!lz->host || !lz->filled || !lz->buf || !lz->hashes || !zeros) {
+    bool zh = zero_hash(chunk, &lz->zero_hash);
+    if (!lz->host || !lz->filled || !lz->buf || !lz->hashes || !zh) {
         sg_error_set(err, "out of memory");
         sg_ram_lazy_free(lz);
         return NULL;
     }
+    sg_trace_mark("prepare-alloc");
     if (!sg_block_vmstate_host_map(bs, snap_id, ram_offset, vm->ram_size, lz->host, err)) {
         sg_ram_lazy_free(lz);
         return NULL;
     }
+    sg_trace_mark("prepare-map");
     lz->fd = sg_block_host_fd(bs);
     /* Without privilege (vm.unprivileged_userfaultfd = 0) only user-mode
      * faults could be handled, and KVM's are kernel faults: eager load. */
@@ -112,6 +142,17 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
         sg_ram_lazy_free(lz);
         return NULL;
     }
+    /* The filler exists before the pause (a thread created in it started
+     * 0.3-0.7 ms later in the kvm bed) and serves only faults until
+     * sg_ram_lazy_go. */
+    lz->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    int e = lz->wake_fd < 0 ? errno : pthread_create(&lz->thread, NULL, filler, lz);
+    if (e) {
+        sg_error_set_errno(err, e, "lazy load: filler thread");
+        sg_ram_lazy_free(lz);
+        return NULL;
+    }
+    lz->started = true;
     return lz;
 }
 
@@ -174,38 +215,70 @@ static bool place(struct sg_ram_lazy *lz, char *dst, const char *src, uint64_t l
     return true;
 }
 
-/* Reads clusters [c, c+n) (one run of the file when their offsets follow
- * each other) and copies them in; 0 < n <= BATCH, none filled yet. */
-static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
+/* Reads clusters [c, c+n) of the snapshot into lz->buf: one run of the
+ * file (their offsets follow each other); 0 < n <= BATCH. */
+static bool read_run(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
+{
+    uint64_t len = n * lz->cs;
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(lz->fd, lz->buf + got, len - got, (off_t)(lz->host[c] + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
+            return false;
+        }
+        if (r == 0) {   /* QEMU leaves the file's last cluster short */
+            memset(lz->buf + got, 0, len - got);
+            break;
+        }
+        got += (size_t)r;
+    }
+    return true;
+}
+
+/* Copies clusters [c, c+n) in (none filled yet) and, with `hash`, records
+ * their hashes; without, the caller leaves that to hash_later. */
+static bool fill_ex(struct sg_ram_lazy *lz, uint64_t c, uint64_t n, bool hash)
 {
     char *dst = (char *)lz->vm->ram + c * lz->cs;
     uint64_t len = n * lz->cs;
     if (!lz->host[c]) {
         if (!place(lz, dst, NULL, len))
             return false;
-        hash_run(lz, c, n, NULL);
+        if (hash)
+            hash_run(lz, c, n, NULL);
     } else {
-        size_t got = 0;
-        while (got < len) {
-            ssize_t r = pread(lz->fd, lz->buf + got, len - got, (off_t)(lz->host[c] + got));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
-                return false;
-            }
-            if (r == 0) {   /* QEMU leaves the file's last cluster short */
-                memset(lz->buf + got, 0, len - got);
-                break;
-            }
-            got += (size_t)r;
-        }
-        hash_run(lz, c, n, lz->buf);
+        if (!read_run(lz, c, n))
+            return false;
+        if (hash)
+            hash_run(lz, c, n, lz->buf);
         if (!place(lz, dst, lz->buf, len))
             return false;
     }
     memset(lz->filled + c, 1, n);
     atomic_fetch_add(&lz->done, n);
+    return true;
+}
+
+static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
+{
+    return fill_ex(lz, c, n, true);
+}
+
+/* The hashes of the clusters filled in the pause without them (arm's
+ * prefill), from the file: RAM may have changed since (the guest and KVM
+ * write a pvclock page at once), and a hash is of the snapshot's bytes. */
+static bool hash_later(struct sg_ram_lazy *lz)
+{
+    for (int i = 0; i < lz->nunhashed; i++) {
+        uint64_t c = lz->unhashed[i];
+        if (lz->host[c] && !read_run(lz, c, 1))
+            return false;
+        hash_run(lz, c, 1, lz->host[c] ? lz->buf : NULL);
+    }
+    lz->nunhashed = 0;
     return true;
 }
 
@@ -231,8 +304,11 @@ static bool serve_faults(struct sg_ram_lazy *lz)
                 continue;
             uint64_t a = msg[i].arg.pagefault.address - (uint64_t)(uintptr_t)lz->vm->ram;
             uint64_t c = a / lz->cs;
-            if (c >= lz->nclusters)
+            if (c >= lz->nclusters) {   /* past RAM, in the span: never used */
+                struct uffdio_zeropage z = { .range = { msg[i].arg.pagefault.address & ~4095ull, 4096 } };
+                ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z);
                 continue;
+            }
             if (!lz->filled[c]) {
                 if (!fill(lz, c, 1))
                     return false;
@@ -245,37 +321,70 @@ static bool serve_faults(struct sg_ram_lazy *lz)
     }
 }
 
+static void wake(struct sg_ram_lazy *lz)
+{
+    uint64_t one = 1;
+    if (lz->wake_fd >= 0)
+        (void)!write(lz->wake_fd, &one, sizeof(one));
+}
+
 static void *filler(void *arg)
 {
     struct sg_ram_lazy *lz = arg;
     bool ok = true;
     while (ok && !atomic_load(&lz->stop) && atomic_load(&lz->done) < lz->nclusters) {
-        struct pollfd p = { lz->uffd, POLLIN, 0 };
-        bool more = lz->next < lz->nclusters;
-        if (poll(&p, 1, more ? 0 : 50) > 0)
-            ok = serve_faults(lz);
+        /* Until go: faults only, so the pause keeps its CPU. */
+        bool bg = atomic_load(&lz->go);
+        bool more = bg && lz->next < lz->nclusters;
+        struct pollfd p[2] = { { lz->uffd, POLLIN, 0 }, { lz->wake_fd, POLLIN, 0 } };
+        if (poll(p, 2, more ? 0 : 50) > 0) {
+            uint64_t v;
+            if (p[1].revents & POLLIN)
+                (void)!read(lz->wake_fd, &v, sizeof(v));
+            if (p[0].revents & POLLIN) {
+                pthread_mutex_lock(&lz->fill_lock);
+                ok = serve_faults(lz);
+                pthread_mutex_unlock(&lz->fill_lock);
+            }
+        }
+        if (!bg)
+            continue;
+        pthread_mutex_lock(&lz->fill_lock);
+        if (ok && lz->nunhashed)
+            ok = hash_later(lz);
         while (ok && lz->next < lz->nclusters && lz->filled[lz->next])
             lz->next++;
         if (ok && lz->next < lz->nclusters)
             ok = fill(lz, lz->next, run_from(lz, lz->next));
+        pthread_mutex_unlock(&lz->fill_lock);
+    }
+    if (ok && lz->nunhashed && atomic_load(&lz->done) == lz->nclusters) {
+        pthread_mutex_lock(&lz->fill_lock);   /* all in by faults before go */
+        ok = hash_later(lz);
+        pthread_mutex_unlock(&lz->fill_lock);
     }
     if (!ok)
         lz->failed = true;
+    if (!atomic_load(&lz->armed)) {   /* stopped before RAM was swapped */
+        atomic_store(&lz->finished, true);
+        return NULL;
+    }
     /* Closing the descriptor lets every waiting fault go on as an ordinary
      * one (after a failure: zeros; the job then stops the guest). */
-    struct uffdio_range all = { (uint64_t)(uintptr_t)lz->vm->ram, lz->vm->ram_size };
+    struct uffdio_range all = { (uint64_t)(uintptr_t)lz->vm->ram, lz->reg_len };
     ioctl(lz->uffd, UFFDIO_UNREGISTER, &all);
     close(lz->uffd);
     lz->uffd = -1;
     if (lz->old_ram)
-        munmap(lz->old_ram, lz->vm->ram_size);
+        munmap(lz->old_ram, lz->old_len);
     lz->old_ram = NULL;
     /* UFFDIO_COPY maps small pages; huge ones keep the next live save's
      * instant cheap.  Only where data was copied in: a collapse of the
      * zero-page ranges would allocate and clear them (4 GiB guest, 16 MiB
-     * used: 20 s of clear_page and 4 GiB more resident). */
+     * used: 20 s of clear_page and 4 GiB more resident).  And only after a
+     * whole fill: a stopped one leaves RAM to the eager load. */
     uint64_t per = (2u << 20) / lz->cs ? (2u << 20) / lz->cs : 1;
-    for (uint64_t c = 0; c < lz->nclusters; c += per) {
+    for (uint64_t c = 0; ok && atomic_load(&lz->done) == lz->nclusters && c < lz->nclusters; c += per) {
         bool data = false;
         for (uint64_t k = c; k < c + per && k < lz->nclusters && !data; k++)
             data = lz->host[k] != 0;
@@ -285,6 +394,14 @@ static void *filler(void *arg)
     }
     atomic_store(&lz->finished, true);
     return NULL;
+}
+
+void sg_ram_lazy_go(struct sg_ram_lazy *lz)
+{
+    if (!lz)
+        return;
+    atomic_store(&lz->go, true);
+    wake(lz);
 }
 
 /* Address space for `len` bytes at a 1 GiB boundary: mremap moves whole
@@ -305,7 +422,7 @@ static void *aligned_space(size_t len)
 }
 
 /* The old RAM moves aside, empty memory registered with userfaultfd takes
- * its place, and the filler starts.  The move makes KVM drop its mappings
+ * its place, and the filler serves its faults.  The move makes KVM drop its mappings
  * of the old RAM (its MMU notifier): 0.7-1.5 ms for 1 GiB here.  The
  * 8-39 ms the first load after boot used to spend in this mremap was KSM's
  * page-by-page unmerge of a MADV_MERGEABLE mapping (kvm/vm_kvm.c no longer
@@ -314,31 +431,47 @@ static void *aligned_space(size_t len)
 bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, const uint64_t *first, int npages, struct sg_error *err)
 {
     struct sg_vm *vm = lz->vm;
-    void *aside = aligned_space(vm->ram_size);
+    /* The whole span (vm.h): one entry per GiB moves.  It is one mapping
+     * unless something split it (a flag set on part of it): then the
+     * RAM alone, entry by entry. */
+    size_t len = sg_vm_ram_span(vm);
+    void *aside = aligned_space(len);
     if (!aside) {
         sg_error_set_errno(err, errno, "lazy load: address space");
         return false;
     }
-    void *moved = mremap(vm->ram, vm->ram_size, vm->ram_size, MREMAP_MAYMOVE | MREMAP_FIXED, aside);
+    sg_trace_mark("arm-space");
+    void *moved = mremap(vm->ram, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, aside);
+    if (moved == MAP_FAILED && len != vm->ram_size) {
+        sg_trace_printf("trace: load: the RAM mapping is split (%s): moving RAM alone", strerror(errno));
+        munmap((char *)aside + vm->ram_size, len - vm->ram_size);
+        len = vm->ram_size;
+        moved = mremap(vm->ram, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, aside);
+    }
     if (moved == MAP_FAILED) {
         sg_error_set_errno(err, errno, "lazy load: moving guest RAM");
-        munmap(aside, vm->ram_size);
+        munmap(aside, len);
         return false;
     }
     lz->old_ram = moved;
-    void *fresh = mmap(vm->ram, vm->ram_size, PROT_READ | PROT_WRITE,
+    lz->old_len = len;
+    sg_trace_mark("arm-mremap");
+    void *fresh = mmap(vm->ram, len, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0);
     if (fresh != vm->ram) {
         /* Put the old RAM back: the VM must keep a mapping there. */
         sg_error_set_errno(err, errno, "lazy load: new guest RAM");
-        mremap(moved, vm->ram_size, vm->ram_size, MREMAP_MAYMOVE | MREMAP_FIXED, vm->ram);
+        mremap(moved, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, vm->ram);
         lz->old_ram = NULL;
         return false;
     }
-    madvise(vm->ram, vm->ram_size, MADV_HUGEPAGE);
+    madvise(vm->ram, len, MADV_HUGEPAGE);
     sg_trace_mark("arm-move");
+    /* All of it (a part would split the mapping); nothing past ram_size
+     * is touched, and a fault there gets a zero page (serve_faults). */
+    lz->reg_len = len;
     struct uffdio_register reg = {
-        .range = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size },
+        .range = { (uint64_t)(uintptr_t)vm->ram, len },
         .mode = UFFDIO_REGISTER_MODE_MISSING,
     };
     if (ioctl(lz->uffd, UFFDIO_REGISTER, &reg) < 0) {
@@ -348,26 +481,30 @@ bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, const uint64_t *first, int npages, 
     sg_trace_mark("arm-register");
     /* Here, not through a fault: KVM_SET_MSRS of the pvclock MSR maps its
      * page at once, and a fault there waited 11-14 ms for the filler thread
-     * to wake (in the kvm bed, 2026-12-03). */
-    for (int i = 0; i < npages; i++) {
+     * to wake (in the kvm bed, 2026-12-03).  Hashed after the resume. */
+    bool ok = true;
+    pthread_mutex_lock(&lz->fill_lock);
+    for (int i = 0; ok && i < npages; i++) {
         const char *p = sg_vm_gpa(vm, first[i], 4096);
         uint64_t c = p ? (uint64_t)(p - (const char *)vm->ram) / lz->cs : lz->nclusters;
-        if (c < lz->nclusters && !lz->filled[c] && !fill(lz, c, 1)) {
-            *err = lz->err;
-            struct uffdio_range all = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size };
-            ioctl(lz->uffd, UFFDIO_UNREGISTER, &all);
-            return false;
+        if (c >= lz->nclusters || lz->filled[c])
+            continue;
+        if (lz->nunhashed < (int)(sizeof(lz->unhashed) / sizeof(lz->unhashed[0]))) {
+            ok = fill_ex(lz, c, 1, false);
+            lz->unhashed[lz->nunhashed++] = c;
+        } else {
+            ok = fill(lz, c, 1);
         }
     }
-    sg_trace_mark("arm-prefill");
-    int e = pthread_create(&lz->thread, NULL, filler, lz);
-    if (e) {
-        struct uffdio_range all = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size };
+    pthread_mutex_unlock(&lz->fill_lock);
+    if (!ok) {
+        *err = lz->err;
+        struct uffdio_range all = { (uint64_t)(uintptr_t)vm->ram, lz->reg_len };
         ioctl(lz->uffd, UFFDIO_UNREGISTER, &all);
-        sg_error_set_errno(err, e, "lazy load: filler thread");
         return false;
     }
-    lz->started = true;
+    sg_trace_mark("arm-prefill");
+    atomic_store(&lz->armed, true);
     return true;
 }
 
@@ -404,12 +541,16 @@ void sg_ram_lazy_free(struct sg_ram_lazy *lz)
         return;
     if (lz->started) {
         atomic_store(&lz->stop, true);
+        wake(lz);
         pthread_join(lz->thread, NULL);
     }
     if (lz->uffd >= 0)
         close(lz->uffd);
+    if (lz->wake_fd >= 0)
+        close(lz->wake_fd);
+    pthread_mutex_destroy(&lz->fill_lock);
     if (lz->old_ram)
-        munmap(lz->old_ram, lz->vm->ram_size);
+        munmap(lz->old_ram, lz->old_len);
     free(lz->host);
     free(lz->filled);
     free(lz->buf);

@@ -360,7 +360,8 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
     if (wp->populate)
         sg_trace_mark("wp-populate");
     struct uffdio_register reg = {
-        .range = { (uint64_t)(uintptr_t)vm->ram, vm->ram_size },
+        /* the whole mapping: a part would split it (vm.h, ram_span) */
+        .range = { (uint64_t)(uintptr_t)vm->ram, sg_vm_ram_span(vm) },
         .mode = UFFDIO_REGISTER_MODE_WP,
     };
     if (ioctl(wp->uffd, UFFDIO_REGISTER, &reg) < 0) {
@@ -485,7 +486,7 @@ void sg_ram_wp_finish(struct sg_ram_wp *wp)
         /* Clears every write-protect bit of the range, so KVM drops its
          * mappings of all of RAM: tens of ms after a guest touched a GiB,
          * which is why this runs on the save's writer, not the monitor. */
-        struct uffdio_range all = { (uint64_t)(uintptr_t)wp->vm->ram, wp->vm->ram_size };
+        struct uffdio_range all = { (uint64_t)(uintptr_t)wp->vm->ram, sg_vm_ram_span(wp->vm) };
         uint64_t t0 = now_ns();
         ioctl(wp->uffd, UFFDIO_UNREGISTER, &all);
         sg_trace_printf("trace: wp: unregister %.1f ms", (double)(now_ns() - t0) / 1e6);

@@ -34,14 +34,24 @@ bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_err
  * the locks (free: the vCPUs are parked and no other job runs), and `fn`
  * releases them (sg_drive_unlock) when done with the disks.  The guest can
  * resume at once; its first disk request waits for the worker. */
-bool sg_snap_start_locked_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err)
+void sg_snap_lock_drives(struct snap_op *op)
 {
     for (int i = 0; i < op->n; i++)
         sg_drive_lock(op->drives[i]);
-    if (sg_snap_start_worker(op, fn, err))
-        return true;
+}
+
+void sg_snap_unlock_drives(struct snap_op *op)
+{
     for (int i = op->n - 1; i >= 0; i--)
         sg_drive_unlock(op->drives[i]);
+}
+
+bool sg_snap_start_locked_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err)
+{
+    sg_snap_lock_drives(op);
+    if (sg_snap_start_worker(op, fn, err))
+        return true;
+    sg_snap_unlock_drives(op);
     return false;
 }
 

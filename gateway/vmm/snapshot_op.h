@@ -94,6 +94,8 @@ struct snap_op {
 
 bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
 bool sg_snap_start_locked_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
+void sg_snap_lock_drives(struct snap_op *op);
+void sg_snap_unlock_drives(struct snap_op *op);
 bool sg_snap_park_worker(struct snap_op *op, struct sg_error *err);
 void sg_snap_unpark_worker(struct snap_op *op, void *(*fn)(void *));
 bool sg_snap_worker_finished(struct snap_op *op);

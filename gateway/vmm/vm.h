@@ -101,6 +101,9 @@ struct sg_vm {
     /* KVM */
     int kvm_fd, vm_fd;
     void *ram;              /* all RAM, by RAM index (guest/boot_info.h) */
+    uint64_t ram_span;      /* the mapping at ram: ram_size up to a whole GiB, 1 GiB
+                             * aligned, so a lazy load's mremap moves whole page-table
+                             * pages (ram_lazy.c); past ram_size nothing is ever touched */
     uint64_t ram_low;       /* RAM at GPA 0; ram_size - ram_low more at 4 GiB */
     uint64_t tsc_khz;
     struct sg_vcpu vcpus[SG_VM_MAX_VCPUS];
@@ -138,6 +141,13 @@ struct sg_vm {
     atomic_int guest_exit;  /* 0 none or an SG_GUEST_EXIT_* */
     uint32_t guest_exit_code;
 };
+
+/* The length of the mapping at vm->ram (ram_span; ram_size where no span was set). */
+static inline uint64_t sg_vm_ram_span(const struct sg_vm *vm)
+{
+    return vm->ram_span > vm->ram_size ? vm->ram_span : vm->ram_size;
+}
+
 
 /* ---- kvm/vm_kvm.c ----------------------------------------------------- */
 bool sg_vm_init(struct sg_vm *vm, struct sg_error *err);

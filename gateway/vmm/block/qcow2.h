@@ -205,6 +205,10 @@ enum qcow2_ctype { QC_UNALLOC, QC_ZERO, QC_NORMAL };
 bool qcow2_l2_offset(struct qcow2 *s, uint64_t l1e, uint64_t *l2off, struct sg_error *err);
 bool qcow2_xlate(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uint64_t goff,
                  enum qcow2_ctype *type, uint64_t *host, struct sg_error *err);
+/* The host offsets of the n clusters from goff (0 where not QC_NORMAL):
+ * one cache lookup per L2 table instead of one per cluster. */
+bool qcow2_xlate_run(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uint64_t goff,
+                     uint64_t n, uint64_t *host, struct sg_error *err);
 bool qcow2_read_tree(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uint64_t goff,
                      void *buf, size_t len, struct sg_error *err);
 bool qcow2_write_at(struct qcow2 *s, uint64_t goff, const void *buf, size_t len,

@@ -88,6 +88,33 @@ bool qcow2_xlate(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uint64_t
     return l2 && classify(s, l2_entry(l2, l2i), type, host, err);
 }
 
+bool qcow2_xlate_run(struct qcow2 *s, const uint64_t *l1, uint32_t l1_size, uint64_t goff,
+                     uint64_t n, uint64_t *host, struct sg_error *err)
+{
+    uint64_t per = 1ULL << s->l2_bits;
+    for (uint64_t i = 0; i < n;) {
+        uint64_t g = goff + i * s->cluster_size;
+        uint64_t l1i = g >> (s->cluster_bits + s->l2_bits);
+        uint64_t l2i = (g >> s->cluster_bits) & (per - 1);
+        uint64_t m = per - l2i < n - i ? per - l2i : n - i;   /* entries in this table */
+        uint64_t l2off = 0;
+        if (l1i < l1_size && !qcow2_l2_offset(s, l1[l1i], &l2off, err))
+            return false;
+        const uint8_t *l2 = l2off ? qcache_get(s, &s->l2c, l2off, "L2 table", err) : NULL;
+        if (l2off && !l2)
+            return false;
+        for (uint64_t k = 0; k < m; k++) {
+            enum qcow2_ctype t = QC_UNALLOC;
+            uint64_t h = 0;
+            if (l2 && !classify(s, l2_entry(l2, l2i + k), &t, &h, err))
+                return false;
+            host[i + k] = t == QC_NORMAL ? h : 0;
+        }
+        i += m;
+    }
+    return true;
+}
+
 /* Reads data of an allocated cluster; a file that ends inside the cluster
  * (QEMU leaves the last one short) reads as zeros past its end. */
 static bool read_data(struct qcow2 *s, uint64_t host, void *buf, size_t len,

@@ -295,13 +295,7 @@ bool sg_block_vmstate_host_map(struct sg_block *bs, const char *id, uint64_t off
     if (!qcow2_read_l1(s, sn->l1_offset, sn->l1_size, &l1, err))
         return false;
     uint64_t base = qcow2_size_to_l1(s, sn->disk_size) << (s->cluster_bits + s->l2_bits);
-    bool ok = true;
-    for (uint64_t i = 0; ok && i < len / cs; i++) {
-        enum qcow2_ctype t;
-        uint64_t h;
-        ok = qcow2_xlate(s, l1, sn->l1_size, base + off + i * cs, &t, &h, err);
-        host[i] = ok && t == QC_NORMAL ? h : 0;
-    }
+    bool ok = qcow2_xlate_run(s, l1, sn->l1_size, base + off, len / cs, host, err);
     free(l1);
     return ok;
 }
