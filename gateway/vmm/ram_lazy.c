@@ -58,6 +58,8 @@ struct sg_ram_lazy {
     struct sg_ram_hash zero_hash;   /* of a zero chunk */
     void *old_ram;           /* moved aside, unmapped by the filler */
     size_t old_len;
+    void *aside;             /* reserved for old_ram (PROT_NONE), aside_len long */
+    size_t aside_len;
     uint64_t reg_len;        /* registered from vm->ram */
     pthread_t thread;
     bool started;
@@ -66,8 +68,9 @@ struct sg_ram_lazy {
     atomic_bool go;          /* the guest runs: fill in the background too */
     int wake_fd;             /* eventfd: go or stop */
     pthread_mutex_t fill_lock;   /* fill() and its buffer: the filler, or arm's prefill */
-    uint64_t unhashed[8 * SG_VM_MAX_VCPUS];   /* prefilled clusters: hash_later */
-    int nunhashed;
+    uint64_t pv[8 * SG_VM_MAX_VCPUS];   /* RAM offsets of the pages arm puts in */
+    int npv;
+    char *stage;             /* their bytes, 4 KiB each */
     _Atomic uint64_t done;   /* clusters filled */
     uint64_t next;           /* background cursor */
     bool failed;
@@ -94,8 +97,61 @@ static bool zero_hash(size_t chunk, struct sg_ram_hash *out)
     return true;
 }
 
+
+/* The guest pages at `first` (what KVM touches as the state is applied),
+ * read now so that arm only copies them in.  Pages, not their clusters:
+ * in the kvm bed each page UFFDIO_COPY placed cost ~20 us of the pause
+ * (1-1.7 ms for the clusters of a Linux guest's 1 vCPU).  Their clusters
+ * stay unfilled (the fill skips the pages already there, prefilled()) and
+ * are hashed when filled, from the file. */
+static bool stage(struct sg_ram_lazy *lz, const uint64_t *first, int npages)
+{
+    const uint64_t pg = 4096;
+    for (int i = 0; i < npages && lz->npv < (int)(sizeof(lz->pv) / sizeof(lz->pv[0])); i++) {
+        const char *p = sg_vm_gpa(lz->vm, first[i] & ~(pg - 1), pg);
+        if (p)
+            lz->pv[lz->npv++] = (uint64_t)(p - (const char *)lz->vm->ram);
+    }
+    if (!lz->npv)
+        return true;
+    lz->stage = malloc((size_t)lz->npv * pg);
+    if (!lz->stage) {
+        sg_error_set(&lz->err, "out of memory");
+        return false;
+    }
+    for (int i = 0; i < lz->npv; i++) {
+        uint64_t c = lz->pv[i] / lz->cs, in = lz->pv[i] % lz->cs;
+        char *dst = lz->stage + (size_t)i * pg;
+        size_t got = 0;
+        while (lz->host[c] && got < pg) {
+            ssize_t r = pread(lz->fd, dst + got, pg - got, (off_t)(lz->host[c] + in + got));
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0) {
+                sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
+                return false;
+            }
+            if (r == 0)   /* QEMU leaves the file's last cluster short */
+                break;
+            got += (size_t)r;
+        }
+        memset(dst + got, 0, pg - got);
+    }
+    return true;
+}
+
+/* Whether RAM offset `off` is one of the pages arm put in. */
+static bool prefilled(const struct sg_ram_lazy *lz, uint64_t off)
+{
+    for (int i = 0; i < lz->npv; i++)
+        if (lz->pv[i] == off)
+            return true;
+    return false;
+}
+
 struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, const char *snap_id,
-                                        uint64_t ram_offset, struct sg_error *err)
+                                        uint64_t ram_offset, const uint64_t *first, int npages,
+                                        struct sg_error *err)
 {
     uint64_t cs = sg_block_cluster_size(bs);
     long ps = sysconf(_SC_PAGESIZE);
@@ -133,6 +189,24 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
     }
     sg_trace_mark("prepare-map");
     lz->fd = sg_block_host_fd(bs);
+    if (!stage(lz, first, npages)) {
+        *err = lz->err;
+        sg_ram_lazy_free(lz);
+        return NULL;
+    }
+    sg_trace_mark("prepare-stage");
+    /* Where the old RAM moves in the pause: mremap moves whole page tables
+     * (one PMD or PUD entry each) only between equally aligned places,
+     * elsewhere every PTE.  Reserved beforehand (vm.h); made here only if
+     * that failed. */
+    lz->aside_len = sg_vm_ram_span(vm);
+    lz->aside = vm->ram_aside ? vm->ram_aside : sg_vm_aligned_space(lz->aside_len, PROT_NONE);
+    vm->ram_aside = NULL;
+    if (!lz->aside) {
+        sg_error_set_errno(err, errno, "lazy load: address space");
+        sg_ram_lazy_free(lz);
+        return NULL;
+    }
     /* Without privilege (vm.unprivileged_userfaultfd = 0) only user-mode
      * faults could be handled, and KVM's are kernel faults: eager load. */
     lz->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
@@ -142,6 +216,7 @@ struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, c
         sg_ram_lazy_free(lz);
         return NULL;
     }
+    sg_trace_mark("prepare-uffd");
     /* The filler exists before the pause (a thread created in it started
      * 0.3-0.7 ms later in the kvm bed) and serves only faults until
      * sg_ram_lazy_go. */
@@ -171,7 +246,8 @@ static void hash_run(struct sg_ram_lazy *lz, uint64_t c, uint64_t n, const char 
  * pages after it would be left missing while the cluster counts as filled:
  * the faults on them would only ever be woken, never served.  So then
  * page by page: a missing page is placed, a present one written in place
- * (no fault: it is mapped), and every waiter on the range woken. */
+ * (no fault: it is mapped) unless arm put it in, and every waiter on the
+ * range woken. */
 static bool place(struct sg_ram_lazy *lz, char *dst, const char *src, uint64_t len)
 {
     int r;
@@ -201,6 +277,8 @@ static bool place(struct sg_ram_lazy *lz, char *dst, const char *src, uint64_t l
             r = ioctl(lz->uffd, UFFDIO_ZEROPAGE, &z);
         }
         if (r < 0 && errno == EEXIST) {
+            if (prefilled(lz, (uint64_t)(dst + off - (char *)lz->vm->ram)))
+                continue;   /* arm's, and KVM or the guest may have written it since */
             if (src)
                 memcpy(dst + off, src + off, pg);
             else
@@ -238,47 +316,24 @@ static bool read_run(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
     return true;
 }
 
-/* Copies clusters [c, c+n) in (none filled yet) and, with `hash`, records
- * their hashes; without, the caller leaves that to hash_later. */
-static bool fill_ex(struct sg_ram_lazy *lz, uint64_t c, uint64_t n, bool hash)
+/* Copies clusters [c, c+n) in (none filled yet) and records their hashes. */
+static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
 {
     char *dst = (char *)lz->vm->ram + c * lz->cs;
     uint64_t len = n * lz->cs;
     if (!lz->host[c]) {
         if (!place(lz, dst, NULL, len))
             return false;
-        if (hash)
-            hash_run(lz, c, n, NULL);
+        hash_run(lz, c, n, NULL);
     } else {
         if (!read_run(lz, c, n))
             return false;
-        if (hash)
-            hash_run(lz, c, n, lz->buf);
+        hash_run(lz, c, n, lz->buf);
         if (!place(lz, dst, lz->buf, len))
             return false;
     }
     memset(lz->filled + c, 1, n);
     atomic_fetch_add(&lz->done, n);
-    return true;
-}
-
-static bool fill(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
-{
-    return fill_ex(lz, c, n, true);
-}
-
-/* The hashes of the clusters filled in the pause without them (arm's
- * prefill), from the file: RAM may have changed since (the guest and KVM
- * write a pvclock page at once), and a hash is of the snapshot's bytes. */
-static bool hash_later(struct sg_ram_lazy *lz)
-{
-    for (int i = 0; i < lz->nunhashed; i++) {
-        uint64_t c = lz->unhashed[i];
-        if (lz->host[c] && !read_run(lz, c, 1))
-            return false;
-        hash_run(lz, c, 1, lz->host[c] ? lz->buf : NULL);
-    }
-    lz->nunhashed = 0;
     return true;
 }
 
@@ -350,17 +405,10 @@ static void *filler(void *arg)
         if (!bg)
             continue;
         pthread_mutex_lock(&lz->fill_lock);
-        if (ok && lz->nunhashed)
-            ok = hash_later(lz);
         while (ok && lz->next < lz->nclusters && lz->filled[lz->next])
             lz->next++;
         if (ok && lz->next < lz->nclusters)
             ok = fill(lz, lz->next, run_from(lz, lz->next));
-        pthread_mutex_unlock(&lz->fill_lock);
-    }
-    if (ok && lz->nunhashed && atomic_load(&lz->done) == lz->nclusters) {
-        pthread_mutex_lock(&lz->fill_lock);   /* all in by faults before go */
-        ok = hash_later(lz);
         pthread_mutex_unlock(&lz->fill_lock);
     }
     if (!ok)
@@ -375,7 +423,13 @@ static void *filler(void *arg)
     ioctl(lz->uffd, UFFDIO_UNREGISTER, &all);
     close(lz->uffd);
     lz->uffd = -1;
-    if (lz->old_ram)
+    /* The old RAM's pages go; its place stays reserved for the next load
+     * (an mmap over it: one call, here in the background). */
+    if (lz->old_ram && lz->old_len == sg_vm_ram_span(lz->vm) && !lz->vm->ram_aside &&
+        mmap(lz->old_ram, lz->old_len, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED,
+             -1, 0) == lz->old_ram)
+        lz->vm->ram_aside = lz->old_ram;
+    else if (lz->old_ram)
         munmap(lz->old_ram, lz->old_len);
     lz->old_ram = NULL;
     /* UFFDIO_COPY maps small pages; huge ones keep the next live save's
@@ -404,23 +458,6 @@ void sg_ram_lazy_go(struct sg_ram_lazy *lz)
     wake(lz);
 }
 
-/* Address space for `len` bytes at a 1 GiB boundary: mremap moves whole
- * page tables (one PMD or PUD entry each) only between equally aligned
- * places; elsewhere it moves every PTE. */
-static void *aligned_space(size_t len)
-{
-    size_t align = 1ul << 30;
-    char *p = mmap(NULL, len + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (p == MAP_FAILED)
-        return NULL;
-    char *a = (char *)(((uintptr_t)p + align - 1) & ~(uintptr_t)(align - 1));
-    if (a > p)
-        munmap(p, (size_t)(a - p));
-    if (a + len < p + len + align)
-        munmap(a + len, (size_t)(p + len + align - (a + len)));
-    return a;
-}
-
 /* The old RAM moves aside, empty memory registered with userfaultfd takes
  * its place, and the filler serves its faults.  The move makes KVM drop its mappings
  * of the old RAM (its MMU notifier): 0.7-1.5 ms for 1 GiB here.  The
@@ -428,19 +465,15 @@ static void *aligned_space(size_t len)
  * page-by-page unmerge of a MADV_MERGEABLE mapping (kvm/vm_kvm.c no longer
  * asks for it).  Deleting and re-creating the memory slots around the move
  * was measured too: 1-15 ms per slot change on this loaded host. */
-bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, const uint64_t *first, int npages, struct sg_error *err)
+bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err)
 {
     struct sg_vm *vm = lz->vm;
     /* The whole span (vm.h): one entry per GiB moves.  It is one mapping
      * unless something split it (a flag set on part of it): then the
      * RAM alone, entry by entry. */
-    size_t len = sg_vm_ram_span(vm);
-    void *aside = aligned_space(len);
-    if (!aside) {
-        sg_error_set_errno(err, errno, "lazy load: address space");
-        return false;
-    }
-    sg_trace_mark("arm-space");
+    size_t len = lz->aside_len;
+    void *aside = lz->aside;
+    lz->aside = NULL;   /* the mapping below takes its place */
     void *moved = mremap(vm->ram, len, len, MREMAP_MAYMOVE | MREMAP_FIXED, aside);
     if (moved == MAP_FAILED && len != vm->ram_size) {
         sg_trace_printf("trace: load: the RAM mapping is split (%s): moving RAM alone", strerror(errno));
@@ -481,19 +514,15 @@ bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, const uint64_t *first, int npages, 
     sg_trace_mark("arm-register");
     /* Here, not through a fault: KVM_SET_MSRS of the pvclock MSR maps its
      * page at once, and a fault there waited 11-14 ms for the filler thread
-     * to wake (in the kvm bed, 2026-12-03).  Hashed after the resume. */
+     * to wake (in the kvm bed, 2026-12-03).  Read and hashed in prepare. */
     bool ok = true;
     pthread_mutex_lock(&lz->fill_lock);
-    for (int i = 0; ok && i < npages; i++) {
-        const char *p = sg_vm_gpa(vm, first[i], 4096);
-        uint64_t c = p ? (uint64_t)(p - (const char *)vm->ram) / lz->cs : lz->nclusters;
-        if (c >= lz->nclusters || lz->filled[c])
-            continue;
-        if (lz->nunhashed < (int)(sizeof(lz->unhashed) / sizeof(lz->unhashed[0]))) {
-            ok = fill_ex(lz, c, 1, false);
-            lz->unhashed[lz->nunhashed++] = c;
-        } else {
-            ok = fill(lz, c, 1);
+    for (int i = 0; ok && i < lz->npv; i++) {
+        struct uffdio_copy cp = { .dst = (uint64_t)(uintptr_t)((char *)vm->ram + lz->pv[i]),
+                                  .src = (uint64_t)(uintptr_t)(lz->stage + (size_t)i * 4096), .len = 4096 };
+        if (ioctl(lz->uffd, UFFDIO_COPY, &cp) < 0 && errno != EEXIST) {
+            sg_error_set_errno(&lz->err, errno, "lazy load: UFFDIO_COPY");
+            ok = false;
         }
     }
     pthread_mutex_unlock(&lz->fill_lock);
@@ -551,9 +580,14 @@ void sg_ram_lazy_free(struct sg_ram_lazy *lz)
     pthread_mutex_destroy(&lz->fill_lock);
     if (lz->old_ram)
         munmap(lz->old_ram, lz->old_len);
+    if (lz->aside && !lz->vm->ram_aside)
+        lz->vm->ram_aside = lz->aside;   /* not used: kept for the next load */
+    else if (lz->aside)
+        munmap(lz->aside, lz->aside_len);
     free(lz->host);
     free(lz->filled);
     free(lz->buf);
+    free(lz->stage);
     sg_ram_hashes_free(lz->hashes);
     free(lz);
 }

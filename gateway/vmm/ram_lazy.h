@@ -12,17 +12,18 @@ struct sg_vm;
 struct sg_ram_lazy;
 
 /* Maps snapshot `snap_id`'s RAM (at ram_offset of its vmstate) to file
- * offsets and starts the filler thread (idle until arm); caller holds the
- * drive's lock.  NULL (with the reason) when a lazy load is not possible
+ * offsets, reads the npages guest pages at `first` (what
+ * KVM touches as the state is applied: arm puts them in at once, as a
+ * fault there would wait for the filler thread to wake) and starts the
+ * filler thread (idle until arm); caller holds the drive's lock.  NULL (with the reason) when a lazy load is not possible
  * here: the caller loads eagerly. */
 struct sg_ram_lazy *sg_ram_lazy_prepare(struct sg_vm *vm, struct sg_block *bs, const char *snap_id,
-                                        uint64_t ram_offset, struct sg_error *err);
-/* vCPUs parked: empty RAM that fills on first touch; the filler serves
- * faults from here on.  The clusters of the npages guest pages at `first`
- * are filled at once (what KVM touches as the state is applied: a fault
- * there would wait for the filler thread to wake).  On failure RAM may
- * already be empty: load it eagerly. */
-bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, const uint64_t *first, int npages, struct sg_error *err);
+                                        uint64_t ram_offset, const uint64_t *first, int npages,
+                                        struct sg_error *err);
+/* vCPUs parked: empty RAM that fills on first touch (but for prepare's
+ * pages, in at once); the filler serves faults from here on.  On
+ * failure RAM may already be empty: load it eagerly. */
+bool sg_ram_lazy_arm(struct sg_ram_lazy *lz, struct sg_error *err);
 /* The guest runs: the filler brings in the rest of RAM as well as faults
  * (until then it serves faults only, leaving the pause its CPU). */
 void sg_ram_lazy_go(struct sg_ram_lazy *lz);

@@ -325,9 +325,7 @@ static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
     struct sg_vmm *vmm = op->vmm;
     struct sg_vm *vm = &vmm->vm;
     struct sg_error lerr = { 0 };
-    uint64_t pv[8 * SG_VM_MAX_VCPUS];
-    int npv = sg_vmstate_pv_pages(vm, op->blob, op->blob_len, pv, (int)(sizeof(pv) / sizeof(pv[0])));
-    if (!sg_ram_lazy_arm(op->lazy, pv, npv, &lerr))
+    if (!sg_ram_lazy_arm(op->lazy, &lerr))
         return 0;
     op->armed = true;
     sg_snap_lock_drives(op);
@@ -336,13 +334,7 @@ static int load_lazy_instant(struct sg_job *job, struct snap_op *op)
     if (ok) {
         vmm->vm_clock_base_ns = op->hdr.vm_clock_ns;
         sg_trace_mark("apply");
-        sg_snap_resume_vm(op);
-        /* RESUME out before the worker and the filler wake: with them, the
-         * guest's vCPU and a client on 2 CPUs, the event waited 5-16 ms in
-         * the kvm bed for this thread's next poll round. */
-        if (vmm->qmp)
-            sg_qmp_server_flush(vmm->qmp);
-        sg_trace_mark("resume-event");
+        sg_snap_resume_vm(op);   /* RESUME written out, then the vCPUs run */
         sg_trace_end(true);
     }
     /* The reverts run whatever happened: the worker releases the locks. */
@@ -377,9 +369,12 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         /* SNAPGATE_VMM_LAZY=0: always the eager load (for comparing). */
         const char *lz = getenv("SNAPGATE_VMM_LAZY");
         sg_drive_lock(op->vmdrive);
-        if (!lz || strcmp(lz, "0") != 0)
+        if (!lz || strcmp(lz, "0") != 0) {
+            uint64_t pv[8 * SG_VM_MAX_VCPUS];
+            int npv = sg_vmstate_pv_pages(vm, op->blob, op->blob_len, pv, (int)(sizeof(pv) / sizeof(pv[0])));
             op->lazy = sg_ram_lazy_prepare(vm, op->vmdrive->bs, op->vm_snap_id, op->hdr.ram_offset,
-                                           &lerr);
+                                           pv, npv, &lerr);
+        }
         sg_drive_unlock(op->vmdrive);
         sg_trace_mark("prepare");
 
@@ -450,7 +445,6 @@ static enum sg_job_step load_step(struct sg_job *job, bool cancelled)
         sg_trace_mark("apply");
         load_done(op);
         sg_snap_resume_vm(op);
-        sg_trace_mark("resume-event");
         sg_trace_end(true);
         return SG_JOB_STEP_DONE;
     }

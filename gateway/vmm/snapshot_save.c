@@ -517,7 +517,7 @@ static bool save_pause(struct sg_job *job, struct snap_op *op, struct sg_ram_wp 
     sg_trace_mark("worker-locks");
     sg_snap_resume_vm(op);
     sg_ram_wp_go(op->wp);
-    sg_trace_mark("resume-event");
+    sg_trace_mark("wp-go");
     if (werr->msg[0])
         sg_trace_printf("live: write-protect unavailable, the fork instead: %s", werr->msg);
     return true;

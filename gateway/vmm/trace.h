@@ -8,12 +8,14 @@
  *                                                      (one per pause)
  *
  * A span belongs to the thread that began it: sg_trace_begin opens it,
- * sg_trace_mark ends the phase that ran since the previous mark (prints
- * its "trace:" line and adds it to the span's summary).  Marks on a
+ * sg_trace_mark ends the phase that ran since the previous mark (kept:
+ * the lines are printed when the span ends, nothing is written in the
+ * pause).  Marks on a
  * thread with no span open are ignored (sg_vm_pause is also used outside
  * snapshot jobs).
- * sg_trace_end(true) prints the "live:" summary of the span (a pause that
- * happened), sg_trace_end(false) closes it silently (a failed job).
+ * sg_trace_end prints the span's "trace:" lines and, with true, its
+ * "live:" summary (a pause that happened; false: a failed job), whose
+ * total runs to the last mark.
  * The variable is read once; when it is unset a mark costs one load. */
 #ifndef SG_VMM_TRACE_H
 #define SG_VMM_TRACE_H

@@ -104,6 +104,8 @@ struct sg_vm {
     uint64_t ram_span;      /* the mapping at ram: ram_size up to a whole GiB, 1 GiB
                              * aligned, so a lazy load's mremap moves whole page-table
                              * pages (ram_lazy.c); past ram_size nothing is ever touched */
+    void *ram_aside;        /* NULL or a PROT_NONE reservation as long and aligned: where
+                             * the next lazy load moves the old RAM (ram_lazy.c) */
     uint64_t ram_low;       /* RAM at GPA 0; ram_size - ram_low more at 4 GiB */
     uint64_t tsc_khz;
     struct sg_vcpu vcpus[SG_VM_MAX_VCPUS];
@@ -142,6 +144,8 @@ struct sg_vm {
     uint32_t guest_exit_code;
 };
 
+/* `len` bytes of anonymous memory (MAP_NORESERVE) at a 1 GiB boundary, or NULL. */
+void *sg_vm_aligned_space(size_t len, int prot);
 /* The length of the mapping at vm->ram (ram_span; ram_size where no span was set). */
 static inline uint64_t sg_vm_ram_span(const struct sg_vm *vm)
 {

@@ -6,6 +6,7 @@
 #include <jansson.h>
 
 #include "qmp_server.h"
+#include "trace.h"
 #include "vmm.h"
 #include "devices/virtio_blk.h"
 
@@ -43,9 +44,18 @@ void sg_vmm_cont(struct sg_vmm *vmm, bool emit_event)
             pthread_mutex_unlock(&vmm->vm.io_lock);
         }
         vmm->run_started_ns = sg_now_ns();
-        sg_vm_resume(&vmm->vm);
+        /* As QEMU's vm_prepare_start: RESUME (its timestamp) first, then
+         * the vCPUs run; then the event is written, at once: after a lazy
+         * load the vCPU's first faults wake the filler thread, and on 2
+         * CPUs the event waited 0.5-3.6 ms in the kvm bed for this thread's
+         * next poll round.  Written before the vCPUs ran, it kept them
+         * parked 0.3-3.3 ms longer (the client woken took the CPU). */
         if (emit_event && vmm->qmp)
             sg_qmp_server_emit_event(vmm->qmp, "RESUME", NULL);
+        sg_trace_mark("resume-event");
+        sg_vm_resume(&vmm->vm);
+        if (emit_event && vmm->qmp)
+            sg_qmp_server_flush(vmm->qmp);
     }
 }
 

@@ -24,6 +24,20 @@ extern const char sg_demo_guest_start[], sg_demo_guest_end[];
 #define SG_KVM_TSS_ADDR 0xfffbd000u
 #define SG_KVM_IDMAP_ADDR 0xfffbc000u
 
+void *sg_vm_aligned_space(size_t len, int prot)
+{
+    const size_t align = 1ul << 30;
+    char *m = mmap(NULL, len + align, prot, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED)
+        return NULL;
+    char *a = (char *)(((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1));
+    if (a > m)
+        munmap(m, (size_t)(a - m));
+    if (m + len + align > a + len)
+        munmap(a + len, (size_t)(m + len + align - (a + len)));
+    return a;
+}
+
 bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
 {
     vm->vm_fd = -1;
@@ -76,19 +90,15 @@ bool sg_vm_init(struct sg_vm *vm, struct sg_error *err)
      * themselves.  Map 1 GiB more, trim. */
     const size_t align = 1ul << 30;
     vm->ram_span = (vm->ram_size + align - 1) & ~(uint64_t)(align - 1);
-    char *m = mmap(NULL, vm->ram_span + align, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-    if (m == MAP_FAILED) {
-        vm->ram = NULL;
+    vm->ram = sg_vm_aligned_space(vm->ram_span, PROT_READ | PROT_WRITE);
+    if (!vm->ram) {
         sg_error_set_errno(err, errno, "guest RAM (%llu bytes)", (unsigned long long)vm->ram_size);
         return false;
     }
-    char *a = (char *)(((uintptr_t)m + align - 1) & ~(uintptr_t)(align - 1));
-    if (a > m)
-        munmap(m, (size_t)(a - m));
-    if (m + vm->ram_span + align > a + vm->ram_span)
-        munmap(a + vm->ram_span, (size_t)(m + vm->ram_span + align - (a + vm->ram_span)));
-    vm->ram = a;
+    /* Where a lazy load moves the old RAM: reserved now, while no vCPU
+     * runs (with one running, each mmap and munmap of this process waited
+     * 1-3 ms in the kvm bed: TLB shootdowns into a guest). */
+    vm->ram_aside = sg_vm_aligned_space(vm->ram_span, PROT_NONE);
     /* Not MADV_MERGEABLE (QEMU's mem-merge): every mremap of a mergeable
      * mapping first unmerges it page by page, 8-39 ms for 1 GiB in the
      * pause of the first lazy load (ram_lazy.c), KSM running or not. */
@@ -257,6 +267,9 @@ void sg_vm_destroy(struct sg_vm *vm)
     vm->poweron_state = NULL;
     if (vm->ram)
         munmap(vm->ram, vm->ram_span);
+    if (vm->ram_aside)
+        munmap(vm->ram_aside, vm->ram_span);
+    vm->ram_aside = NULL;
     if (vm->vm_fd >= 0)
         close(vm->vm_fd);
     if (vm->kvm_fd >= 0)
