@@ -23,7 +23,8 @@
  * writes a cluster with a reference from a snapshot (copy-on-write).
  *
  * The old RAM is moved aside with mremap (page tables move, nothing is
- * freed in the pause) and unmapped by the filler. */
+ * freed in the pause) into a place reserved beforehand (vm->ram_aside);
+ * the filler frees its pages and keeps the place for the next load. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/userfaultfd.h>
