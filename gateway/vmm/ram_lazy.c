@@ -99,6 +99,28 @@ static bool zero_hash(size_t chunk, struct sg_ram_hash *out)
 }
 
 
+/* Reads `len` bytes of the image at `off` into dst; zeros past its end
+ * (QEMU leaves the file's last cluster short). */
+static bool read_at(struct sg_ram_lazy *lz, char *dst, uint64_t off, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t r = pread(lz->fd, dst + got, len - got, (off_t)(off + got));
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
+            return false;
+        }
+        if (r == 0) {
+            memset(dst + got, 0, len - got);
+            break;
+        }
+        got += (size_t)r;
+    }
+    return true;
+}
+
 /* The guest pages at `first` (what KVM touches as the state is applied),
  * read now so that arm only copies them in.  Pages, not their clusters:
  * in the kvm bed each page UFFDIO_COPY placed cost ~20 us of the pause
@@ -123,20 +145,10 @@ static bool stage(struct sg_ram_lazy *lz, const uint64_t *first, int npages)
     for (int i = 0; i < lz->npv; i++) {
         uint64_t c = lz->pv[i] / lz->cs, in = lz->pv[i] % lz->cs;
         char *dst = lz->stage + (size_t)i * pg;
-        size_t got = 0;
-        while (lz->host[c] && got < pg) {
-            ssize_t r = pread(lz->fd, dst + got, pg - got, (off_t)(lz->host[c] + in + got));
-            if (r < 0 && errno == EINTR)
-                continue;
-            if (r < 0) {
-                sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
-                return false;
-            }
-            if (r == 0)   /* QEMU leaves the file's last cluster short */
-                break;
-            got += (size_t)r;
-        }
-        memset(dst + got, 0, pg - got);
+        if (!lz->host[c])
+            memset(dst, 0, pg);
+        else if (!read_at(lz, dst, lz->host[c] + in, pg))
+            return false;
     }
     return true;
 }
@@ -298,23 +310,7 @@ static bool place(struct sg_ram_lazy *lz, char *dst, const char *src, uint64_t l
  * file (their offsets follow each other); 0 < n <= BATCH. */
 static bool read_run(struct sg_ram_lazy *lz, uint64_t c, uint64_t n)
 {
-    uint64_t len = n * lz->cs;
-    size_t got = 0;
-    while (got < len) {
-        ssize_t r = pread(lz->fd, lz->buf + got, len - got, (off_t)(lz->host[c] + got));
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r < 0) {
-            sg_error_set_errno(&lz->err, errno, "lazy load: reading the VM state");
-            return false;
-        }
-        if (r == 0) {   /* QEMU leaves the file's last cluster short */
-            memset(lz->buf + got, 0, len - got);
-            break;
-        }
-        got += (size_t)r;
-    }
-    return true;
+    return read_at(lz, lz->buf, lz->host[c], n * lz->cs);
 }
 
 /* Copies clusters [c, c+n) in (none filled yet) and records their hashes. */

@@ -13,14 +13,16 @@ struct sg_vm;
 struct sg_ram_wp;
 
 /* Before the pause, the guest running: the descriptor, guest RAM
- * registered (holes mapped to the zero page before Linux 6.4) and the
- * handler started, so the pause only has to protect.  NULL (with the
+ * registered (holes mapped to the zero page before Linux 6.4), the
+ * handler started and all of RAM protected; a write until the instant
+ * only lifts its region.  NULL (with the
  * reason) when the kernel cannot: use the fork.  lift_only: the bench's
  * limit probe (SNAPGATE_VMM_LIVE=wp-limit): a fault only lifts its region,
  * nothing is copied, RAM cannot be read (the save fails on purpose). */
 struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_error *err);
-/* vCPUs parked: protects all of guest RAM; from now on RAM as the save
- * reads it is RAM at this instant.  false: sg_ram_wp_end it, use the fork. */
+/* vCPUs parked: protects again the regions written since the open (all of
+ * RAM is protected then); from now on RAM as the save reads it is RAM at
+ * this instant.  false: sg_ram_wp_end it, use the fork. */
 bool sg_ram_wp_protect(struct sg_ram_wp *wp, struct sg_error *err);
 /* RAM [off, off+len) at the instant (off = RAM index); every byte at most
  * once.  The save's writer only. */

@@ -33,6 +33,22 @@ sgtest.run([img, "create", disk0, "64M"])
 ssock, qsock = os.path.join(d, "serial.sock"), os.path.join(d, "qmp.sock")
 errpath = os.path.join(d, "vmm-stderr.log")
 errlog = open(errpath, "ab")
+holder = {}
+
+
+def capture_stuck():
+    """On any failure (a command the shell never answered, in every mode): the
+    guest's state captured twice, 5 s apart (does its RIP move?), before the
+    VMM's stderr is printed."""
+    if holder.get("qmp"):
+        holder["qmp"].sock.settimeout(60)
+        print("query-status at the failure:", holder["qmp"].cmd("query-status"), flush=True)
+        for k in (1, 2):
+            print(f"savevm diag{k}:", holder["qmp"].hmp(f"savevm diag{k}"), flush=True)
+            time.sleep(5)
+
+
+sgtest.on_failure(capture_stuck)
 show_log_on_failure(errpath, lines=60)
 p = sgtest.spawn([vmm, "-m", "512M", "-kernel", os.path.join(guest, "vmlinuz"),
                   "-initrd", os.path.join(guest, "initrd.img"), "-append", "console=ttyS0 quiet",
@@ -41,6 +57,7 @@ p = sgtest.spawn([vmm, "-m", "512M", "-kernel", os.path.join(guest, "vmlinuz"),
 con = Console(ssock)
 con.boot(300)
 q = sgtest.QMP(qsock, timeout=300)
+holder["qmp"] = q
 con.sh("mkdir -p /shm && mount -t tmpfs -o size=300m tmpfs /shm")
 if os.environ.get("STRESS_BUSY") == "1":   # else idle at the prompt, as bench_linux.py saves
     con.sh("(i=0; while :; do i=$((i+1)); echo $i > /shm/cnt; "
