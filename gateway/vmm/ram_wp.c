@@ -404,6 +404,13 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
         return NULL;
     }
     sg_trace_mark("wp-preprotect");
+    /* SNAPGATE_VMM_WP_EARLY_MS (tests): a wider gap before the instant, so
+     * that a writing guest lifts regions the pause must protect again. */
+    const char *gap = getenv("SNAPGATE_VMM_WP_EARLY_MS");
+    long ms = gap ? strtol(gap, NULL, 10) : 0;
+    if (ms > 0)
+        nanosleep(&(struct timespec){ (ms > 1000 ? 1000 : ms) / 1000, (ms > 1000 ? 0 : ms % 1000) * 1000000 },
+                  NULL);
     return wp;
 }
 
