@@ -408,9 +408,10 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
      * that a writing guest lifts regions the pause must protect again. */
     const char *gap = getenv("SNAPGATE_VMM_WP_EARLY_MS");
     long ms = gap ? strtol(gap, NULL, 10) : 0;
+    if (ms > 1000)
+        ms = 1000;
     if (ms > 0)
-        nanosleep(&(struct timespec){ (ms > 1000 ? 1000 : ms) / 1000, (ms > 1000 ? 0 : ms % 1000) * 1000000 },
-                  NULL);
+        nanosleep(&(struct timespec){ ms / 1000, (ms % 1000) * 1000000 }, NULL);
     return wp;
 }
 
