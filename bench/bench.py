@@ -196,11 +196,12 @@ class QMP:
     def run_job(self, name, args, job_id):
         """Runs a snapshot job: returns (wall s, pause s or None, error or None).
         Wall: command sent -> 'concluded' event arrived.  Pause: STOP -> RESUME
-        event timestamps (the server's clock)."""
+        event timestamps (the server's clock).  Also kept: command sent -> RESUME
+        arrived (resume_after) and -> RESUME stamped (resume_stamped)."""
         self.queue.clear()
-        t0 = time.monotonic()
+        t0, t0_wall = time.monotonic(), time.time()
         mid = self.send(name, dict(args, **{"job-id": job_id}))
-        stop_ts = resume_ts = self.resume_after = None
+        stop_ts = resume_ts = self.resume_after = self.resume_stamped = None
         concluded = None
         replied = False
         while concluded is None or not replied:
@@ -212,6 +213,9 @@ class QMP:
                 elif m["event"] == "RESUME" and stop_ts is not None:
                     resume_ts = ts
                     self.resume_after = t - t0   # command sent -> guest running
+                    # ... by the server's stamp (its clock is this machine's):
+                    # without the client's reading of the messages before it
+                    self.resume_stamped = ts - t0_wall
                 elif (m["event"] == "JOB_STATUS_CHANGE" and m["data"]["id"] == job_id
                       and m["data"]["status"] == "concluded"):
                     concluded = t

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "trace.h"
@@ -28,6 +29,7 @@ static atomic_int trace_on = -1;
 static _Thread_local struct {
     const char *name;       /* NULL: no span open */
     uint64_t t0, last;
+    long minflt0, majflt0;   /* this thread's page faults at the begin */
     int n;
     struct { const char *phase; double ms; } ph[MAX_PHASES];
 } span;
@@ -54,9 +56,14 @@ static void flush_span(bool summary)
         if (len < sizeof(line))
             len += (size_t)snprintf(line + len, sizeof(line) - len, " %s %.3f", span.ph[i].phase, span.ph[i].ms);
     }
-    if (summary)
-        fprintf(stderr, "%.*s | total %.3f ms\n", (int)(len < sizeof(line) ? len : sizeof(line) - 1), line,
-                (double)(span.last - span.t0) / 1e6);
+    if (summary) {
+        struct rusage ru = { 0 };
+        getrusage(RUSAGE_THREAD, &ru);
+        fprintf(stderr, "%.*s | total %.3f ms, %ld page faults (%ld major)\n",
+                (int)(len < sizeof(line) ? len : sizeof(line) - 1), line,
+                (double)(span.last - span.t0) / 1e6, ru.ru_minflt - span.minflt0,
+                ru.ru_majflt - span.majflt0);
+    }
     span.n = 0;
 }
 
@@ -69,6 +76,10 @@ void sg_trace_begin(const char *name)
     span.name = name;
     span.t0 = span.last = sg_now_ns();
     span.n = 0;
+    struct rusage ru = { 0 };
+    getrusage(RUSAGE_THREAD, &ru);
+    span.minflt0 = ru.ru_minflt;
+    span.majflt0 = ru.ru_majflt;
 }
 
 void sg_trace_mark(const char *phase)

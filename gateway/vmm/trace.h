@@ -4,8 +4,8 @@
  * lines with each run).  One mechanism for two kinds of line:
  *
  *   trace: save: capture                 0.512 ms      (one per phase)
- *   live: save pause: kick 0.021 parked 0.300 ... | total 7.700 ms
- *                                                      (one per pause)
+ *   live: save pause: kick 0.021 parked 0.300 ... | total 7.700 ms, 3 page faults (0 major)
+ *                                 (one per pause; the faults: of this thread, to the end)
  *
  * A span belongs to the thread that began it: sg_trace_begin opens it,
  * sg_trace_mark ends the phase that ran since the previous mark (kept:

@@ -7,6 +7,7 @@
  * last, because setting MSRs and the LAPIC can change pending events). */
 #include <errno.h>
 #include <linux/kvm.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,15 +39,43 @@ enum rec_tag {
 
 #define MAX_MSRS 256
 
-uint32_t sg_crc32(const void *data, size_t len)
+/* CRC-32 (IEEE 802.3, reflected), eight bytes a step ("slicing by 8"):
+ * bit by bit it took 0.1-0.2 ms of every load's validation and every
+ * save's capture here, 1 ms and more in the kvm bed.  x86 only, as the
+ * VMM: the 8-byte step reads little-endian words. */
+static uint32_t crc_tab[8][256];
+static pthread_once_t crc_once = PTHREAD_ONCE_INIT;
+
+static void crc_init(void)
 {
-    const uint8_t *p = data;
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < len; i++) {
-        c ^= p[i];
+    for (uint32_t i = 0; i < 256; i++) {
+        uint32_t c = i;
         for (int k = 0; k < 8; k++)
             c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+        crc_tab[0][i] = c;
     }
+    for (int t = 1; t < 8; t++)
+        for (int i = 0; i < 256; i++)
+            crc_tab[t][i] = (crc_tab[t - 1][i] >> 8) ^ crc_tab[0][crc_tab[t - 1][i] & 0xff];
+}
+
+uint32_t sg_crc32(const void *data, size_t len)
+{
+    _Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "little-endian words");
+    pthread_once(&crc_once, crc_init);
+    const uint8_t *p = data;
+    uint32_t c = 0xffffffffu;
+    for (; len >= 8; p += 8, len -= 8) {
+        uint32_t lo, hi;
+        memcpy(&lo, p, 4);
+        memcpy(&hi, p + 4, 4);
+        lo ^= c;
+        c = crc_tab[7][lo & 0xff] ^ crc_tab[6][(lo >> 8) & 0xff] ^ crc_tab[5][(lo >> 16) & 0xff] ^
+            crc_tab[4][lo >> 24] ^ crc_tab[3][hi & 0xff] ^ crc_tab[2][(hi >> 8) & 0xff] ^
+            crc_tab[1][(hi >> 16) & 0xff] ^ crc_tab[0][hi >> 24];
+    }
+    for (; len; p++, len--)
+        c = crc_tab[0][(c ^ *p) & 0xff] ^ (c >> 8);
     return ~c;
 }
 

@@ -197,7 +197,7 @@ def check_trace(vm, label, saves):
         if not line.startswith("live: save pause:"):
             continue
         pauses += 1
-        m = re.fullmatch(r"live: save pause:((?: \S+ [0-9.]+)+) \| total ([0-9.]+) ms", line)
+        m = re.fullmatch(r"live: save pause:((?: \S+ [0-9.]+)+) \| total ([0-9.]+) ms, \d+ page faults \(\d+ major\)", line)
         sgtest.check(m, f"{label}: pause line {line!r}")
         toks = m.group(1).split()
         phases = list(zip(toks[::2], toks[1::2]))

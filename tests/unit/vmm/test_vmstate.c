@@ -58,10 +58,34 @@ static void sealed(struct sg_vmstate_header *h, uint8_t *page)
     sg_vmstate_header_encode(h, page);
 }
 
+/* The definition, bit by bit: what the 8-byte steps must equal. */
+static uint32_t crc32_bitwise(const uint8_t *p, size_t len)
+{
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < len; i++) {
+        c ^= p[i];
+        for (int k = 0; k < 8; k++)
+            c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1)));
+    }
+    return ~c;
+}
+
 static void test_crc32(void **state)
 {
     (void)state;
     assert_int_equal(sg_crc32("123456789", 9), 0xcbf43926u);   /* the standard check value */
+    assert_int_equal(sg_crc32("", 0), 0);
+    /* Every length and alignment around the 8-byte steps, and a long run. */
+    static uint8_t buf[70000];
+    uint32_t x = 12345;
+    for (size_t i = 0; i < sizeof(buf); i++) {
+        x = x * 1103515245u + 12345u;
+        buf[i] = (uint8_t)(x >> 16);
+    }
+    for (size_t off = 0; off < 8; off++)
+        for (size_t len = 0; len < 40; len++)
+            assert_int_equal(sg_crc32(buf + off, len), crc32_bitwise(buf + off, len));
+    assert_int_equal(sg_crc32(buf + 3, sizeof(buf) - 3), crc32_bitwise(buf + 3, sizeof(buf) - 3));
 }
 
 static void test_header_round_trip(void **state)
