@@ -188,16 +188,22 @@ sgtest.check_eq(sorted(s["name"] for s in info["snapshots"]), ["exact", "s3"], "
 # their generations), and the writer waits 1.5 s before it reads RAM, so the
 # guest rewrites windows after the instant: had a lifted region stayed open,
 # the snapshot would hold it as rewritten and other windows as at the
-# instant, and the guest's check after the load fails.
+# instant, and the guest's check after the load fails.  The writer also goes
+# at 128 MiB/s (SNAPGATE_VMM_SAVE_RATE): 256 MiB of RAM take it 2 s, during
+# which the guest goes on rewriting regions the writer has not reached.
 b = os.path.join(d, "b.qcow2")
 sgtest.run([qemu_img, "create", "-q", "-f", "qcow2", b, "16M"])
 os.environ.update(SNAPGATE_VMM_WP_EARLY_MS="200", SNAPGATE_VMM_SAVE_STALL="1500",
-                  SNAPGATE_VMM_TRACE="1")
+                  SNAPGATE_VMM_SAVE_RATE="128", SNAPGATE_VMM_TRACE="1")
 vm = VMM(d, ["-m", "256M", "-drive", f"file={b}", "-append", "dirty=64M,churn=64M"], name="early")
 q = vm.qmp
 vm.wait_line(r"^churn: ", 30)
 for k in (1, 2):
+    t0 = time.monotonic()
     save(f"e{k}")
+    wall = time.monotonic() - t0
+    print(f"save e{k} at 128 MiB/s after a 1.5 s stall: {wall:.2f} s", flush=True)
+    sgtest.check(wall >= 1.5 + 2.0, f"save e{k}: {wall:.2f} s, faster than the stall and the rate allow")
     load_ok(f"e{k}", f"e{k}: written before the instant")
 early = [int(m) for m in re.findall(r"(\d+) regions written before the instant", vm.stderr())]
 print(f"regions written between the protection and the instant: {early}", flush=True)
