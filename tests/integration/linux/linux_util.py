@@ -7,7 +7,8 @@
 enter_bed_or_here: on a host with kvm_intel/kvm_amd returns the guest directory and the
 test goes on here; on kvm_pvm it runs the same script with --inner inside the nested
 test bed (tests/kvm-bed/run.sh) and exits with its status; otherwise SKIP.
-A guest that stops (no console output at all after a command, for the whole wait) or
+A guest that stops (no console output at all after a command, for the whole wait, or
+the echo of the typed line stopping part way: not even its end of line came back) or
 reboots by itself (its ready line in a command's output) ends the test with
 sg_bed_util.GUEST_LOST; the bed's runner then runs the test once more in a fresh bed
 (the bed loses a level-2 guest now and then, QEMU 7.2's too: tests/kvm-bed/README.md).  The guest
@@ -50,6 +51,7 @@ class Console:
         self.buf = b""
         self.n = 0
         self.silent = True      # nothing received since the last line sent
+        self.eol = False        # an end of line received since the last line sent
 
     def expect(self, pattern, timeout, in_command=False):
         """Waits for pattern; returns (the output up to its end, the match).  in_command:
@@ -70,6 +72,12 @@ class Console:
                 if self.silent:
                     guest_lost(f"guest console: not one byte within {timeout}s while "
                                f"{pattern!r} was awaited; last output: {self.buf[-600:]!r}")
+                if in_command and not self.eol:
+                    # A live shell echoes the whole line at once; this one stopped
+                    # part way (as QEMU's guest once did in linux_power).
+                    guest_lost(f"guest console: the echo of the line stopped part way "
+                               f"(no end of line within {timeout}s) while {pattern!r} was "
+                               f"awaited; last output: {self.buf[-600:]!r}")
                 sgtest.fail(f"guest console: no {pattern!r} within {timeout}s; last output: "
                             f"{self.buf[-600:]!r}")
             self.s.settimeout(left)
@@ -81,6 +89,7 @@ class Console:
                 sgtest.fail(f"guest console closed; last output {self.buf[-600:]!r}")
             self.buf += chunk
             self.silent = False
+            self.eol = self.eol or b"\n" in chunk
 
     def boot(self, timeout=300):
         """Waits for the init's ready line and the shell prompt."""
@@ -90,6 +99,7 @@ class Console:
 
     def send(self, line):
         self.silent = True
+        self.eol = False
         self.s.sendall(line.encode() + b"\n")
 
     def sh(self, cmd, timeout=60):

@@ -28,7 +28,7 @@ import subprocess
 import time
 
 import sgtest
-from linux_util import Console, enter_bed_or_here
+from linux_util import Console, enter_bed_or_here, show_log_on_failure, show_vm_state_on_failure
 
 guest = enter_bed_or_here(__file__)
 
@@ -66,6 +66,7 @@ class Machine:
             if os.path.exists(f):
                 os.unlink(f)
         self.errlog = open(os.path.join(d, "vmm-stderr.log"), "ab")
+        vm_now.clear()
         argv = [vmm, "-m", f"{MEM_MIB}M", "-kernel", os.path.join(guest, "vmlinuz"),
                 "-initrd", os.path.join(guest, "initrd.img"), "-append", "console=ttyS0 quiet",
                 "-serial", f"unix:{self.ssock},server=on",
@@ -74,6 +75,7 @@ class Machine:
         self.p = sgtest.spawn(argv, stderr=self.errlog)
         self.con = Console(self.ssock)
         self.q = sgtest.QMP(self.qsock, timeout=300)
+        vm_now["qmp"] = self.q
         self.seq = 0
 
     def written(self):
@@ -132,6 +134,12 @@ def count(m):
     return int(m.con.sh("cat /shm/cnt"))
 
 
+# On a failure: the VM's run state and interrupt state (a diagnostic save),
+# then the VMM's stderr.
+os.environ["SNAPGATE_VMM_IRQ_TRACE"] = "1"
+vm_now = {}
+show_vm_state_on_failure(vm_now)
+show_log_on_failure(os.path.join(d, "vmm-stderr.log"), lines=80)
 m = Machine()
 m.con.boot(300)
 log("boot to shell prompt")
