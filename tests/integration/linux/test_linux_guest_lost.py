@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """The lost-guest rule of the Linux tests, on any host (no guest, no bed): a fake
-ttyS0 on a unix socket that stays silent, or shows the guest's ready line inside a
-command's output, ends linux_util's Console with status 3 (GUEST_LOST); output that
-comes and stops is an ordinary failure (1).  Then sg_bed_util.linux_here_or_bed with
+ttyS0 on a unix socket that stays silent, stops part way through echoing the typed line
+(no end of line), or shows the guest's ready line inside a command's output, ends
+linux_util's Console with status 3 (GUEST_LOST); a whole echo and output that then stops
+is an ordinary failure (1).  Then sg_bed_util.linux_here_or_bed with
 a fake bed: one lost attempt is run again and recorded in BUILD/Testing's re-run log,
 two in a row fail (1), any other status is passed on at once."""
 import os
@@ -34,6 +35,8 @@ if len(sys.argv) == 3 and sys.argv[1] == "--console":
             c.sendall(b"\r\n[    0.0] sg-guest: ready\r\n/ # ")
         elif mode == "partial":
             c.sendall(b"echo hi; ec")
+        elif mode == "stops":
+            c.sendall(b'echo hi; echo "@@"1"@@"\r\nh')
         elif mode == "answer":
             c.sendall(b'echo hi; echo "@@"1"@@"\r\nhi\r\n@@1@@\r\n')
         time.sleep(30)
@@ -44,7 +47,7 @@ if len(sys.argv) == 3 and sys.argv[1] == "--console":
     sys.exit(0 if out == "hi" else 9)
 
 for mode, want in (("silent", sg_bed_util.GUEST_LOST), ("reboot", sg_bed_util.GUEST_LOST),
-                   ("partial", 1), ("answer", 0)):
+                   ("partial", sg_bed_util.GUEST_LOST), ("stops", 1), ("answer", 0)):
     r = subprocess.run([sys.executable, __file__, "--console", mode], capture_output=True,
                        text=True, timeout=60)
     sgtest.check(r.returncode == want, f"console {mode}: exit {r.returncode}, want {want}: "
