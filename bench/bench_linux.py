@@ -101,7 +101,13 @@ def start(impl, build, guest, d):
 
 CHANGE = 5                          # MiB rewritten between two saves: ~1% of RAM
 KEYS = ("boot", "uptime", "save", "load", "pause", "running", "stamped", "second", "rate0",
-        "rate1", "rate2", "growth")
+        "rate1", "rate2", "growth", "rate_cpu", "rate_dd")
+
+# The machine's limit for a save's writer, which takes a CPU of its own:
+# the guest's loop while a process beside the VM (no save) keeps a CPU busy
+# -- a shell loop, or dd writing into a file as the writer does.
+HOGS = (("rate_cpu", "while :; do :; done"),
+        ("rate_dd", "while :; do dd if=/dev/zero of=hog bs=256K count=2048 2>/dev/null; done"))
 
 
 def written(pid):
@@ -121,6 +127,21 @@ def count(con):
         if m:
             return int(m.group(1)), time.monotonic()
     raise B.Unavailable(f"the loop's count did not read as a number: {con.buf[-100:]!r}")
+
+
+def hog_rate(con, d, script):
+    """The loop's rate (counts/s) for 3 s while `script` runs beside the VM."""
+    (ca, ta) = count(con)
+    hog = subprocess.Popen(["sh", "-c", script], cwd=d, start_new_session=True)
+    try:
+        time.sleep(3)
+        (cb, tb) = count(con)
+    finally:
+        os.killpg(hog.pid, 9)
+        hog.wait()
+        if os.path.exists(os.path.join(d, "hog")):
+            os.unlink(os.path.join(d, "hog"))
+    return (cb - ca) / (tb - ta)
 
 
 def one_run(impl, build, guest, d):
@@ -155,6 +176,7 @@ def one_run(impl, build, guest, d):
         time.sleep(3)
         (cd, td) = count(con)
         rate2 = (cd - cc) / (td - tc)       # after it: the bed's own drift shows here
+        hogs = [hog_rate(con, d, script) for _, script in HOGS]
         con.sh("echo after-save-$((2*3))", b"\nafter-save-6\n", 300)
         con.sh("rm /shm/r; echo changed", b"\nchanged\n")
         load, _, err = q.run_job("snapshot-load", LOAD, "bload")
@@ -173,7 +195,7 @@ def one_run(impl, build, guest, d):
         second = (written(proc.pid) - w0) / B.MiB
         growth = (B.allocated(disk) - g0) / B.MiB
         return (boot, uptime, save, load, pause, running, stamped, second, rate0, rate1, rate2,
-                growth)
+                growth, *hogs)
     finally:
         vm.close()
         con.s.close()
@@ -192,7 +214,8 @@ def run_in_bed(cfg, build, guest):
         print(f"(6) n/a: the kvm bed exited {r.returncode}", flush=True)
 
 
-UNITS = {"second": "MiB", "growth": "MiB", "rate0": "counts/s", "rate1": "counts/s", "rate2": "counts/s"}
+UNITS = {"second": "MiB", "growth": "MiB", "rate0": "counts/s", "rate1": "counts/s", "rate2": "counts/s",
+         "rate_cpu": "counts/s", "rate_dd": "counts/s"}
 
 
 def trace_lines(d):
@@ -245,6 +268,9 @@ def section6(cfg, build, work, results):
             around = (r["rate0"] + r["rate2"]) / 2
             data[impl].setdefault("speed2", []).append(
                 r["rate1"] / around * 100 if around else None)
+            for key, _ in HOGS:
+                data[impl].setdefault(key + "%", []).append(
+                    r[key] / around * 100 if around else None)
     results["linux"] = data
 
     def cells(impl, key, fmt="{:.3f}"):
@@ -288,6 +314,10 @@ def section6(cfg, build, work, results):
                  cells("qemu", "speed", "{:.0f}"), cells("snapgate", "speed", "{:.0f}"), "-"])
     rows.append(["  % of the mean of before and after",
                  cells("qemu", "speed2", "{:.0f}"), cells("snapgate", "speed2", "{:.0f}"), "-"])
+    rows.append(["  limit: no save, a busy shell loop beside the VM, %",
+                 cells("qemu", "rate_cpu%", "{:.0f}"), cells("snapgate", "rate_cpu%", "{:.0f}"), "-"])
+    rows.append(["  limit: no save, dd into a file beside the VM, %",
+                 cells("qemu", "rate_dd%", "{:.0f}"), cells("snapgate", "rate_dd%", "{:.0f}"), "-"])
     bed = os.environ.get("SG_BED") == "1"
     B.table(f"(6) Linux guest ({MEM} MiB, {FILL} MiB of it random), median [min-max] of {reps}"
             + (" -- IN THE KVM BED: EMULATED TIMING, compare the ratios only" if bed else ""),
@@ -305,5 +335,8 @@ def section6(cfg, build, work, results):
              "loop: a busybox shell loop counting into tmpfs, read over the console",
              "(rate through the save: from 3 s before it to just after it concluded;",
              "after: the 3 s after that -- the bed's rate drifts by up to 2x between runs);",
+             "limits: the loop for 3 s, no save, while a process beside the VM keeps one",
+             "CPU busy (a shell loop; dd writing 512 MiB into a file over and over, as a",
+             "save's writer does), % of the mean of before and after the save;",
              "the two sides alternate, repetition by repetition."]
             + [f"{i}: {e}" for i in data for e in data[i]["errors"]])

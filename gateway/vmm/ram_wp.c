@@ -27,8 +27,10 @@
  * lifts: 76-87 % of the guest's writing speed); and a copy into fresh
  * memory runs at 0.3-1.9 GB/s here (first touches of pages this nested
  * VM's host backs lazily) against 5-7 GB/s into memory in use.  So the
- * handler copies into buffers that are already faulted in (a stock it
- * fills while idle, and the copies the writer is done with), and with no
+ * handler copies into buffers that are already faulted in (a stock the
+ * save's prepare worker faults in before the pause, while the guest runs,
+ * for the burst of first writes right after the instant; kept full by the
+ * handler while idle; and the copies the writer is done with), and with no
  * fault waiting it copies ahead the regions after the last fault, where a
  * sequential writer goes next, so that writer mostly finds them lifted.
  * Its nice value (SNAPGATE_VMM_WP_NICE, default 0): -5 showed no gain.
@@ -92,6 +94,7 @@ struct sg_ram_wp {
     _Atomic uint64_t faults; /* regions the handler copied */
     uint64_t serve_ns;       /* the handler's time in serve() (trace) */
     _Atomic uint64_t ahead_copies;
+    uint64_t fresh;          /* copies into a buffer made then (lock held; trace) */
     int handler_nice;
     uint64_t copy_ns, lift_ns; /* trace: memcpy and lift time of every capture */
     int stock;               /* spare buffers the handler keeps faulted in */
@@ -154,10 +157,41 @@ static char *buf_new(void)
     return (char *)a;
 }
 
+static int stock_size(void)
+{
+    const char *knob = getenv("SNAPGATE_VMM_WP_STOCK");
+    int n = knob ? atoi(knob) : 32;
+    return n < 0 ? 0 : n > 4096 ? 4096 : n;
+}
+
+void sg_ram_wp_stock_fill(struct sg_ram_wp_stock *st, uint64_t ram_size)
+{
+    size_t want = (size_t)stock_size(), regions = (size_t)((ram_size + REGION - 1) / REGION);
+    want = want < regions ? want : regions;
+    st->buf = want ? calloc(want, sizeof(*st->buf)) : NULL;
+    st->n = 0;
+    while (st->buf && st->n < want) {
+        char *c = buf_new();
+        if (!c)
+            break;
+        memset(c, 0, REGION);   /* faulted in */
+        st->buf[st->n++] = c;
+    }
+}
+
+void sg_ram_wp_stock_drop(struct sg_ram_wp_stock *st)
+{
+    while (st->n)
+        munmap(st->buf[--st->n], REGION);
+    free(st->buf);
+    st->buf = NULL;
+}
+
 static char *buf_get(struct sg_ram_wp *wp)
 {
     if (wp->npool)
         return wp->pool[--wp->npool];
+    wp->fresh++;
     return buf_new();
 }
 
@@ -311,7 +345,8 @@ static void *handler(void *arg)
     return NULL;
 }
 
-struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_error *err)
+struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_ram_wp_stock *stock,
+                                 struct sg_error *err)
 {
     if ((uintptr_t)vm->ram % REGION) {
         sg_error_set(err, "live save: guest RAM is not 2 MiB aligned");
@@ -327,14 +362,21 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_err
     wp->last_fault = SIZE_MAX;   /* no fault yet: nothing to copy ahead of */
     const char *knob = getenv("SNAPGATE_VMM_WP_AHEAD");
     wp->ahead = knob ? atoi(knob) : 8;
-    knob = getenv("SNAPGATE_VMM_WP_STOCK");
-    wp->stock = knob ? atoi(knob) : 32;
+    wp->stock = stock_size();
     knob = getenv("SNAPGATE_VMM_WP_NICE");
     wp->handler_nice = knob ? atoi(knob) : 0;
     wp->nregions = (size_t)((vm->ram_size + REGION - 1) / REGION);
     wp->state = calloc(wp->nregions, 1);
     wp->copy = calloc(wp->nregions, sizeof(char *));
     pthread_mutex_init(&wp->lock, NULL);
+    /* The stock faulted in beforehand: it moves here, so that
+     * sg_ram_wp_end unmaps it whatever happens next. */
+    while (stock && stock->n) {
+        char *b = stock->buf[--stock->n];
+        pthread_mutex_lock(&wp->lock);
+        buf_put(wp, b);
+        pthread_mutex_unlock(&wp->lock);
+    }
     wp->stop_fd = eventfd(0, EFD_CLOEXEC);
     wp->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     struct uffdio_api api = { .api = UFFD_API,
@@ -547,10 +589,12 @@ void sg_ram_wp_finish(struct sg_ram_wp *wp)
     }
     if (wp->started) {
         sg_trace_printf("trace: wp: %llu faults served, %.1f ms in the handler, %llu copied"
-                    " ahead; copy %.1f lift %.1f ms; %zu regions written before the instant",
+                    " ahead, %llu into fresh memory; copy %.1f lift %.1f ms; %zu regions written"
+                    " before the instant",
                     (unsigned long long)atomic_load(&wp->faults), (double)wp->serve_ns / 1e6,
-                    (unsigned long long)atomic_load(&wp->ahead_copies), wp->copy_ns / 1e6,
-                    wp->lift_ns / 1e6, wp->reprotected);
+                    (unsigned long long)atomic_load(&wp->ahead_copies),
+                    (unsigned long long)wp->fresh, wp->copy_ns / 1e6, wp->lift_ns / 1e6,
+                    wp->reprotected);
         uint64_t one = 1;
         if (write(wp->stop_fd, &one, sizeof(one)) < 0) {
             /* an eventfd write of 1 cannot fail short of a full counter */

@@ -12,6 +12,21 @@
 struct sg_vm;
 struct sg_ram_wp;
 
+/* Buffers for the handler's copies, faulted in beforehand: a fresh 2 MiB
+ * buffer costs its first touch while a guest write waits (10-30 ms per
+ * fault in the kvm bed, where the guest's first writes after the instant
+ * come all at once). */
+struct sg_ram_wp_stock {
+    char **buf;
+    size_t n;
+};
+/* Before the pause, off the main thread (the save's prepare worker): as
+ * many as the handler keeps (SNAPGATE_VMM_WP_STOCK, default 32, at most a
+ * region per 2 MiB of RAM), best effort. */
+void sg_ram_wp_stock_fill(struct sg_ram_wp_stock *st, uint64_t ram_size);
+/* Unmaps what sg_ram_wp_open did not take. */
+void sg_ram_wp_stock_drop(struct sg_ram_wp_stock *st);
+
 /* Before the pause, the guest running: the descriptor, guest RAM
  * registered (holes mapped to the zero page before Linux 6.4), the
  * handler started and all of RAM protected; a write until the instant
@@ -19,7 +34,9 @@ struct sg_ram_wp;
  * reason) when the kernel cannot: use the fork.  lift_only: the bench's
  * limit probe (SNAPGATE_VMM_LIVE=wp-limit): a fault only lifts its region,
  * nothing is copied, RAM cannot be read (the save fails on purpose). */
-struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_error *err);
+struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_ram_wp_stock *stock,
+                                 struct sg_error *err);
+/* (stock, if not NULL: its buffers move into the handler's, even on failure.) */
 /* vCPUs parked: protects again the regions written since the open (all of
  * RAM is protected then); from now on RAM as the save reads it is RAM at
  * this instant.  false: sg_ram_wp_end it, use the fork. */

@@ -123,6 +123,7 @@ void sg_snap_op_free(void *p)
             sem_destroy(&op->gate);
         sg_ram_child_end(&op->child);
         sg_snap_wp_end(op);
+        sg_ram_wp_stock_drop(&op->wp_stock);
         sg_ram_lazy_free(op->lazy);
         sg_ram_hashes_free(op->hashes);
         free(op->blob);

@@ -71,6 +71,7 @@ struct snap_op {
      * the incremental base. */
     struct sg_ram_child child;
     struct sg_ram_wp *wp;     /* the instant by write-protect (ram_wp.c), else `child` */
+    struct sg_ram_wp_stock wp_stock; /* its copy buffers, faulted in by the prepare worker */
     bool by_fork;             /* chosen before the pause (snapshot_save.c) */
     bool wp_limit;            /* SNAPGATE_VMM_LIVE=wp-limit: the bench's probe */
     struct sg_block_frozen frozen_disk[SG_VM_MAX_DRIVES];

@@ -208,6 +208,17 @@ for k in (1, 2):
 early = [int(m) for m in re.findall(r"(\d+) regions written before the instant", vm.stderr())]
 print(f"regions written between the protection and the instant: {early}", flush=True)
 sgtest.check(len(early) == 2 and all(early), f"each save had regions to protect again: {early}")
+# The copy buffers are faulted in before the pause (the burst of first
+# writes after the instant would otherwise wait on fresh memory), and the
+# handler's copies go into them: 256 MiB of RAM, the stock is 32.
+stocked = [int(m) for m in re.findall(r"(\d+) copy buffers faulted in before the pause", vm.stderr())]
+copies = [tuple(map(int, m)) for m in re.findall(
+    r"wp: (\d+) faults served, [0-9.]+ ms in the handler, (\d+) copied ahead, (\d+) into fresh memory",
+    vm.stderr())]
+print(f"copy buffers stocked before each pause: {stocked}; (faults, ahead, fresh): {copies}", flush=True)
+sgtest.check_eq(stocked, [32, 32], "copy buffers faulted in before each pause")
+sgtest.check(len(copies) == 2 and all(f + a > 0 and n < f + a for f, a, n in copies),
+             f"the handler's copies went into the stock: {copies}")
 vm.quit()
 sgtest.qemu_img_check(b)
 print("PASS")
