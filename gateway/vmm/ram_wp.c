@@ -157,6 +157,15 @@ static char *buf_new(void)
     return (char *)a;
 }
 
+/* A new buffer, its pages faulted in (NULL without memory). */
+static char *buf_touched(void)
+{
+    char *c = buf_new();
+    if (c)
+        memset(c, 0, REGION);
+    return c;
+}
+
 static int stock_size(void)
 {
     const char *knob = getenv("SNAPGATE_VMM_WP_STOCK");
@@ -170,13 +179,8 @@ void sg_ram_wp_stock_fill(struct sg_ram_wp_stock *st, uint64_t ram_size)
     want = want < regions ? want : regions;
     st->buf = want ? calloc(want, sizeof(*st->buf)) : NULL;
     st->n = 0;
-    while (st->buf && st->n < want) {
-        char *c = buf_new();
-        if (!c)
-            break;
-        memset(c, 0, REGION);   /* faulted in */
+    for (char *c; st->buf && st->n < want && (c = buf_touched());)
         st->buf[st->n++] = c;
-    }
 }
 
 void sg_ram_wp_stock_drop(struct sg_ram_wp_stock *st)
@@ -305,10 +309,9 @@ static bool stock_up(struct sg_ram_wp *wp)
     pthread_mutex_unlock(&wp->lock);
     if (full)
         return false;
-    char *c = buf_new();
+    char *c = buf_touched();
     if (!c)
         return false;
-    memset(c, 0, REGION);
     pthread_mutex_lock(&wp->lock);
     buf_put(wp, c);
     pthread_mutex_unlock(&wp->lock);
@@ -371,12 +374,10 @@ struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_ram
     pthread_mutex_init(&wp->lock, NULL);
     /* The stock faulted in beforehand: it moves here, so that
      * sg_ram_wp_end unmaps it whatever happens next. */
-    while (stock && stock->n) {
-        char *b = stock->buf[--stock->n];
-        pthread_mutex_lock(&wp->lock);
-        buf_put(wp, b);
-        pthread_mutex_unlock(&wp->lock);
-    }
+    pthread_mutex_lock(&wp->lock);
+    while (stock && stock->n)
+        buf_put(wp, stock->buf[--stock->n]);
+    pthread_mutex_unlock(&wp->lock);
     wp->stop_fd = eventfd(0, EFD_CLOEXEC);
     wp->uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
     struct uffdio_api api = { .api = UFFD_API,

@@ -33,10 +33,10 @@ void sg_ram_wp_stock_drop(struct sg_ram_wp_stock *st);
  * only lifts its region.  NULL (with the
  * reason) when the kernel cannot: use the fork.  lift_only: the bench's
  * limit probe (SNAPGATE_VMM_LIVE=wp-limit): a fault only lifts its region,
- * nothing is copied, RAM cannot be read (the save fails on purpose). */
+ * nothing is copied, RAM cannot be read (the save fails on purpose).
+ * stock (or NULL): its buffers move to the handler, even on failure. */
 struct sg_ram_wp *sg_ram_wp_open(struct sg_vm *vm, bool lift_only, struct sg_ram_wp_stock *stock,
                                  struct sg_error *err);
-/* (stock, if not NULL: its buffers move into the handler's, even on failure.) */
 /* vCPUs parked: protects again the regions written since the open (all of
  * RAM is protected then); from now on RAM as the save reads it is RAM at
  * this instant.  false: sg_ram_wp_end it, use the fork. */
