@@ -128,6 +128,7 @@ static bool open_drives(struct sg_vmm *vmm, struct sg_error *err)
         if (!d->bs)
             return false;
         vm->nr_drives = i + 1;
+        sg_snap_drop_area(vmm, d, NULL);   /* left by a VMM that was killed */
     }
     return true;
 }
@@ -394,6 +395,7 @@ static void teardown(struct sg_vmm *vmm)
     if (vmm->qmp)
         sg_qmp_server_free(vmm->qmp);
     for (int i = 0; i < vm->nr_drives; i++) {
+        sg_snap_drop_area(vmm, &vm->drives[i], NULL);   /* the base dies with us */
         sg_drive_lock(&vm->drives[i]);
         if (vm->drives[i].bs) {
             if (!vm->drives[i].readonly)

@@ -31,6 +31,7 @@ static enum sg_job_step delete_step(struct sg_job *job, bool cancelled)
                             d->device_name);
             return SG_JOB_STEP_FAILED;
         }
+        sg_snap_drop_area(op->vmm, d, id);   /* its RAM's space goes too */
     }
     return SG_JOB_STEP_DONE;
 }

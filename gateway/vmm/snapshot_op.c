@@ -110,6 +110,34 @@ bool sg_snap_worker_finished(struct snap_op *op)
     return true;
 }
 
+/* The active vmstate area holds a copy of the snapshot the VM stands at,
+ * sharing its clusters, only so that the next save can rewrite just what
+ * changed (vm.pos.base, with the hashes in memory).  Without that use it
+ * only pins the clusters: a deleted snapshot's RAM would keep its space,
+ * and once no snapshot is left a grown disk (qemu-img resize) would show
+ * those bytes to the guest where QEMU's area lies empty. */
+void sg_snap_drop_area(struct sg_vmm *vmm, struct sg_drive *d, const char *deleted_id)
+{
+    struct sg_vm *vm = &vmm->vm;
+    bool base_here = vm->pos.base && !strcmp(vm->pos.node, d->node_name);
+    if (deleted_id && base_here && strcmp(vm->pos.id, deleted_id) != 0)
+        return;
+    if (d->readonly || !d->bs || !sg_block_can_snapshot(d->bs))
+        return;
+    if (base_here) {
+        vm->pos.base = false;
+        sg_ram_hashes_free(vm->hashes);
+        vm->hashes = NULL;
+    }
+    struct sg_error err = { 0 };
+    sg_drive_lock(d);
+    bool ok = sg_block_vmstate_discard(d->bs, &err);
+    sg_drive_unlock(d);
+    if (!ok)
+        fprintf(stderr, "snapgate-vmm: warning: '%s': could not empty the VM state area: %s\n",
+                d->node_name, err.msg);
+}
+
 void sg_snap_op_free(void *p)
 {
     struct snap_op *op = p;

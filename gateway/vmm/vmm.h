@@ -87,6 +87,11 @@ int sg_vmm_jobs_step(struct sg_vmm *vmm);
 void sg_vmm_jobs_free(struct sg_vmm *vmm);
 /* snapshot_cmds.c: registers the job and snapshot commands. */
 bool sg_vmm_jobs_init(struct sg_vmm *vmm, struct sg_error *err);
+/* snapshot_op.c: empties the active vmstate area of `d`'s image (a no-op
+ * when empty): at start-up and at the end (deleted_id NULL), and after
+ * snapshot `deleted_id` of `d` was deleted, unless the area is still the
+ * next save's base (vm.pos) for another snapshot. */
+void sg_snap_drop_area(struct sg_vmm *vmm, struct sg_drive *d, const char *deleted_id);
 /* snapshot_tree.c: frees what the tree query keeps. */
 void sg_snap_tree_free(struct sg_vmm *vmm);
 
