@@ -101,7 +101,7 @@ def start(impl, build, guest, d):
 
 CHANGE = 5                          # MiB rewritten between two saves: ~1% of RAM
 KEYS = ("boot", "uptime", "save", "load", "pause", "running", "stamped", "second", "rate0",
-        "rate1", "rate2", "growth", "rate_cpu", "rate_dd")
+        "rate1", "rate2", "growth", "rate_cpu", "rate_dd", "running2")
 
 # The machine's limit for a save's writer, which takes a CPU of its own:
 # the guest's loop while a process beside the VM (no save) keeps a CPU busy
@@ -147,7 +147,8 @@ def hog_rate(con, d, script):
 def one_run(impl, build, guest, d):
     """Boot s, the guest's uptime at its prompt s, save wall s, load wall s, save pause s,
     load sent -> RESUME arrived s, -> RESUME stamped s, second save MiB written, loop
-    rate before / through / after the save, image growth MiB."""
+    rate before / through / after the save, image growth MiB, the two limit rates, and
+    load sent -> RESUME arrived s of a second load of the first snapshot in the same boot."""
     t0, proc, con, qsock = start(impl, build, guest, d)
     vm = B.Backend()
     vm.proc, vm.sock = proc, qsock
@@ -194,8 +195,16 @@ def one_run(impl, build, guest, d):
             raise B.Unavailable(f"second snapshot-save: {err}")
         second = (written(proc.pid) - w0) / B.MiB
         growth = (B.allocated(disk) - g0) / B.MiB
+        # The same load again in the same boot: its code has run once before
+        # (under the bed's TCG, code run for the first time is translated).
+        _, _, err = q.run_job("snapshot-load", LOAD, "bload2")
+        if err:
+            raise B.Unavailable(f"second snapshot-load: {err}")
+        running2 = q.resume_after
+        con.s.sendall(b"\n")
+        con.sh("ls /shm/r && echo again-$((2*5))", b"\nagain-10\n", 300)
         return (boot, uptime, save, load, pause, running, stamped, second, rate0, rate1, rate2,
-                growth, *hogs)
+                growth, *hogs, running2)
     finally:
         vm.close()
         con.s.close()
@@ -302,6 +311,8 @@ def section6(cfg, build, work, results):
                  ms("snapgate", "running"), "-"])
     rows.append(["  by RESUME's timestamp, p99 / median, ms", ms("qemu", "stamped"),
                  ms("snapgate", "stamped"), "-"])
+    rows.append(["  the same load again in the same boot, p99 / median, ms", ms("qemu", "running2"),
+                 ms("snapgate", "running2"), "-"])
     rows.append([f"2nd save after {CHANGE} MiB changed, MiB (goal <= {2 * CHANGE})",
                  cells("qemu", "second", "{:.1f}"), cells("snapgate", "second", "{:.1f}"),
                  B.ratio(B.med(data["snapgate"]["second"]), B.med(data["qemu"]["second"]))
@@ -329,7 +340,9 @@ def section6(cfg, build, work, results):
              "prompt (the kernel's own time; the rest of the boot is the VMM, firmware, loader).",
              "running: snapshot-load sent -> RESUME event arrived (by its timestamp: the",
              "server's clock, without the client reading the messages before it; in the bed",
-             "python's parsing is emulated too); 2nd save: /proc/PID/io",
+             "python's parsing is emulated too; again: after the 2nd save, the first",
+             "snapshot loaded once more, code paths run before -- the bed's TCG translates",
+             "code at its first run in each process); 2nd save: /proc/PID/io",
              f"write_bytes (wchar in the bed) of a save after a load and {CHANGE} MiB rewritten,",
              "image growth: the qcow2 file's allocated bytes over that save;",
              "loop: a busybox shell loop counting into tmpfs, read over the console",
