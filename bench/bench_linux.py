@@ -10,6 +10,7 @@ import os
 import re
 import select
 import socket
+import struct
 import subprocess
 import sys
 import time
@@ -101,7 +102,8 @@ def start(impl, build, guest, d):
 
 CHANGE = 5                          # MiB rewritten between two saves: ~1% of RAM
 KEYS = ("boot", "uptime", "save", "load", "pause", "running", "stamped", "second", "rate0",
-        "rate1", "rate2", "growth", "rate_cpu", "rate_dd", "running2")
+        "rate1", "rate2", "growth", "rate_cpu", "rate_dd", "running2",
+        "dirtied", "thp")
 
 # The machine's limit for a save's writer, which takes a CPU of its own:
 # the guest's loop while a process beside the VM (no save) keeps a CPU busy
@@ -115,6 +117,56 @@ def written(pid):
     accounting (the bed's tmpfs scratch: write_bytes stays 0)."""
     return B.io_written(pid) or next(
         (int(l.split()[1]) for l in open(f"/proc/{pid}/io") if l.startswith("wchar:")), 0)
+
+
+def guest_ram(pid):
+    """(start, end) of the VM process's largest private read-write anonymous
+    mapping: guest RAM, in both VMMs."""
+    best = (0, 0)
+    for line in open(f"/proc/{pid}/maps"):
+        f = line.split()
+        if len(f) == 5 and f[1].startswith("rw"):
+            a, b = (int(x, 16) for x in f[0].split("-"))
+            if b - a > best[1] - best[0]:
+                best = (a, b)
+    return best
+
+
+def soft_dirty_clear(pid):
+    """Clears the process's soft-dirty bits (proc(5), clear_refs 4); False
+    where the kernel has none."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("4")
+        return True
+    except OSError:
+        return False
+
+
+def soft_dirty_bytes(pid):
+    """Bytes of guest RAM written since soft_dirty_clear (pagemap bit 55, per
+    4 KiB page; a 2 MiB huge page counts whole)."""
+    a, b = guest_ram(pid)
+    n = 0
+    with open(f"/proc/{pid}/pagemap", "rb") as f:
+        for off in range(a, b, 64 << 20):
+            f.seek(off // 4096 * 8)
+            raw = f.read(min(b - off, 64 << 20) // 4096 * 8)
+            n += sum(1 for (e,) in struct.iter_unpack("<Q", raw) if e >> 55 & 1)
+    return n * 4096
+
+
+def ram_thp_bytes(pid):
+    """Bytes of guest RAM mapped by transparent huge pages (smaps AnonHugePages):
+    soft-dirty counts those 2 MiB at a time."""
+    a, _ = guest_ram(pid)
+    inside = False
+    for line in open(f"/proc/{pid}/smaps"):
+        if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+            inside = int(line.split("-")[0], 16) == a
+        elif inside and line.startswith("AnonHugePages:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def count(con):
@@ -148,7 +200,9 @@ def one_run(impl, build, guest, d):
     """Boot s, the guest's uptime at its prompt s, save wall s, load wall s, save pause s,
     load sent -> RESUME arrived s, -> RESUME stamped s, second save MiB written, loop
     rate before / through / after the save, image growth MiB, the two limit rates, and
-    load sent -> RESUME arrived s of a second load of the first snapshot in the same boot."""
+    load sent -> RESUME arrived s of a second load of the first snapshot in the same boot,
+    MiB of guest RAM written between the first load and the second save (None: no
+    soft-dirty bits) and MiB of RAM in huge pages then."""
     t0, proc, con, qsock = start(impl, build, guest, d)
     vm = B.Backend()
     vm.proc, vm.sock = proc, qsock
@@ -186,9 +240,14 @@ def one_run(impl, build, guest, d):
         running, stamped = q.resume_after, q.resume_stamped
         con.s.sendall(b"\n")
         con.sh("ls /shm/r && kill %1 && echo loaded-$((3*3))", b"\nloaded-9\n", 300)
+        # What the guest writes from here to the next save's instant (the
+        # load has concluded: RAM is all in), which that save compares with.
+        tracked = soft_dirty_clear(proc.pid)
         con.sh(f"dd if=/dev/urandom of=/shm/r bs=1M count={CHANGE} conv=notrunc 2>/dev/null;"
                " echo ch-done", b"\nch-done\n")
         disk = os.path.join(d, "disk.qcow2")
+        dirtied = soft_dirty_bytes(proc.pid) / B.MiB if tracked else None
+        thp = ram_thp_bytes(proc.pid) / B.MiB
         w0, g0 = written(proc.pid), B.allocated(disk)
         _, _, err = q.run_job("snapshot-save", dict(SAVE, tag="b2"), "bsave2")
         if err:
@@ -204,7 +263,7 @@ def one_run(impl, build, guest, d):
         con.s.sendall(b"\n")
         con.sh("ls /shm/r && echo again-$((2*5))", b"\nagain-10\n", 300)
         return (boot, uptime, save, load, pause, running, stamped, second, rate0, rate1, rate2,
-                growth, *hogs, running2)
+                growth, *hogs, running2, dirtied, thp)
     finally:
         vm.close()
         con.s.close()
@@ -223,8 +282,8 @@ def run_in_bed(cfg, build, guest):
         print(f"(6) n/a: the kvm bed exited {r.returncode}", flush=True)
 
 
-UNITS = {"second": "MiB", "growth": "MiB", "rate0": "counts/s", "rate1": "counts/s", "rate2": "counts/s",
-         "rate_cpu": "counts/s", "rate_dd": "counts/s"}
+UNITS = {"second": "MiB", "dirtied": "MiB", "thp": "MiB", "growth": "MiB", "rate0": "counts/s",
+         "rate1": "counts/s", "rate2": "counts/s", "rate_cpu": "counts/s", "rate_dd": "counts/s"}
 
 
 def trace_lines(d):
@@ -277,6 +336,8 @@ def section6(cfg, build, work, results):
             around = (r["rate0"] + r["rate2"]) / 2
             data[impl].setdefault("speed2", []).append(
                 r["rate1"] / around * 100 if around else None)
+            data[impl].setdefault("per_dirtied", []).append(
+                r["second"] / r["dirtied"] if r["dirtied"] else None)
             for key, _ in HOGS:
                 data[impl].setdefault(key + "%", []).append(
                     r[key] / around * 100 if around else None)
@@ -317,6 +378,13 @@ def section6(cfg, build, work, results):
                  cells("qemu", "second", "{:.1f}"), cells("snapgate", "second", "{:.1f}"),
                  B.ratio(B.med(data["snapgate"]["second"]), B.med(data["qemu"]["second"]))
                  if data["qemu"]["second"] and data["snapgate"]["second"] else "-"])
+    rows.append(["  the guest wrote since the load (soft-dirty pages), MiB",
+                 cells("qemu", "dirtied", "{:.1f}"), cells("snapgate", "dirtied", "{:.1f}"), "-"])
+    rows.append(["    of RAM then in 2 MiB pages (counted whole), MiB",
+                 cells("qemu", "thp", "{:.0f}"), cells("snapgate", "thp", "{:.0f}"), "-"])
+    rows.append(["  2nd save / what the guest wrote (goal <= 2)",
+                 cells("qemu", "per_dirtied", "{:.2f}"), cells("snapgate", "per_dirtied", "{:.2f}"),
+                 "-"])
     rows.append(["  the image grew by, MiB", cells("qemu", "growth", "{:.1f}"),
                  cells("snapgate", "growth", "{:.1f}"),
                  B.ratio(B.med(data["snapgate"]["growth"]), B.med(data["qemu"]["growth"]))
@@ -344,6 +412,8 @@ def section6(cfg, build, work, results):
              "snapshot loaded once more, code paths run before -- the bed's TCG translates",
              "code at its first run in each process); 2nd save: /proc/PID/io",
              f"write_bytes (wchar in the bed) of a save after a load and {CHANGE} MiB rewritten,",
+             "what the guest wrote: its RAM pages soft-dirty (/proc/PID/clear_refs 4 after",
+             "the load concluded, then /proc/PID/pagemap bit 55) just before that save;",
              "image growth: the qcow2 file's allocated bytes over that save;",
              "loop: a busybox shell loop counting into tmpfs, read over the console",
              "(rate through the save: from 3 s before it to just after it concluded;",
