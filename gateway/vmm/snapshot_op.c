@@ -46,15 +46,6 @@ void sg_snap_unlock_drives(struct snap_op *op)
         sg_drive_unlock(op->drives[i]);
 }
 
-bool sg_snap_start_locked_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err)
-{
-    sg_snap_lock_drives(op);
-    if (sg_snap_start_worker(op, fn, err))
-        return true;
-    sg_snap_unlock_drives(op);
-    return false;
-}
-
 /* The parked worker: waits at the gate for its work; none means exit. */
 static void *parked_worker(void *arg)
 {

@@ -65,10 +65,10 @@ struct snap_op {
     bool worker_ok;
     struct sg_error werr;
 
-    /* Live save (snapshot_save.c): the instant's RAM lives in `child`; the
-     * pause takes every drive lock and the worker releases them once the
-     * disks are at the instant (sg_snap_start_locked_worker); `dirty` (NULL: write all) are the pages changed since
-     * the incremental base. */
+    /* Live save (snapshot_save.c): the instant's RAM lives in `child` (or
+     * `wp`); the pause takes every drive lock, and the worker, given its
+     * work after the resume, releases them once the disks are at the
+     * instant. */
     struct sg_ram_child child;
     struct sg_ram_wp *wp;     /* the instant by write-protect (ram_wp.c), else `child` */
     struct sg_ram_wp_stock wp_stock; /* its copy buffers, faulted in by the prepare worker */
@@ -94,7 +94,6 @@ struct snap_op {
 };
 
 bool sg_snap_start_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
-bool sg_snap_start_locked_worker(struct snap_op *op, void *(*fn)(void *), struct sg_error *err);
 void sg_snap_lock_drives(struct snap_op *op);
 void sg_snap_unlock_drives(struct snap_op *op);
 bool sg_snap_park_worker(struct snap_op *op, struct sg_error *err);

@@ -202,7 +202,7 @@ def check_trace(vm, label, saves):
         toks = m.group(1).split()
         phases = list(zip(toks[::2], toks[1::2]))
         names = [p for p, _ in phases]
-        for want in ("kick", "parked", "stop-event", "capture", "worker-locks", "unpark",
+        for want in ("kick", "parked", "stop-event", "capture", "locks", "unpark",
                      "resume-event"):
             sgtest.check(want in names, f"{label}: no {want} in {line!r}")
         sgtest.check_eq(per, phases, f"{label}: per-phase lines vs the pause line")
