@@ -122,6 +122,8 @@ struct qcow2 {
     bool txn;
     uint64_t txn_floor;         /* cluster index */
     uint64_t *txn_l1, *txn_rt;  /* copies for an abort */
+    uint64_t *txn_l1_table;     /* the active L1 array at begin, txn_l1_size entries */
+    uint32_t txn_l1_size;       /* (a goto swaps in another before the commit) */
     uint64_t txn_host_end;
     uint64_t host_end;          /* bytes: max(file size, allocated end) */
     /* Allocating writes (qcow2_cluster.c, write_new): the file is at least

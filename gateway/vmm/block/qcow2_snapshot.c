@@ -562,7 +562,7 @@ bool sg_qcow2_snapshot_goto(struct sg_block *bs, const char *id, struct sg_error
         s->l1_size = (uint32_t)n;
         ok = qcow2_txn_commit(s, v, nb, false, sn->disk_size, err);
         if (!ok) {
-            s->l1 = old;
+            s->l1 = old;   /* as its abort left it */
             s->l1_size = old_size;
             free(nl1);
         } else {

@@ -44,6 +44,8 @@ bool qcow2_txn_begin(struct qcow2 *s, struct sg_error *err)
     }
     memcpy(s->txn_l1, s->l1, (size_t)s->l1_size * 8);
     memcpy(s->txn_rt, s->rt, (size_t)s->rt_size * 8);
+    s->txn_l1_table = s->l1;
+    s->txn_l1_size = s->l1_size;
     s->txn_host_end = s->host_end;
     s->txn_floor = (s->host_end + s->cluster_size - 1) / s->cluster_size;
     s->txn = true;
@@ -58,11 +60,16 @@ static void txn_end(struct qcow2 *s)
     s->txn = false;
 }
 
-/* Nothing was written: forget the in-memory changes. */
+/* Nothing was written: forget the in-memory changes.  The L1 table goes
+ * back to the array and size the transaction began with: a goto has put
+ * the snapshot's (of another size) in their place, which stays its own to
+ * free. */
 void qcow2_txn_abort(struct qcow2 *s)
 {
     if (!s->txn)
         return;
+    s->l1 = s->txn_l1_table;
+    s->l1_size = s->txn_l1_size;
     memcpy(s->l1, s->txn_l1, (size_t)s->l1_size * 8);
     memcpy(s->rt, s->txn_rt, (size_t)s->rt_size * 8);
     s->l1_dirty = false;
