@@ -78,6 +78,13 @@ class VMM:
         t = self.ticks()
         return t[-1] if t else 0
 
+    def io_written(self):
+        """Bytes the VMM process wrote: /proc/PID/io write_bytes, or wchar where
+        the file system does no block accounting (tmpfs, as in the kvm bed)."""
+        with open(f"/proc/{self.proc.pid}/io") as f:
+            kv = dict(line.split(": ") for line in f.read().splitlines())
+        return int(kv["write_bytes"]) or int(kv["wchar"])
+
     def check_no_ram_failure(self):
         bad = [l for l in self.snapshot_lines() if "RAM CHECK FAILED" in l]
         sgtest.check(not bad, f"guest reported {bad[:3]}")

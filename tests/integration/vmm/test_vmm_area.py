@@ -47,13 +47,9 @@ def hmp(vm, line):
 
 
 def written(vm, line):
-    with open(f"/proc/{vm.proc.pid}/io") as f:
-        before = dict(x.split(": ") for x in f.read().splitlines())
+    before = vm.io_written()
     hmp(vm, line)
-    with open(f"/proc/{vm.proc.pid}/io") as f:
-        after = dict(x.split(": ") for x in f.read().splitlines())
-    k = "write_bytes" if int(after["write_bytes"]) else "wchar"
-    return int(after[k]) - int(before[k])
+    return vm.io_written() - before
 
 
 vm = start("v1")

@@ -42,12 +42,6 @@ vm.wait_line(r"^tick 3$", 60)
 seq = [0]
 
 
-def io_bytes():
-    with open(f"/proc/{vm.proc.pid}/io") as f:
-        kv = dict(line.split(": ") for line in f.read().splitlines())
-    return int(kv["write_bytes"]) or int(kv["wchar"])
-
-
 def job(cmd, tag):
     seq[0] += 1
     jid = f"j{seq[0]}"
@@ -64,11 +58,11 @@ def job(cmd, tag):
 
 
 def save(tag):
-    before = io_bytes()
+    before = vm.io_written()
     t0 = vm.last_tick()
     ev = job("snapshot-save", tag)
     sgtest.check_eq(ev, ["STOP", "RESUME"], f"save {tag}: events")
-    return io_bytes() - before, t0
+    return vm.io_written() - before, t0
 
 
 def cycle_ok(label, v=None, start=None):
@@ -120,9 +114,9 @@ job("snapshot-save", "i1")
 q.cmd("cont")
 time.sleep(0.3)
 q.cmd("stop")
-before = io_bytes()
+before = vm.io_written()
 job("snapshot-save", "i2")
-inc = io_bytes() - before
+inc = vm.io_written() - before
 q.cmd("cont")
 print(f"full save wrote {full >> 20} MiB, an incremental one after 0.3 s {inc >> 20} MiB",
       flush=True)
